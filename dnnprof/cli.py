@@ -1,0 +1,164 @@
+"""The ``dnnprof`` command.
+
+- ``dnnprof serve``   the whole service. Without ``DNNPROF_REDIS_URL``: an embedded Redis (data in
+  ``DNNPROF_DATA_DIR``), one Celery worker for the best local device, and the API. With it: the API
+  only, workers being started elsewhere. Ctrl-C stops what it started.
+- ``dnnprof api``     the API alone (needs ``DNNPROF_REDIS_URL``).
+- ``dnnprof worker``  a Celery worker for one device class (needs ``DNNPROF_REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+from dnnprof.config import Settings
+from dnnprof.contract import DEVICE_CLASSES
+from dnnprof.embedded import EmbeddedRedis
+
+
+def _run_api(settings: Settings) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    print(f"dnnprof: API on http://{settings.host}:{settings.port} (OpenAPI: /schema)", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    """Cold shutdown (SIGQUIT): a job in progress is not waited for; its unacknowledged message
+    goes back to the queue and is measured again on the next start."""
+    if worker.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGQUIT)
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.host:
+        settings = _replace(settings, host=args.host)
+    if args.port:
+        settings = _replace(settings, port=args.port)
+    if settings.redis_url:
+        _run_api(settings)
+        return 0
+
+    redis_server = EmbeddedRedis(settings.data_dir / "redis")
+    url = redis_server.start()
+    os.environ["DNNPROF_REDIS_URL"] = url
+    settings = _replace(settings, redis_url=url)
+    print(f"dnnprof: embedded Redis at {url} (data in {redis_server.data_dir})", flush=True)
+    worker = None
+    try:
+        if args.device != "none":
+            # Its own session: the terminal's Ctrl-C reaches only us, and we stop it in order.
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "dnnprof.cli", "worker", "--device", args.device],
+                env=dict(os.environ),
+                start_new_session=True,
+            )
+        _run_api(settings)
+    finally:
+        if worker is not None:
+            _stop_worker(worker)
+        redis_server.stop()
+        print("dnnprof: stopped", flush=True)
+    return 0
+
+
+def _replace(settings: Settings, **changes) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def api(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.host:
+        settings = _replace(settings, host=args.host)
+    if args.port:
+        settings = _replace(settings, port=args.port)
+    _run_api(settings)
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        print(
+            "dnnprof worker: set DNNPROF_REDIS_URL (or use `dnnprof serve` for everything in one)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.device == "auto":
+        from workers.devices import detect_device_class
+
+        args.device = detect_device_class()
+    os.environ["DNNPROF_WORKER_DEVICE"] = args.device
+    from dnnprof.queue import queue_for
+    from workers.celery_app import app
+
+    argv = [
+        "worker",
+        "--queues",
+        queue_for(args.device),
+        "--pool",
+        "prefork",  # keeps time limits; CUDA is only ever touched in a spawned child
+        "--concurrency",
+        "1",  # one measurement at a time per device
+        "--hostname",
+        f"{args.device}-{os.getpid()}@%h",
+        "--loglevel",
+        args.loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dnnprof", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "serve", help="run the service (embedded Redis + worker + API unless DNNPROF_REDIS_URL)"
+    )
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument(
+        "--device",
+        choices=("auto", *DEVICE_CLASSES, "none"),
+        default="auto",
+        help="device class of the embedded worker ('none': start no worker)",
+    )
+    p.set_defaults(func=serve)
+
+    p = sub.add_parser("api", help="run the HTTP API only")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=api)
+
+    p = sub.add_parser("worker", help="run a Celery worker for one device class")
+    p.add_argument("--device", choices=("auto", *DEVICE_CLASSES), default="auto")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=worker)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

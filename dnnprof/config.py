@@ -1,0 +1,72 @@
+"""Settings, read once from ``DNNPROF_*`` environment variables (the README's configuration table)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "dnnprof"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    data_dir: Path = field(default_factory=_default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    soft_time_limit_s: int = 3300
+    time_limit_s: int = 3600
+    max_attempts: int = 3
+    heartbeat_s: int = 5
+    memory_limit_mb: int = 0
+    weights_dir: Path | None = None
+    imagenet_val: Path | None = None
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """Above the hard time limit, or Redis redelivers a task that is still running."""
+        return self.time_limit_s + 600
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ.get
+        soft = _env_int("DNNPROF_TASK_SOFT_TIME_LIMIT", 3300)
+        hard = _env_int("DNNPROF_TASK_TIME_LIMIT", max(3600, soft + 60))
+        if hard <= soft:
+            raise ValueError("DNNPROF_TASK_TIME_LIMIT must be above DNNPROF_TASK_SOFT_TIME_LIMIT")
+        return cls(
+            redis_url=env("DNNPROF_REDIS_URL") or None,
+            data_dir=Path(env("DNNPROF_DATA_DIR") or _default_data_dir()),
+            host=env("DNNPROF_HOST") or "127.0.0.1",
+            port=_env_int("DNNPROF_PORT", 8000),
+            soft_time_limit_s=soft,
+            time_limit_s=hard,
+            max_attempts=_env_int("DNNPROF_MAX_ATTEMPTS", 3),
+            heartbeat_s=_env_int("DNNPROF_HEARTBEAT_S", 5),
+            memory_limit_mb=_env_int("DNNPROF_MEMORY_LIMIT_MB", 0),
+            weights_dir=Path(env("DNNPROF_WEIGHTS_DIR")) if env("DNNPROF_WEIGHTS_DIR") else None,
+            imagenet_val=Path(env("DNNPROF_IMAGENET_VAL")) if env("DNNPROF_IMAGENET_VAL") else None,
+        )
+
+
+def require_redis_url(settings: Settings) -> str:
+    if not settings.redis_url:
+        raise RuntimeError(
+            "DNNPROF_REDIS_URL is not set: start everything with `dnnprof serve` (embedded Redis) "
+            "or point DNNPROF_REDIS_URL at your Redis, e.g. redis://localhost:6379/0"
+        )
+    return settings.redis_url

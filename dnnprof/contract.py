@@ -1,0 +1,224 @@
+"""The request/result contract shared by the API and the workers, as versioned msgspec structs.
+
+Everything that crosses the Redis store or the HTTP API is one of these structs, so both
+sides validate and (de)serialise with the same code. Bump :data:`SCHEMA_VERSION` on any
+incompatible change; readers keep accepting older versions where the fields allow it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+SCHEMA_VERSION = 1
+
+DeviceClass = Literal["cuda", "jetson", "cpu"]
+DEVICE_CLASSES: tuple[str, ...] = ("cuda", "jetson", "cpu")
+Precision = Literal["fp32", "fp16", "bf16", "amp"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "amp")
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
+
+#: The paper's batch sizes (Section IV-C).
+DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+#: The paper averages 10 runs (Section IV-E).
+DEFAULT_RUNS = 10
+MAX_BATCH_SIZE = 1024
+MAX_RUNS = 1000
+MAX_BATCH_SIZE_COUNT = 16
+
+#: Model names: letters, digits and the punctuation the paper's names use. No slashes, so no
+#: path or URL (``hf-hub:org/name``, ``../x``) can even be named.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:()+=,\-]*$"
+
+BatchSize = Annotated[int, Meta(ge=1, le=MAX_BATCH_SIZE)]
+
+#: What each request field accepts, for 422 bodies.
+ACCEPTED_VALUES: dict[str, str] = {
+    "model": "a catalogue name (GET /v1/models?q=...), "
+    "e.g. 'resnet18', 'timm:resnet50', 'SE-ResNeXt-50 (32x4d)'",
+    "device": "one of "
+    + ", ".join(DEVICE_CLASSES)
+    + " (or omit it to use the best class with a live worker)",
+    "batch_sizes": f"1 to {MAX_BATCH_SIZE_COUNT} integers, each in 1..{MAX_BATCH_SIZE}",
+    "runs": f"an integer in 1..{MAX_RUNS}",
+    "precision": "one of " + ", ".join(PRECISIONS),
+    "input_size": "an integer in 16..1024 (square input side in pixels), or omit it for the model's own",
+    "channels_last": "true or false",
+    "force": "true or false",
+}
+
+
+class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/profiles``."""
+
+    model: Annotated[str, Meta(min_length=1, max_length=120, pattern=MODEL_NAME_PATTERN)]
+    device: DeviceClass | None = None
+    batch_sizes: Annotated[list[BatchSize], Meta(min_length=1, max_length=MAX_BATCH_SIZE_COUNT)] | None = None
+    runs: Annotated[int, Meta(ge=1, le=MAX_RUNS)] = DEFAULT_RUNS
+    precision: Precision = "fp32"
+    input_size: Annotated[int, Meta(ge=16, le=1024)] | None = None
+    channels_last: bool = False
+    force: bool = False
+
+
+class ProfileSettings(Struct, kw_only=True, frozen=True):
+    """A request made canonical: resolved model, device class, sorted batch sizes.
+
+    Two requests with equal settings are the same job (see :meth:`dedupe_key`).
+    """
+
+    model: str
+    device: DeviceClass
+    batch_sizes: tuple[int, ...]
+    runs: int
+    precision: Precision
+    input_size: int
+    channels_last: bool = False
+
+    def dedupe_key(self) -> str:
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:32]
+
+
+class ModelInfo(Struct, kw_only=True):
+    """A catalogue entry: how a model name resolves and how the model is fed."""
+
+    name: str  # qualified: "tv:resnet18", "timm:legacy_seresnext50_32x4d", "dnnprof:shufflenet_v1_g3"
+    source: Literal["tv", "timm", "dnnprof"]
+    architecture: str
+    input_size: int
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    num_classes: int = 1000
+    paper_name: str | None = None
+    pretrained_tags: list[str] = []
+    published_params: int | None = None
+    published_gmacs: float | None = None
+    published_top1: float | None = None
+    published_top5: float | None = None
+    weights_url: str | None = None
+
+
+class LatencyStats(Struct, kw_only=True):
+    """Per-image inference time over the timed runs, in milliseconds unless named otherwise."""
+
+    runs: int
+    warmup_runs: int
+    mean_ms: float
+    median_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    p90_ms: float
+    p99_ms: float
+    ci95_low_ms: float
+    ci95_high_ms: float
+    images_per_s: float
+    cv: float
+    noisy: bool
+
+
+class MemoryStats(Struct, kw_only=True):
+    """Memory while running one batch size.
+
+    ``total_bytes`` is the paper's figure: all the device memory the process holds (CUDA: NVML
+    per-process, context included; Jetson: the process's share of unified memory; CPU: peak RSS).
+    """
+
+    total_bytes: int | None
+    method: str
+    torch_peak_allocated_bytes: int | None = None
+    torch_peak_reserved_bytes: int | None = None
+
+
+class BatchMeasurement(Struct, kw_only=True):
+    batch_size: int
+    status: Literal["ok", "oom", "error"]
+    error: str | None = None
+    latency: LatencyStats | None = None
+    memory: MemoryStats | None = None
+    achieved_flops_per_s: float | None = None
+    peak_flops_share: float | None = None
+    energy_per_image_j: float | None = None
+
+
+class DeviceFingerprint(Struct, kw_only=True):
+    device_class: DeviceClass
+    device_name: str
+    device_memory_bytes: int | None = None
+    compute_capability: str | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    cudnn_version: str | None = None
+    torch_version: str
+    torchvision_version: str | None = None
+    timm_version: str | None = None
+    python_version: str
+    cpu_model: str | None = None
+    cpu_count: int | None = None
+    torch_threads: int | None = None
+    l4t_release: str | None = None
+    jetson_power_mode: str | None = None
+    hostname: str | None = None
+
+
+class ProfileResult(Struct, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    model: ModelInfo
+    settings: ProfileSettings
+    params: int
+    param_file_bytes_fp32: int
+    param_file_bytes: int  # in the requested precision
+    flops: int  # one image, one multiply-add = 2 FLOPs (torch.utils.flop_counter)
+    input_size: int
+    batches: list[BatchMeasurement]
+    fingerprint: DeviceFingerprint
+    timing_method: str
+    wall_s: float
+    timed_s: float
+    top1: float | None = None
+    top5: float | None = None
+
+
+class Progress(Struct, kw_only=True):
+    stage: str  # "queued", "loading", "flops", "batch", "done"
+    batch_size: int | None = None
+    batches_done: int = 0
+    batches_total: int = 0
+    message: str | None = None
+
+
+class ProfileRecord(Struct, kw_only=True):
+    """A profile job and, once it succeeded, its result: what the store keeps and the API returns."""
+
+    id: str
+    status: JobStatus
+    settings: ProfileSettings
+    model: ModelInfo
+    created_at: float
+    schema_version: int = SCHEMA_VERSION
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: Progress | None = None
+    attempts: int = 0
+    worker: str | None = None
+    error: str | None = None
+    result: ProfileResult | None = None
+
+
+class WorkerInfo(Struct, kw_only=True):
+    """A worker's heartbeat."""
+
+    hostname: str
+    device_class: DeviceClass
+    device_name: str | None = None
+    pid: int
+    started_at: float
+    seen_at: float
+    busy_with: str | None = None

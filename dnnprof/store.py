@@ -1,0 +1,232 @@
+"""The Redis store: profile records, the dedupe index, worker heartbeats and the model catalogue.
+
+Keys (all under ``dnnprof:``):
+
+- ``profile:<id>``      JSON :class:`ProfileRecord` (the job, its progress and its result)
+- ``profiles``          sorted set of ids by creation time
+- ``dedupe:<key>``      id of the job for one set of canonical settings
+- ``cancel:<id>``       set when a running job must stop
+- ``worker:<class>:<hostname>``  JSON :class:`WorkerInfo`, expiring unless renewed
+- ``catalogue``         hash name -> JSON :class:`ModelInfo`; ``catalogue:version`` its version
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+import redis
+
+from dnnprof.contract import (
+    ACTIVE_STATUSES,
+    ModelInfo,
+    ProfileRecord,
+    WorkerInfo,
+)
+
+PREFIX = "dnnprof:"
+_record_decoder = msgspec.json.Decoder(ProfileRecord)
+_worker_decoder = msgspec.json.Decoder(WorkerInfo)
+_model_decoder = msgspec.json.Decoder(ModelInfo)
+_encode = msgspec.json.encode
+
+
+class ConflictError(Exception):
+    """A record was not in a state that allows the requested change."""
+
+
+class ProfileStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> ProfileStore:
+        if url.startswith("redis+socket://"):
+            url = "unix://" + url[len("redis+socket://") :]
+        kwargs.setdefault("socket_timeout", 10)
+        kwargs.setdefault("socket_connect_timeout", 5)
+        kwargs.setdefault("health_check_interval", 15)
+        return cls(redis.Redis.from_url(url, **kwargs))
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    # -- profile records ---------------------------------------------------------------------
+
+    @staticmethod
+    def _key(profile_id: str) -> str:
+        return f"{PREFIX}profile:{profile_id}"
+
+    def get(self, profile_id: str) -> ProfileRecord | None:
+        raw = self.redis.get(self._key(profile_id))
+        return _record_decoder.decode(raw) if raw is not None else None
+
+    def create_or_get(self, record: ProfileRecord, *, force: bool = False) -> tuple[ProfileRecord, bool]:
+        """Store ``record`` as a new job unless an equal one is stored or in flight.
+
+        Returns ``(record, created)``. An equal job that failed or was cancelled is replaced;
+        with ``force`` any equal job is replaced (the old record stays readable by its id).
+        Atomic across concurrent API processes (WATCH on the dedupe key).
+        """
+        dedupe_key = f"{PREFIX}dedupe:{record.settings.dedupe_key()}"
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(dedupe_key)
+                    existing_id = pipe.get(dedupe_key)
+                    if existing_id is not None and not force:
+                        raw = pipe.get(self._key(existing_id.decode()))
+                        if raw is not None:
+                            existing = _record_decoder.decode(raw)
+                            if existing.status in ACTIVE_STATUSES or existing.status == "succeeded":
+                                pipe.unwatch()
+                                return existing, False
+                    pipe.multi()
+                    pipe.set(dedupe_key, record.id)
+                    pipe.set(self._key(record.id), _encode(record))
+                    pipe.zadd(f"{PREFIX}profiles", {record.id: record.created_at})
+                    pipe.execute()
+                    return record, True
+                except redis.WatchError:
+                    continue
+
+    def update(
+        self,
+        profile_id: str,
+        change: Callable[[ProfileRecord], ProfileRecord | None],
+        *,
+        allowed_from: Iterable[str] | None = None,
+    ) -> ProfileRecord:
+        """Read-modify-write one record atomically.
+
+        ``change`` gets the current record and returns the new one (or None to leave it). Raises
+        :class:`KeyError` if the record is gone and :class:`ConflictError` if its status is not in
+        ``allowed_from``, so a late writer cannot overwrite a cancelled or finished job.
+        """
+        key = self._key(profile_id)
+        allowed = frozenset(allowed_from) if allowed_from is not None else None
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise KeyError(profile_id)
+                    current = _record_decoder.decode(raw)
+                    if allowed is not None and current.status not in allowed:
+                        pipe.unwatch()
+                        raise ConflictError(f"profile {profile_id} is {current.status}")
+                    new = change(current)
+                    if new is None:
+                        pipe.unwatch()
+                        return current
+                    pipe.multi()
+                    pipe.set(key, _encode(new))
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+
+    def list(
+        self,
+        *,
+        model: str | None = None,
+        device: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[ProfileRecord]:
+        """Newest first, filtered by resolved model name, device class and status."""
+        ids = self.redis.zrevrange(f"{PREFIX}profiles", 0, -1)
+        out: list[ProfileRecord] = []
+        skipped = 0
+        for start in range(0, len(ids), 200):
+            chunk = ids[start : start + 200]
+            for raw in self.redis.mget([self._key(i.decode()) for i in chunk]):
+                if raw is None:
+                    continue
+                rec = _record_decoder.decode(raw)
+                if model is not None and rec.settings.model != model:
+                    continue
+                if device is not None and rec.settings.device != device:
+                    continue
+                if status is not None and rec.status != status:
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                out.append(rec)
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def delete(self, profile_id: str) -> bool:
+        rec = self.get(profile_id)
+        if rec is None:
+            return False
+        dedupe_key = f"{PREFIX}dedupe:{rec.settings.dedupe_key()}"
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self._key(profile_id))
+            pipe.zrem(f"{PREFIX}profiles", profile_id)
+            pipe.delete(f"{PREFIX}cancel:{profile_id}")
+            pipe.execute()
+        # Drop the dedupe pointer only if it still points at this record.
+        self.redis.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+            1,
+            dedupe_key,
+            profile_id,
+        )
+        return True
+
+    def request_cancel(self, profile_id: str, ttl_s: int = 86400) -> None:
+        self.redis.set(f"{PREFIX}cancel:{profile_id}", "1", ex=ttl_s)
+
+    def cancel_requested(self, profile_id: str) -> bool:
+        return bool(self.redis.exists(f"{PREFIX}cancel:{profile_id}"))
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def heartbeat(self, info: WorkerInfo, ttl_s: int) -> None:
+        self.redis.set(f"{PREFIX}worker:{info.device_class}:{info.hostname}", _encode(info), ex=ttl_s)
+
+    def forget_worker(self, info: WorkerInfo) -> None:
+        self.redis.delete(f"{PREFIX}worker:{info.device_class}:{info.hostname}")
+
+    def workers(self) -> list[WorkerInfo]:
+        keys = list(self.redis.scan_iter(match=f"{PREFIX}worker:*", count=500))
+        if not keys:
+            return []
+        return [_worker_decoder.decode(raw) for raw in self.redis.mget(keys) if raw is not None]
+
+    def live_device_classes(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for w in self.workers():
+            counts[w.device_class] = counts.get(w.device_class, 0) + 1
+        return counts
+
+    # -- catalogue ---------------------------------------------------------------------------
+
+    def publish_catalogue(self, entries: Iterable[ModelInfo], version: str) -> int:
+        mapping = {e.name: _encode(e) for e in entries}
+        with self.redis.pipeline() as pipe:  # MULTI: readers never see half a catalogue
+            pipe.delete(f"{PREFIX}catalogue")
+            if mapping:
+                pipe.hset(f"{PREFIX}catalogue", mapping=mapping)
+            pipe.set(f"{PREFIX}catalogue:version", version)
+            pipe.execute()
+        return len(mapping)
+
+    def catalogue_version(self) -> str | None:
+        raw = self.redis.get(f"{PREFIX}catalogue:version")
+        return raw.decode() if raw is not None else None
+
+    def load_catalogue(self) -> dict[str, ModelInfo]:
+        raw = self.redis.hgetall(f"{PREFIX}catalogue")
+        return {k.decode(): _model_decoder.decode(v) for k, v in raw.items()}
+
+
+def now() -> float:
+    return time.time()

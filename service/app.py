@@ -1,0 +1,48 @@
+"""The Litestar app factory."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+
+import dnnprof
+from dnnprof.catalogue import CatalogueCache
+from dnnprof.config import Settings, require_redis_url
+from dnnprof.queue import make_celery
+from dnnprof.store import ProfileStore
+from service.controllers.health import HealthController
+from service.controllers.models import ModelController
+from service.controllers.profiles import ProfileController
+from service.deps import Services
+from service.errors import EXCEPTION_HANDLERS
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    store = ProfileStore.from_url(require_redis_url(settings))
+    services = Services(
+        settings=settings,
+        store=store,
+        celery=make_celery(settings),
+        catalogue_cache=CatalogueCache(store),
+    )
+    config = AppConfig(
+        route_handlers=[ProfileController, ModelController, HealthController],
+        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="dnnprof",
+            version=dnnprof.__version__,
+            description="Profiles image-classification networks on demand "
+            "(Bianco et al., 2018: accuracy, params, FLOPs, memory and latency per batch size).",
+            path="/schema",
+        ),
+        request_max_body_size=MAX_BODY_BYTES,
+    )
+    app = Litestar.from_config(config)
+    app.state.services = services
+    return app

@@ -1,0 +1,168 @@
+"""``/v1/profiles``: ask for a profile, follow it, list, cancel and delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from msgspec import Struct
+
+from dnnprof.contract import (
+    DEFAULT_BATCH_SIZES,
+    DEVICE_CLASSES,
+    TERMINAL_STATUSES,
+    DeviceClass,
+    JobStatus,
+    ProfileRecord,
+    ProfileRequest,
+    ProfileSettings,
+    Progress,
+)
+from dnnprof.store import ConflictError, now
+from service.deps import Services
+
+
+class ProfileAccepted(Struct, kw_only=True):
+    """Answer to a POST: the job (new or the equal one already stored) and where to follow it."""
+
+    id: str
+    status: JobStatus
+    created: bool
+    location: str
+    device: DeviceClass
+    workers_serving_device: int
+    warning: str | None = None
+    profile: ProfileRecord
+
+
+class DeleteOutcome(Struct, kw_only=True):
+    id: str
+    outcome: str  # "cancelled", "cancelling", "deleted"
+
+
+def _pick_device(requested: str | None, live: dict[str, int]) -> str:
+    if requested is not None:
+        return requested
+    for device in DEVICE_CLASSES:  # cuda, jetson, cpu: the fastest class with a live worker
+        if live.get(device):
+            return device
+    return "cpu"
+
+
+class ProfileController(Controller):
+    path = "/v1/profiles"
+    tags = ("profiles",)  # type: ignore[assignment]
+
+    @post(
+        "/",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Profile a model",
+        description="Queues a profile, or returns the stored one (200) or the equal job in flight (202) "
+        "unless `force`. Unknown model: 404 with close matches; bad fields: 422 naming the field.",
+        sync_to_thread=True,
+    )
+    def create(self, data: ProfileRequest, services: NamedDependency[Services]) -> Response[ProfileAccepted]:
+        resolved = services.resolve(data.model)
+        live = services.store.live_device_classes()
+        device = _pick_device(data.device, live)
+        settings = ProfileSettings(
+            model=resolved.info.name + (f".{resolved.tag}" if resolved.tag else ""),
+            device=device,  # type: ignore[arg-type]
+            batch_sizes=tuple(sorted(set(data.batch_sizes or DEFAULT_BATCH_SIZES))),
+            runs=data.runs,
+            precision=data.precision,
+            input_size=data.input_size or resolved.info.input_size,
+            channels_last=data.channels_last,
+        )
+        record = ProfileRecord(
+            id=uuid.uuid4().hex,
+            status="queued",
+            settings=settings,
+            model=resolved.info,
+            created_at=now(),
+            progress=Progress(stage="queued", batches_total=len(settings.batch_sizes)),
+        )
+        record, created = services.store.create_or_get(record, force=data.force)
+        if created:
+            try:
+                services.enqueue(record.id, device)
+            except Exception:
+                services.store.delete(record.id)  # never leave a job that no worker will see
+                raise
+        serving = live.get(device, 0)
+        warning = None
+        if serving == 0 and record.status not in TERMINAL_STATUSES:
+            warning = (
+                f"no worker is serving device class {device!r} right now; the job waits in its queue "
+                f"until one starts (dnnprof worker --device {device})"
+            )
+        location = f"/v1/profiles/{record.id}"
+        body = ProfileAccepted(
+            id=record.id,
+            status=record.status,
+            created=created,
+            location=location,
+            device=device,  # type: ignore[arg-type]
+            workers_serving_device=serving,
+            warning=warning,
+            profile=record,
+        )
+        status_code = HTTP_200_OK if record.status == "succeeded" else HTTP_202_ACCEPTED
+        return Response(body, status_code=status_code, headers={"Location": location})
+
+    @get("/{profile_id:str}", summary="A profile job and its result", sync_to_thread=True)
+    def read(self, profile_id: FromPath[str], services: NamedDependency[Services]) -> ProfileRecord:
+        record = services.store.get(profile_id)
+        if record is None:
+            raise NotFoundException(f"no profile with id {profile_id!r}")
+        return record
+
+    @get("/", summary="Stored profiles, newest first", sync_to_thread=True)
+    def list_profiles(
+        self,
+        services: NamedDependency[Services],
+        model: Annotated[str | None, QueryParameter(max_length=120)] = None,
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        status: Annotated[JobStatus | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    ) -> list[ProfileRecord]:
+        qualified = services.try_resolve(model) if model else None
+        return services.store.list(model=qualified, device=device, status=status, limit=limit, offset=offset)
+
+    @delete(
+        "/{profile_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Cancel a queued or running job, or delete a finished profile",
+        sync_to_thread=True,
+    )
+    def remove(
+        self, profile_id: FromPath[str], services: NamedDependency[Services]
+    ) -> Response[DeleteOutcome]:
+        store = services.store
+        record = store.get(profile_id)
+        if record is None:
+            raise NotFoundException(f"no profile with id {profile_id!r}")
+        if record.status in TERMINAL_STATUSES:
+            store.delete(profile_id)
+            return Response(DeleteOutcome(id=profile_id, outcome="deleted"))
+        store.request_cancel(profile_id)
+
+        def cancel_queued(rec: ProfileRecord) -> ProfileRecord:
+            rec.status = "cancelled"
+            rec.finished_at = now()
+            rec.error = "cancelled before it started"
+            return rec
+
+        try:
+            store.update(profile_id, cancel_queued, allowed_from=("queued",))
+            return Response(DeleteOutcome(id=profile_id, outcome="cancelled"))
+        except ConflictError:
+            # Running: the worker sees the flag within a second, stops the measuring process and
+            # marks the job cancelled.
+            return Response(DeleteOutcome(id=profile_id, outcome="cancelling"), status_code=HTTP_202_ACCEPTED)

@@ -1,0 +1,45 @@
+"""Application state shared by the handlers, provided to them as named dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+
+from dnnprof.catalogue import Catalogue, CatalogueCache, Resolved, UnknownModelError
+from dnnprof.config import Settings
+from dnnprof.queue import PROFILE_TASK, queue_for
+from dnnprof.store import ProfileStore
+
+
+class CatalogueNotReadyError(Exception):
+    """No worker has published the model catalogue yet."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: ProfileStore
+    celery: Celery
+    catalogue_cache: CatalogueCache
+
+    def catalogue(self) -> Catalogue:
+        catalogue = self.catalogue_cache.get()
+        if len(catalogue) == 0:
+            raise CatalogueNotReadyError
+        return catalogue
+
+    def resolve(self, name: str) -> Resolved:
+        return self.catalogue().resolve(name)
+
+    def try_resolve(self, name: str) -> str:
+        """The qualified name for ``name`` where it resolves, else ``name`` as given (filters)."""
+        try:
+            return self.resolve(name).info.name
+        except (UnknownModelError, CatalogueNotReadyError):
+            return name
+
+    def enqueue(self, profile_id: str, device_class: str) -> None:
+        self.celery.send_task(
+            PROFILE_TASK, args=[profile_id], queue=queue_for(device_class), task_id=profile_id
+        )

@@ -1,0 +1,101 @@
+"""Exception handlers: every error a client can cause is a 4xx that says what was wrong and what
+is accepted; a store that is away is a 503 that says so."""
+
+from __future__ import annotations
+
+import re
+
+import redis
+from kombu.exceptions import OperationalError
+from litestar import MediaType, Request, Response
+from litestar.exceptions import ValidationException
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+from dnnprof.catalogue import UnknownModelError
+from dnnprof.contract import ACCEPTED_VALUES
+from service.deps import CatalogueNotReadyError
+
+
+def _field_of(key: str) -> str:
+    return re.split(r"[.\[]", key, maxsplit=1)[0] if key else ""
+
+
+def validation_error(request: Request, exc: ValidationException) -> Response:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", ""))
+        key = str(item.get("key", ""))
+        if not key:  # msgspec names the path in the message: "... - at `$.batch_sizes[0]`"
+            match = re.search(r"at `\$\.?([^`]*)`", message)
+            key = match.group(1) if match else ""
+        if not key:
+            match = re.search(r"unknown field `([^`]*)`", message)
+            key = match.group(1) if match else ""
+        field = _field_of(key)
+        error = {"field": key or None, "message": message, "source": item.get("source")}
+        if field in ACCEPTED_VALUES:
+            error["accepted"] = ACCEPTED_VALUES[field]
+        elif "unknown field" in message:
+            error["accepted"] = "fields: " + ", ".join(ACCEPTED_VALUES)
+        errors.append(error)
+    summary = "; ".join(
+        f"{e['field'] or 'body'}: {e['message']}"
+        + (f" (accepted: {e['accepted']})" if "accepted" in e else "")
+        for e in errors
+    )
+    return Response(
+        {"status_code": 422, "detail": f"Invalid request: {summary or exc.detail}", "errors": errors},
+        status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+        media_type=MediaType.JSON,
+    )
+
+
+def unknown_model(request: Request, exc: UnknownModelError) -> Response:
+    return Response(
+        {
+            "status_code": 404,
+            "detail": f"Unknown model {exc.name!r}. Search the catalogue with GET /v1/models?q=...",
+            "suggestions": exc.suggestions,
+        },
+        status_code=HTTP_404_NOT_FOUND,
+    )
+
+
+def catalogue_not_ready(request: Request, exc: CatalogueNotReadyError) -> Response:
+    return Response(
+        {
+            "status_code": 503,
+            "detail": "The model catalogue is not published yet: no worker has started. "
+            "Start one (dnnprof worker) and retry.",
+        },
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "10"},
+    )
+
+
+def store_unavailable(request: Request, exc: Exception) -> Response:
+    return Response(
+        {
+            "status_code": 503,
+            "detail": "The store (Redis) is unreachable; nothing was changed. Retry shortly.",
+            "error": type(exc).__name__,
+        },
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
+EXCEPTION_HANDLERS = {
+    ValidationException: validation_error,
+    UnknownModelError: unknown_model,
+    CatalogueNotReadyError: catalogue_not_ready,
+    redis.exceptions.ConnectionError: store_unavailable,
+    redis.exceptions.TimeoutError: store_unavailable,
+    OperationalError: store_unavailable,
+}

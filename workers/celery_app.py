@@ -1,0 +1,159 @@
+"""The worker's Celery app: ``celery -A workers.celery_app worker`` or ``dnnprof worker``.
+
+The device class comes from ``DNNPROF_WORKER_DEVICE`` (cuda, jetson, cpu) or is detected through
+NVML (no CUDA context in the parent). The worker consumes that class's queue only, publishes the
+model catalogue when it is ready, and renews a heartbeat the API's ``/readyz`` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from celery import signals
+
+from dnnprof.config import Settings
+from dnnprof.contract import DEVICE_CLASSES, WorkerInfo
+from dnnprof.queue import PROFILE_TASK, make_celery, queue_for
+from dnnprof.store import ProfileStore
+from workers.devices import detect_device_class, device_name
+from workers.jobs import DeviceBusyError, ProfileJob
+
+log = logging.getLogger("dnnprof.worker")
+
+settings = Settings.from_env()
+DEVICE_CLASS = os.environ.get("DNNPROF_WORKER_DEVICE") or detect_device_class()
+if DEVICE_CLASS not in DEVICE_CLASSES:
+    raise SystemExit(
+        f"DNNPROF_WORKER_DEVICE must be one of {', '.join(DEVICE_CLASSES)}, got {DEVICE_CLASS!r}"
+    )
+
+app = make_celery(settings)
+app.conf.task_default_queue = queue_for(DEVICE_CLASS)
+
+_store: ProfileStore | None = None
+
+
+def store() -> ProfileStore:
+    global _store
+    if _store is None:
+        _store = ProfileStore.from_url(settings.redis_url or "")
+    return _store
+
+
+def device_lock_name(hostname: str) -> str:
+    """One measurement at a time per physical device: the GPU's UUID, or the host for CPU/Jetson."""
+    if DEVICE_CLASS == "cuda":
+        with contextlib.suppress(Exception):
+            import pynvml
+
+            pynvml.nvmlInit()
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+            handle = (
+                pynvml.nvmlDeviceGetHandleByIndex(int(visible))
+                if visible.isdigit()
+                else pynvml.nvmlDeviceGetHandleByUUID(visible)
+            )
+            uuid = pynvml.nvmlDeviceGetUUID(handle)
+            return uuid.decode() if isinstance(uuid, bytes) else uuid
+    return f"{socket.gethostname()}:{DEVICE_CLASS}"
+
+
+@app.task(name=PROFILE_TASK, bind=True, max_retries=720)
+def profile(self, profile_id: str) -> str:
+    job = ProfileJob(
+        store(),
+        settings,
+        DEVICE_CLASS,
+        self.request.hostname or socket.gethostname(),
+        device_lock_name(socket.gethostname()),
+    )
+    try:
+        return job.run(profile_id)
+    except DeviceBusyError as exc:
+        raise self.retry(countdown=5, exc=exc) from exc
+
+
+class Heartbeat(threading.Thread):
+    """Renews this worker's presence in the store and looks after orphaned jobs (:meth:`sweep`)."""
+
+    def __init__(self, hostname: str) -> None:
+        super().__init__(name="dnnprof-heartbeat", daemon=True)
+        self.stopped = threading.Event()
+        started = time.time()
+        self.info = WorkerInfo(
+            hostname=hostname,
+            device_class=DEVICE_CLASS,  # type: ignore[arg-type]
+            device_name=device_name(DEVICE_CLASS),
+            pid=os.getpid(),
+            started_at=started,
+            seen_at=started,
+        )
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.info.seen_at = time.time()
+                store().heartbeat(self.info, ttl_s=3 * settings.heartbeat_s)
+                self.sweep()
+            except Exception as exc:  # noqa: BLE001 - Redis may be away; keep trying
+                log.warning("heartbeat failed: %s", exc)
+            self.stopped.wait(settings.heartbeat_s)
+
+    def sweep(self) -> None:
+        """A job marked running whose worker stopped beating (killed, machine gone) goes back to
+        its queue, or fails once it has used its attempts; one of ours past the hard time limit
+        fails (its pool process was killed). Nothing stays ``running`` for ever."""
+        alive = {w.hostname for w in store().workers()}
+        orphan_after = time.time() - 3 * settings.heartbeat_s
+        overdue_after = time.time() - settings.time_limit_s - 60
+        job = ProfileJob(store(), settings, DEVICE_CLASS, self.info.hostname, "")
+        for rec in store().list(status="running", limit=1000):
+            started = rec.started_at or rec.created_at
+            if rec.worker == self.info.hostname and started < overdue_after:
+                job._end(
+                    rec.id, "failed", error=f"killed at the hard time limit of {settings.time_limit_s} s"
+                )
+            elif rec.worker not in alive and started < orphan_after:
+                if rec.attempts >= settings.max_attempts:
+                    job._end(
+                        rec.id,
+                        "failed",
+                        error=f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times",
+                    )
+                elif job.requeue(rec.id, from_worker=rec.worker):
+                    app.send_task(PROFILE_TASK, args=[rec.id], queue=queue_for(rec.settings.device))
+                    log.warning("requeued %s: its worker %s stopped beating", rec.id, rec.worker)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with contextlib.suppress(Exception):
+            store().forget_worker(self.info)
+
+
+_heartbeat: Heartbeat | None = None
+
+
+@signals.worker_ready.connect
+def _on_ready(sender=None, **_: object) -> None:
+    global _heartbeat
+    # The catalogue needs torch/timm: build it in a fresh interpreter, never in this parent.
+    result = subprocess.run([sys.executable, "-m", "workers.catalogue"], check=False)
+    if result.returncode != 0:
+        log.error("publishing the model catalogue failed (exit code %s)", result.returncode)
+    hostname = getattr(sender, "hostname", None) or socket.gethostname()
+    _heartbeat = Heartbeat(hostname)
+    _heartbeat.start()
+    log.info("dnnprof worker ready: device class %s, queue %s", DEVICE_CLASS, queue_for(DEVICE_CLASS))
+
+
+@signals.worker_shutdown.connect
+def _on_shutdown(**_: object) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()

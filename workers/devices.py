@@ -1,0 +1,67 @@
+"""Which device class this machine serves, found without initialising CUDA (safe before fork)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from pathlib import Path
+
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+
+
+def is_jetson(release_file: Path = TEGRA_RELEASE, model_file: Path = DEVICE_TREE_MODEL) -> bool:
+    if release_file.exists():
+        return True
+    with contextlib.suppress(OSError):
+        return "jetson" in model_file.read_text(errors="ignore").lower()
+    return False
+
+
+def nvml_gpu_names() -> list[str]:
+    """Names of the GPUs NVML sees (empty without a driver); NVML does not create a CUDA context."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []
+    try:
+        names = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+            names.append(name.decode() if isinstance(name, bytes) else name)
+        return names
+    finally:
+        with contextlib.suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()
+
+
+def detect_device_class() -> str:
+    if is_jetson():
+        return "jetson"
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) not in ("", "-1") and nvml_gpu_names():
+        return "cuda"
+    return "cpu"
+
+
+def device_name(device_class: str) -> str:
+    if device_class == "cuda":
+        names = nvml_gpu_names()
+        if names:
+            return names[0]
+    if device_class == "jetson":
+        with contextlib.suppress(OSError):
+            return DEVICE_TREE_MODEL.read_text(errors="ignore").strip("\x00 \n")
+    return cpu_model() or platform.machine()
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    with contextlib.suppress(OSError):
+        for line in cpuinfo.read_text(errors="ignore").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None

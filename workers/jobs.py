@@ -1,0 +1,180 @@
+"""One profile job as the Celery pool process runs it: claim it, hold the device lock, run the
+measuring process, and record the outcome. No torch here (this runs in a forked pool process)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import msgspec
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+from dnnprof.config import Settings
+from dnnprof.contract import ACTIVE_STATUSES, TERMINAL_STATUSES, ProfileRecord, Progress
+from dnnprof.store import ConflictError, ProfileStore, now
+
+log = logging.getLogger(__name__)
+
+
+class DeviceBusyError(Exception):
+    """Another job holds this device; the task is retried later rather than measured alongside."""
+
+
+def _finish(status: str, *, error: str | None = None, result=None):
+    def change(rec: ProfileRecord) -> ProfileRecord:
+        rec.status = status  # type: ignore[assignment]
+        rec.finished_at = now()
+        rec.error = error
+        if result is not None:
+            rec.result = result
+            rec.progress = Progress(
+                stage="done", batches_done=len(result.batches), batches_total=len(result.batches)
+            )
+        return rec
+
+    return change
+
+
+class ProfileJob:
+    def __init__(
+        self, store: ProfileStore, settings: Settings, device_class: str, hostname: str, lock_name: str
+    ):
+        self.store = store
+        self.settings = settings
+        self.device_class = device_class
+        self.hostname = hostname
+        self.lock_name = lock_name
+
+    def run(self, profile_id: str) -> str:
+        record = self.store.get(profile_id)
+        if record is None:
+            return "deleted"
+        if record.status in TERMINAL_STATUSES:
+            return record.status  # a duplicate delivery of a finished job
+        if self.store.cancel_requested(profile_id):
+            return self._end(profile_id, "cancelled", error="cancelled before it started")
+
+        lock = self.store.redis.lock(
+            f"dnnprof:lock:{self.lock_name}", timeout=self.settings.time_limit_s + 60, blocking_timeout=1
+        )
+        if not lock.acquire():
+            raise DeviceBusyError(self.lock_name)
+        try:
+            return self._run_locked(profile_id)
+        finally:
+            with contextlib.suppress(redis.exceptions.LockError, redis.exceptions.RedisError):
+                lock.release()
+
+    def _run_locked(self, profile_id: str) -> str:
+        def claim(rec: ProfileRecord) -> ProfileRecord:
+            rec.status = "running"
+            rec.attempts += 1
+            rec.started_at = now()
+            rec.worker = self.hostname
+            rec.progress = Progress(stage="starting", batches_total=len(rec.settings.batch_sizes))
+            return rec
+
+        try:
+            record = self.store.update(profile_id, claim, allowed_from=ACTIVE_STATUSES)
+        except (ConflictError, KeyError):
+            return "skipped"
+        if record.attempts > self.settings.max_attempts:
+            return self._end(
+                profile_id,
+                "failed",
+                error=f"gave up after {record.attempts - 1} attempts: "
+                "the worker measuring it was lost each time",
+            )
+        try:
+            status, error, result = self._measure_in_child(profile_id)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            status, error, result = "failed", f"reading the measuring process's outcome failed: {exc}", None
+        return self._end(profile_id, status, error=error, result=result)
+
+    def requeue(self, profile_id: str, *, from_worker: str | None) -> bool:
+        """Put a running job whose worker vanished back to ``queued`` (True if this call did)."""
+
+        def change(rec: ProfileRecord) -> ProfileRecord | None:
+            if rec.status != "running" or rec.worker != from_worker:
+                return None
+            rec.status = "queued"
+            rec.worker = None
+            rec.progress = Progress(stage="queued", batches_total=len(rec.settings.batch_sizes))
+            return rec
+
+        try:
+            return self.store.update(profile_id, change, allowed_from=("running",)).status == "queued"
+        except (ConflictError, KeyError):
+            return False
+
+    def _end(self, profile_id: str, status: str, *, error: str | None = None, result=None) -> str:
+        try:
+            self.store.update(
+                profile_id, _finish(status, error=error, result=result), allowed_from=ACTIVE_STATUSES
+            )
+        except (ConflictError, KeyError):
+            return "skipped"
+        return status
+
+    def _measure_in_child(self, profile_id: str):
+        from workers.runner import Outcome
+
+        with tempfile.TemporaryDirectory(prefix="dnnprof-") as tmp:
+            outcome_path = Path(tmp) / "outcome.json"
+            log_path = Path(tmp) / "child.log"
+            env = dict(os.environ, DNNPROF_REDIS_URL=self.settings.redis_url or "")
+            with open(log_path, "wb") as child_log:
+                child = subprocess.Popen(
+                    [sys.executable, "-m", "workers.runner", profile_id, str(outcome_path)],
+                    stdout=child_log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+                try:
+                    while True:
+                        try:
+                            code = child.wait(timeout=0.5)
+                            break
+                        except subprocess.TimeoutExpired:
+                            if self._cancel_requested(profile_id):
+                                _stop(child)
+                                return "cancelled", "cancelled while running", None
+                except SoftTimeLimitExceeded:
+                    _stop(child)
+                    return (
+                        "failed",
+                        f"exceeded the time limit of {self.settings.soft_time_limit_s} s "
+                        "(DNNPROF_TASK_SOFT_TIME_LIMIT)",
+                        None,
+                    )
+                except BaseException:
+                    _stop(child)
+                    raise
+            if outcome_path.exists():
+                outcome = msgspec.json.decode(outcome_path.read_bytes(), type=Outcome)
+                if outcome.result is not None:
+                    return "succeeded", None, outcome.result
+                return "failed", outcome.error or "the measuring process failed", None
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            detail = (": " + " | ".join(tail)) if tail else ""
+            return "failed", f"the measuring process died ({how}){detail}"[:2000], None
+
+    def _cancel_requested(self, profile_id: str) -> bool:
+        try:
+            return self.store.cancel_requested(profile_id)
+        except redis.exceptions.RedisError:
+            return False  # Redis away for a moment: keep measuring
+
+
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=30)
