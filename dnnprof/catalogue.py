@@ -64,7 +64,10 @@ class Catalogue:
                 return Resolved(self.entries[qualified])
         arch, _, tag = raw.partition(".")
         if arch in self._by_arch:
-            return self._with_tag(self._prefer(self._by_arch[arch]), tag or None)
+            candidates = self._by_arch[arch]
+            if tag and "timm" in candidates:  # "arch.tag" is timm's spelling of pretrained weights
+                return self._with_tag(candidates["timm"], tag)
+            return self._with_tag(self._prefer(candidates), tag or None)
         forgiving = self._by_norm.get(normalise(arch))
         if forgiving:
             return self._with_tag(self._prefer({i.source: i for i in forgiving}), tag or None)

@@ -31,12 +31,11 @@ def validation_error(request: Request, exc: ValidationException) -> Response:
             continue
         message = str(item.get("message", ""))
         key = str(item.get("key", ""))
-        if not key:  # msgspec names the path in the message: "... - at `$.batch_sizes[0]`"
-            match = re.search(r"at `\$\.?([^`]*)`", message)
-            key = match.group(1) if match else ""
-        if not key:
-            match = re.search(r"unknown field `([^`]*)`", message)
-            key = match.group(1) if match else ""
+        # msgspec names the place in its message ("... - at `$.batch_sizes[0]`", "unknown field
+        # `x`"); Litestar's key is then just "data", the body as a whole.
+        match = re.search(r"at `\$\.?([^`]*)`", message) or re.search(r"unknown field `([^`]*)`", message)
+        if match and (not key or key == "data"):
+            key = match.group(1)
         field = _field_of(key)
         error = {"field": key or None, "message": message, "source": item.get("source")}
         if field in ACCEPTED_VALUES:

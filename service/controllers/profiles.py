@@ -8,7 +8,7 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from msgspec import Struct
 
@@ -66,7 +66,9 @@ class ProfileController(Controller):
         "unless `force`. Unknown model: 404 with close matches; bad fields: 422 naming the field.",
         sync_to_thread=True,
     )
-    def create(self, data: ProfileRequest, services: NamedDependency[Services]) -> Response[ProfileAccepted]:
+    def create(
+        self, data: JSONBody[ProfileRequest], services: NamedDependency[Services]
+    ) -> Response[ProfileAccepted]:
         resolved = services.resolve(data.model)
         live = services.store.live_device_classes()
         device = _pick_device(data.device, live)

@@ -1,0 +1,110 @@
+"""Starting and stopping the real service for tests: `dnnprof serve` as a user runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen
+    base_url: str
+    data_dir: Path
+    log_path: Path
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Ctrl-C, as a user stops it; everything it started must go with it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start_service(
+    data_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    device: str = "cpu",
+    ready_timeout: float = 120.0,
+    wait_for_worker: bool = True,
+) -> Service:
+    port = free_port()
+    log_path = data_dir / f"serve-{port}.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    full_env.update(
+        {
+            "DNNPROF_DATA_DIR": str(data_dir),
+            "DNNPROF_PORT": str(port),
+            "DNNPROF_HEARTBEAT_S": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    full_env.update(env or {})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dnnprof.cli", "serve", "--device", device],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    service = Service(process, f"http://127.0.0.1:{port}", data_dir, log_path)
+    deadline = time.monotonic() + ready_timeout
+    path = "/readyz" if wait_for_worker else "/healthz"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dnnprof serve exited with {process.returncode}:\n{service.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(service.base_url + path, timeout=2).status_code == 200:
+                return service
+        time.sleep(0.5)
+    service.stop()
+    raise RuntimeError(f"dnnprof serve not ready after {ready_timeout}s:\n{service.log()}")
+
+
+def wait_for(
+    client: httpx.Client,
+    profile_id: str,
+    statuses=("succeeded", "failed", "cancelled"),
+    timeout: float = 240.0,
+) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        response = client.get(f"/v1/profiles/{profile_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"profile {profile_id} still {body.get('status')} after {timeout}s: {body}")

@@ -1,0 +1,201 @@
+"""The service end to end: real `dnnprof serve` (embedded Redis, Celery worker process, Litestar
+under uvicorn) over HTTP on loopback."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_health_and_readiness_report_the_cpu_worker(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["ready"] is True and body["redis"] is True
+    assert body["workers"] == {"cuda": 0, "jetson": 0, "cpu": 1}
+    assert body["catalogue_models"] > 1000  # every torchvision and timm classifier
+
+
+def test_openapi_schema_documents_the_api(client):
+    schema = client.get("/schema/openapi.json").json()
+    for path in ("/v1/profiles", "/v1/profiles/{profile_id}", "/v1/models", "/v1/models/{name}", "/readyz"):
+        assert path in schema["paths"], path
+    props = schema["components"]["schemas"]["ProfileRequest"]["properties"]
+    assert {"model", "device", "batch_sizes", "runs", "precision", "input_size", "force"} <= set(props)
+
+
+def test_round_trip_resnet18_profile(client):
+    response = client.post("/v1/profiles", json={"model": "resnet18", "batch_sizes": [1, 2]})
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert response.headers["location"] == f"/v1/profiles/{accepted['id']}"
+    assert accepted["created"] is True and accepted["device"] == "cpu" and accepted["warning"] is None
+
+    done = wait_for(client, accepted["id"])
+    assert done["status"] == "succeeded", done["error"]
+    result = done["result"]
+    assert result["model"]["name"] == "tv:resnet18"
+    assert result["params"] == 11_689_512  # torchvision's published num_params
+    assert result["flops"] == pytest.approx(2 * 1.814e9, rel=0.005)  # published 1.814 GMACs
+    assert result["param_file_bytes_fp32"] >= 4 * 11_689_512
+    assert [b["batch_size"] for b in result["batches"]] == [1, 2]
+    for batch in result["batches"]:
+        assert batch["status"] == "ok"
+        lat = batch["latency"]
+        assert lat["runs"] == 10 and 0 < lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
+        assert lat["ci95_low_ms"] <= lat["mean_ms"] <= lat["ci95_high_ms"]
+        assert batch["memory"]["total_bytes"] > 4 * 11_689_512  # at least the weights
+    assert result["fingerprint"]["device_class"] == "cpu"
+    assert result["fingerprint"]["torch_version"]
+    assert done["progress"]["stage"] == "done" and done["attempts"] == 1
+
+    # The same request again (batch sizes in another order) is the stored profile: 200, no new job.
+    again = client.post("/v1/profiles", json={"model": "ResNet-18", "batch_sizes": [2, 1], "device": "cpu"})
+    assert again.status_code == 200
+    assert again.json()["id"] == accepted["id"] and again.json()["created"] is False
+
+    listed = client.get("/v1/profiles", params={"model": "resnet18", "device": "cpu"}).json()
+    assert accepted["id"] in [p["id"] for p in listed]
+    assert client.get("/v1/profiles", params={"model": "resnet18", "device": "cuda"}).json() == []
+
+
+def test_equal_request_in_flight_is_one_job_and_force_makes_another(client):
+    body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 3}
+    first = client.post("/v1/profiles", json=body).json()
+    second = client.post("/v1/profiles", json=body)
+    assert second.json()["id"] == first["id"] and second.json()["created"] is False
+    assert second.status_code in (200, 202)
+    forced = client.post("/v1/profiles", json={**body, "force": True}).json()
+    assert forced["id"] != first["id"] and forced["created"] is True
+    for profile_id in (first["id"], forced["id"]):
+        assert wait_for(client, profile_id)["status"] == "succeeded"
+
+
+def test_unknown_model_is_404_with_close_matches(client):
+    response = client.post("/v1/profiles", json={"model": "resnet19"})
+    assert response.status_code == 404
+    body = response.json()
+    assert "resnet19" in body["detail"]
+    assert "resnet18" in body["suggestions"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "accepted_fragment"),
+    [
+        ({"model": "resnet18", "batch_sizes": [0]}, "batch_sizes", "1..1024"),
+        ({"model": "resnet18", "batch_sizes": [2048]}, "batch_sizes", "1..1024"),
+        ({"model": "resnet18", "runs": 0}, "runs", "1..1000"),
+        ({"model": "resnet18", "runs": 100000}, "runs", "1..1000"),
+        ({"model": "resnet18", "precision": "fp64"}, "precision", "fp32, fp16, bf16, amp"),
+        ({"model": "resnet18", "device": "tpu"}, "device", "cuda, jetson, cpu"),
+        ({"model": "../../etc/passwd"}, "model", "catalogue name"),
+        ({"model": "hf-hub:evil/model"}, "model", "catalogue name"),
+        ({"model": "resnet18", "weights_url": "http://x/y.pth"}, "weights_url", "fields:"),
+    ],
+)
+def test_bad_fields_are_422_naming_the_field_and_what_is_accepted(client, body, field, accepted_fragment):
+    before = len(client.get("/v1/profiles", params={"limit": 1000}).json())
+    response = client.post("/v1/profiles", json=body)
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert errors and errors[0]["field"].startswith(field)
+    assert accepted_fragment in errors[0]["accepted"]
+    assert field in response.json()["detail"]
+    assert len(client.get("/v1/profiles", params={"limit": 1000}).json()) == before  # nothing queued
+
+
+def test_malformed_json_is_a_4xx(client):
+    response = client.post("/v1/profiles", content=b"{not json", headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500
+
+
+def test_models_catalogue_search_and_paper_names(client):
+    hits = [m["name"] for m in client.get("/v1/models", params={"q": "resnet18"}).json()]
+    assert "tv:resnet18" in hits and "timm:resnet18" in hits
+    paper = client.get("/v1/models", params={"paper": "true", "limit": 100}).json()
+    assert {m["paper_name"] for m in paper} >= {"ResNet-50", "SE-ResNeXt-50 (32x4d)", "NASNet-A-Large"}
+    seresnext = client.get("/v1/models/SE-ResNeXt-50 (32x4d)").json()
+    assert seresnext["name"] == "timm:legacy_seresnext50_32x4d" and seresnext["input_size"] == 224
+    assert client.get("/v1/models/nasnet-a-large").json()["input_size"] == 331
+    assert client.get("/v1/models/Inception-v3").json()["input_size"] == 299
+    assert client.get("/v1/models/timm:resnet50").json()["source"] == "timm"
+    assert client.get("/v1/models/resnet50").json()["source"] == "tv"  # torchvision first
+    assert client.get("/v1/models/no-such-net").status_code == 404
+
+
+def test_job_for_a_class_without_workers_is_accepted_with_a_warning_and_cancellable(client):
+    response = client.post("/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]})
+    assert response.status_code == 202
+    body = response.json()
+    assert (
+        body["workers_serving_device"] == 0
+        and "no worker is serving device class 'jetson'" in body["warning"]
+    )
+    cancel = client.delete(f"/v1/profiles/{body['id']}")
+    assert cancel.status_code == 200 and cancel.json()["outcome"] == "cancelled"
+    assert client.get(f"/v1/profiles/{body['id']}").json()["status"] == "cancelled"
+    assert client.delete(f"/v1/profiles/{body['id']}").json()["outcome"] == "deleted"
+    assert client.get(f"/v1/profiles/{body['id']}").status_code == 404
+    # A cancelled job does not block a new equal request.
+    again = client.post("/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]})
+    assert again.json()["created"] is True
+    client.delete(f"/v1/profiles/{again.json()['id']}")
+
+
+def test_running_job_is_cancelled_and_the_worker_takes_the_next(client):
+    slow = client.post("/v1/profiles", json={"model": "vgg11", "batch_sizes": [16, 32], "runs": 200}).json()
+    wait_for(client, slow["id"], statuses=("running",), timeout=120)
+    cancel = client.delete(f"/v1/profiles/{slow['id']}")
+    assert cancel.status_code == 202 and cancel.json()["outcome"] == "cancelling"
+    done = wait_for(client, slow["id"], timeout=60)
+    assert done["status"] == "cancelled" and done["result"] is None
+    nxt = client.post("/v1/profiles", json={"model": "mobilenet_v2", "batch_sizes": [1], "runs": 3}).json()
+    assert wait_for(client, nxt["id"])["status"] == "succeeded"
+
+
+def test_a_model_that_cannot_run_fails_with_a_readable_reason(client):
+    # Inception-v3 at 32 px: its stem shrinks the image below its kernels.
+    response = client.post(
+        "/v1/profiles", json={"model": "inception_v3", "input_size": 32, "batch_sizes": [1]}
+    )
+    done = wait_for(client, response.json()["id"])
+    assert done["status"] == "failed"
+    assert "RuntimeError" in done["error"] and "size" in done["error"].lower()
+    # The worker survives it.
+    ok = client.post("/v1/profiles", json={"model": "squeezenet1_0", "batch_sizes": [1], "runs": 2}).json()
+    assert wait_for(client, ok["id"])["status"] == "succeeded"
+
+
+def test_unknown_profile_id_is_404(client):
+    assert client.get("/v1/profiles/does-not-exist").status_code == 404
+    assert client.delete("/v1/profiles/does-not-exist").status_code == 404
+
+
+def test_oversized_body_is_rejected(client):
+    response = client.post(
+        "/v1/profiles",
+        content=b'{"model": "' + b"a" * 200_000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+def test_progress_is_reported_while_running(client):
+    job = client.post("/v1/profiles", json={"model": "resnet34", "batch_sizes": [1, 4, 8], "runs": 20}).json()
+    seen: set = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/profiles/{job['id']}").json()
+        if body["status"] == "running" and body["progress"]["stage"] == "batch":
+            seen.add(body["progress"]["batch_size"])
+        if body["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.1)
+    assert body["status"] == "succeeded", body["error"]
+    assert seen and seen <= {1, 4, 8}

@@ -1,0 +1,78 @@
+"""Name resolution: paper names, prefixes, plain names, timm tags, suggestions."""
+
+from __future__ import annotations
+
+import pytest
+
+from dnnprof.catalogue import Catalogue, UnknownModelError
+from dnnprof.paper import PAPER_MODELS, paper_name_for
+from workers.catalogue import build_catalogue
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> Catalogue:
+    return Catalogue({e.name: e for e in build_catalogue()})
+
+
+def test_the_paper_has_44_architectures_with_its_input_sizes():
+    assert len(PAPER_MODELS) == 44
+    sizes = {name: size for name, (_, size) in PAPER_MODELS.items()}
+    assert sizes["NASNet-A-Large"] == 331
+    assert {n for n, s in sizes.items() if s == 299} == {
+        "Inception-v3",
+        "Inception-v4",
+        "Inception-ResNet-v2",
+        "Xception",
+    }
+
+
+@pytest.mark.parametrize(
+    ("spelling", "paper"),
+    [
+        ("SE-ResNeXt-50 (32x4d)", "SE-ResNeXt-50 (32x4d)"),
+        ("se_resnext50_32x4d", "SE-ResNeXt-50 (32x4d)"),
+        ("densenet-161", "DenseNet-161 (k=48)"),
+        ("DenseNet-161 (k=48)", "DenseNet-161 (k=48)"),
+        ("vgg-13_bn", "VGG-13_BN"),
+        ("NASNet-A-Mobile", "NASNet-A-Mobile"),
+        ("dpn68", "DPN-68"),
+        ("DualPathNet-98", "DPN-98"),
+        ("mobilenet v1", "MobileNet-v1"),
+    ],
+)
+def test_paper_names_are_case_and_punctuation_forgiving(spelling, paper):
+    assert paper_name_for(spelling) == paper
+
+
+def test_every_paper_model_from_torchvision_or_timm_resolves_with_the_paper_input_size(catalogue):
+    for paper, (qualified, size) in PAPER_MODELS.items():
+        if qualified.startswith("dnnprof:"):
+            continue
+        info = catalogue.resolve(paper).info
+        assert (info.name, info.input_size, info.paper_name) == (qualified, size, paper)
+
+
+def test_prefixes_plain_names_and_timm_tags(catalogue):
+    assert catalogue.resolve("resnet50").info.name == "tv:resnet50"
+    assert catalogue.resolve("timm:resnet50").info.name == "timm:resnet50"
+    assert catalogue.resolve("tv:resnet50").info.name == "tv:resnet50"
+    assert catalogue.resolve("torchvision:resnet50").info.name == "tv:resnet50"
+    assert catalogue.resolve("convnext_tiny").info.name == "tv:convnext_tiny"
+    assert catalogue.resolve("eva02_tiny_patch14_224").info.source == "timm"  # timm only
+    tagged = catalogue.resolve("resnet50.a1_in1k")
+    assert tagged.info.name == "timm:resnet50" and tagged.tag == "a1_in1k"
+    assert catalogue.resolve("ResNet50").info.name == "tv:resnet50"  # forgiving
+
+
+@pytest.mark.parametrize("name", ["resnet19", "timm:resnet19", "resnet50.no_such_tag", "tv:legacy_xception"])
+def test_unknown_names_raise_with_suggestions(catalogue, name):
+    with pytest.raises(UnknownModelError) as info:
+        catalogue.resolve(name)
+    assert info.value.suggestions
+
+
+def test_search(catalogue):
+    hits = [i.name for i in catalogue.search("resnext50")]
+    assert "tv:resnext50_32x4d" in hits
+    paper = catalogue.search(paper_only=True, limit=100)
+    assert all(i.paper_name for i in paper) and len(paper) >= 39
