@@ -96,6 +96,8 @@ class ModelInfo(Struct, kw_only=True):
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     num_classes: int = 1000
+    input_space: Literal["RGB", "BGR"] = "RGB"
+    input_range: float = 1.0  # 255.0 for Caffe ports: pixels in 0..255, mean/std in those units
     paper_name: str | None = None
     pretrained_tags: list[str] = []
     published_params: int | None = None
@@ -103,6 +105,7 @@ class ModelInfo(Struct, kw_only=True):
     published_top1: float | None = None
     published_top5: float | None = None
     weights_url: str | None = None
+    notes: str | None = None
 
 
 class LatencyStats(Struct, kw_only=True):

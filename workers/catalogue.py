@@ -108,7 +108,10 @@ def _zoo_entries() -> list[ModelInfo]:
             crop_pct=entry.crop_pct,
             mean=entry.mean,
             std=entry.std,
+            input_space=entry.input_space,  # type: ignore[arg-type]
+            input_range=entry.input_range,
             weights_url=entry.weights_url,
+            notes=entry.notes,
         )
         for name, entry in zoo.REGISTRY.items()
     ]

@@ -21,6 +21,9 @@ class ZooEntry:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
+    input_space: str = "RGB"  # Caffe ports take BGR in 0..255 with mean/std in those units
+    input_range: float = 1.0
+    notes: str | None = None
 
 
 REGISTRY: dict[str, ZooEntry] = {}
@@ -43,3 +46,64 @@ def create(name: str, *, pretrained: bool = False) -> nn.Module:
         state = torch.hub.load_state_dict_from_url(entry.weights_url, map_location="cpu", check_hash=False)
         model.load_state_dict(state)
     return model
+
+
+def _register_paper_zoo() -> None:
+    from workers.zoo.bninception import BNInception
+    from workers.zoo.nasnet_mobile import NASNetAMobile
+    from workers.zoo.resnets import cafferesnet101, fbresnet152
+    from workers.zoo.shufflenet import ShuffleNetV1
+
+    cadene = "http://data.lip6.fr/cadene/pretrainedmodels/"
+    register(
+        "bninception",
+        ZooEntry(
+            build=BNInception,
+            input_size=224,
+            weights_url=cadene + "bn_inception-239d2248.pth",
+            mean=(104.0, 117.0, 128.0),
+            std=(1.0, 1.0, 1.0),
+            input_space="BGR",
+            input_range=255.0,
+        ),
+    )
+    register(
+        "cafferesnet101",
+        ZooEntry(
+            build=cafferesnet101,
+            input_size=224,
+            weights_url=cadene + "cafferesnet101-9d633cc0.pth",
+            mean=(102.9801, 115.9465, 122.7717),
+            std=(1.0, 1.0, 1.0),
+            input_space="BGR",
+            input_range=255.0,
+        ),
+    )
+    register(
+        "fbresnet152",
+        ZooEntry(build=fbresnet152, input_size=224, weights_url=cadene + "fbresnet152-2e20f6b4.pth"),
+    )
+    register(
+        "nasnetamobile",
+        ZooEntry(
+            build=NASNetAMobile,
+            input_size=224,
+            weights_url=cadene + "nasnetamobile-7e03cead.pth",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            interpolation="bicubic",
+            notes="timm cell modules: the published checkpoint's keys need mapping before it loads",
+        ),
+    )
+    register(
+        "shufflenet_v1_g3",
+        ZooEntry(
+            build=ShuffleNetV1,
+            input_size=224,
+            weights_url=None,
+            notes="no PyTorch checkpoint is published at a stable URL (Megvii's are on a drive)",
+        ),
+    )
+
+
+_register_paper_zoo()
