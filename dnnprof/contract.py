@@ -30,6 +30,7 @@ DEFAULT_RUNS = 10
 MAX_BATCH_SIZE = 1024
 MAX_RUNS = 1000
 MAX_BATCH_SIZE_COUNT = 16
+MAX_ACCURACY_IMAGES = 50_000  # the ImageNet validation set
 
 #: Model names: letters, digits and the punctuation the paper's names use. No slashes, so no
 #: path or URL (``hf-hub:org/name``, ``../x``) can even be named.
@@ -49,6 +50,8 @@ ACCEPTED_VALUES: dict[str, str] = {
     "precision": "one of " + ", ".join(PRECISIONS),
     "input_size": "an integer in 16..1024 (square input side in pixels), or omit it for the model's own",
     "channels_last": "true or false",
+    "accuracy": "true or false (top-1/top-5 on the worker's ImageNet validation set, pretrained weights)",
+    "accuracy_images": f"an integer in 1..{MAX_ACCURACY_IMAGES} (a quick estimate on that many images)",
     "force": "true or false",
 }
 
@@ -63,6 +66,8 @@ class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     precision: Precision = "fp32"
     input_size: Annotated[int, Meta(ge=16, le=1024)] | None = None
     channels_last: bool = False
+    accuracy: bool = False
+    accuracy_images: Annotated[int, Meta(ge=1, le=MAX_ACCURACY_IMAGES)] | None = None
     force: bool = False
 
 
@@ -79,6 +84,8 @@ class ProfileSettings(Struct, kw_only=True, frozen=True):
     precision: Precision
     input_size: int
     channels_last: bool = False
+    accuracy: bool = False
+    accuracy_images: int | None = None
 
     def dedupe_key(self) -> str:
         return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:32]
@@ -185,8 +192,10 @@ class ProfileResult(Struct, kw_only=True):
     timing_method: str
     wall_s: float
     timed_s: float
-    top1: float | None = None
+    weights: str = "random"  # "random", or "pretrained" (their URL is model.weights_url)
+    top1: float | None = None  # percent, measured on accuracy_images validation images
     top5: float | None = None
+    accuracy_images: int | None = None
 
 
 class Progress(Struct, kw_only=True):
@@ -213,6 +222,22 @@ class ProfileRecord(Struct, kw_only=True):
     worker: str | None = None
     error: str | None = None
     result: ProfileResult | None = None
+
+
+class PublishedResult(Struct, kw_only=True):
+    """An accuracy figure imported from a published table, kept apart from measured ones."""
+
+    model: str  # as the table spells it, e.g. "resnet50.a1_in1k"
+    resolved: str | None  # the catalogue name it resolves to, if any
+    source: str  # the label given at import, e.g. "timm-results-2026-08"
+    top1: float
+    top5: float | None = None
+    img_size: int | None = None
+    param_count_m: float | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    imported_at: float = 0.0
+    kind: Literal["published"] = "published"
 
 
 class WorkerInfo(Struct, kw_only=True):

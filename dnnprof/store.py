@@ -8,6 +8,7 @@ Keys (all under ``dnnprof:``):
 - ``cancel:<id>``       set when a running job must stop
 - ``worker:<class>:<hostname>``  JSON :class:`WorkerInfo`, expiring unless renewed
 - ``catalogue``         hash name -> JSON :class:`ModelInfo`; ``catalogue:version`` its version
+- ``published:<source>`` hash model -> JSON :class:`PublishedResult`; ``published:sources`` the set
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dnnprof.contract import (
     ACTIVE_STATUSES,
     ModelInfo,
     ProfileRecord,
+    PublishedResult,
     WorkerInfo,
 )
 
@@ -30,6 +32,7 @@ PREFIX = "dnnprof:"
 _record_decoder = msgspec.json.Decoder(ProfileRecord)
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 _model_decoder = msgspec.json.Decoder(ModelInfo)
+_published_decoder = msgspec.json.Decoder(PublishedResult)
 _encode = msgspec.json.encode
 
 
@@ -206,6 +209,36 @@ class ProfileStore:
         for w in self.workers():
             counts[w.device_class] = counts.get(w.device_class, 0) + 1
         return counts
+
+    # -- published results --------------------------------------------------------------------
+
+    def import_published(self, source: str, results: Iterable[PublishedResult]) -> int:
+        mapping = {r.model: _encode(r) for r in results}
+        with self.redis.pipeline() as pipe:  # one source is replaced as a whole
+            pipe.delete(f"{PREFIX}published:{source}")
+            if mapping:
+                pipe.hset(f"{PREFIX}published:{source}", mapping=mapping)
+            pipe.sadd(f"{PREFIX}published:sources", source)
+            pipe.execute()
+        return len(mapping)
+
+    def published(self, source: str | None = None) -> list[PublishedResult]:
+        sources = (
+            [source]
+            if source
+            else sorted(s.decode() for s in self.redis.smembers(f"{PREFIX}published:sources"))
+        )
+        out: list[PublishedResult] = []
+        for src in sources:
+            out.extend(_published_decoder.decode(v) for v in self.redis.hvals(f"{PREFIX}published:{src}"))
+        return out
+
+    def delete_published(self, source: str) -> bool:
+        with self.redis.pipeline() as pipe:
+            pipe.delete(f"{PREFIX}published:{source}")
+            pipe.srem(f"{PREFIX}published:sources", source)
+            deleted, _ = pipe.execute()
+        return bool(deleted)
 
     # -- catalogue ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from dnnprof.store import ProfileStore
 from service.controllers.health import HealthController
 from service.controllers.models import ModelController
 from service.controllers.profiles import ProfileController
+from service.controllers.results import PublishedResultsController
 from service.deps import Services
 from service.errors import EXCEPTION_HANDLERS
 
@@ -31,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         catalogue_cache=CatalogueCache(store),
     )
     config = AppConfig(
-        route_handlers=[ProfileController, ModelController, HealthController],
+        route_handlers=[ProfileController, ModelController, PublishedResultsController, HealthController],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

@@ -200,3 +200,44 @@ def test_progress_is_reported_while_running(client):
         time.sleep(0.1)
     assert body["status"] == "succeeded", body["error"]
     assert seen and seen <= {1, 4, 8}
+
+
+def test_accuracy_without_a_dataset_on_the_worker_fails_with_the_reason(client):
+    body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "accuracy": True, "accuracy_images": 500}
+    done = wait_for(client, client.post("/v1/profiles", json=body).json()["id"])
+    assert done["status"] == "failed"
+    assert "DNNPROF_IMAGENET_VAL" in done["error"]
+    assert done["settings"]["accuracy"] is True and done["settings"]["accuracy_images"] == 500
+    bad = client.post("/v1/profiles", json={**body, "accuracy_images": 0})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "accuracy_images"
+
+
+def test_published_results_import_in_timms_table_shape(client):
+    from pathlib import Path
+
+    table = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timm_results_imagenet.csv"
+    csv_bytes = table.read_bytes()
+    rows = csv_bytes.decode().count("\n") - 1
+    response = client.post(
+        "/v1/results/published/timm-2026-08", content=csv_bytes, headers={"content-type": "text/csv"}
+    )
+    assert response.status_code == 201, response.text
+    summary = response.json()
+    assert summary["imported"] == rows and summary["resolved"] > 0.9 * rows
+    published = client.get("/v1/results/published", params={"model": "timm:resnet50"}).json()
+    assert published and all(p["resolved"] == "timm:resnet50" and p["kind"] == "published" for p in published)
+    tagged = [p for p in published if p["model"] == "resnet50.a1_in1k"]
+    assert len(tagged) == 1 and 80 < tagged[0]["top1"] < 82 and tagged[0]["source"] == "timm-2026-08"
+    # Measured profiles are not mixed with imported figures.
+    assert all("kind" not in p for p in client.get("/v1/profiles").json())
+
+    bad = client.post(
+        "/v1/results/published/broken",
+        content=b"model,top1\nresnet50,abc\n",
+        headers={"content-type": "text/csv"},
+    )
+    assert bad.status_code == 422 and "line 2" in bad.json()["detail"]
+    no_header = client.post("/v1/results/published/broken", content=b"name,acc\nx,1\n")
+    assert no_header.status_code == 422 and "'model' and 'top1'" in no_header.json()["detail"]
+    assert client.delete("/v1/results/published/timm-2026-08").status_code == 204
+    assert client.get("/v1/results/published", params={"source": "timm-2026-08"}).json() == []

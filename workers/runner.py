@@ -55,8 +55,10 @@ def measure(profile_id: str, store: ProfileStore, settings: Settings) -> Outcome
     config = ScenarioConfig(
         device_class=record.settings.device,
         memory_limit_mb=settings.memory_limit_mb,
+        imagenet_val=settings.imagenet_val,
     )
-    result = run_profile(record.model, record.settings, config, on_progress=on_progress)
+    tag = record.settings.model.partition(".")[2]  # "timm:resnet50.a1_in1k": pretrained tag
+    result = run_profile(record.model, record.settings, config, on_progress=on_progress, tag=tag or None)
     return Outcome(result=result)
 
 
@@ -65,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     profile_id, outcome_path = argv
     die_with_parent()
     settings = Settings.from_env()
+    if settings.weights_dir is not None:  # where torch.hub and the Hugging Face hub cache weights
+        os.environ.setdefault("TORCH_HOME", str(settings.weights_dir))
+        os.environ.setdefault("HF_HOME", str(settings.weights_dir / "huggingface"))
     store = ProfileStore.from_url(require_redis_url(settings))
     try:
         outcome = measure(profile_id, store, settings)

@@ -80,6 +80,8 @@ class ProfileController(Controller):
             precision=data.precision,
             input_size=data.input_size or resolved.info.input_size,
             channels_last=data.channels_last,
+            accuracy=data.accuracy,
+            accuracy_images=data.accuracy_images if data.accuracy else None,
         )
         record = ProfileRecord(
             id=uuid.uuid4().hex,

@@ -8,12 +8,20 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dnnprof.contract import BatchMeasurement, ModelInfo, ProfileResult, ProfileSettings, Progress
+from workers.engine.accuracy import (
+    AccuracyUnavailableError,
+    eval_transform,
+    evaluate,
+    evenly_spaced,
+    open_val_set,
+)
 from workers.engine.fingerprint import fingerprint
 from workers.engine.memory import apply_memory_limit, is_out_of_memory, probe_for, release
 from workers.engine.models import build_model, count_params, parameter_file_bytes
@@ -29,6 +37,9 @@ class ScenarioConfig:
     warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
     noisy_cv: float = 0.1
     pretrained: bool = False
+    imagenet_val: Path | None = None
+    imagenet_labels: Path | None = None
+    loader_workers: int = 2
 
 
 def torch_device_for(device_class: str) -> torch.device:
@@ -93,8 +104,17 @@ def run_profile(
     total = len(settings.batch_sizes)
 
     on_progress(Progress(stage="loading", batches_total=total))
+    val_set = None
+    pretrained = config.pretrained or settings.accuracy
+    if settings.accuracy:  # before any download: fail fast when there is nothing to evaluate on
+        val_set = evenly_spaced(
+            open_val_set(
+                config.imagenet_val, eval_transform(info, settings.input_size), config.imagenet_labels
+            ),
+            settings.accuracy_images,
+        )
     if model is None:
-        model = build_model(info, pretrained=config.pretrained, tag=tag)
+        model = _load(info, pretrained, tag)
     model.eval()
     params = count_params(model)
     file_bytes_fp32 = parameter_file_bytes(model.float())
@@ -132,6 +152,27 @@ def run_profile(
                 measurement.achieved_flops_per_s = flops * measurement.latency.images_per_s
             batches.append(measurement)
 
+    top1 = top5 = images = None
+    if val_set is not None:
+
+        def accuracy_progress(done: int, of: int) -> None:
+            on_progress(
+                Progress(
+                    stage="accuracy", batches_done=total, batches_total=total, message=f"{done}/{of} images"
+                )
+            )
+
+        with torch.inference_mode(), autocast_for(settings.precision, device):
+            top1, top5, images = evaluate(
+                model,
+                val_set,
+                device,
+                dtype=dtype,
+                memory_format=memory_format,
+                workers=config.loader_workers,
+                on_progress=accuracy_progress,
+            )
+
     on_progress(Progress(stage="done", batches_done=total, batches_total=total))
     return ProfileResult(
         model=info,
@@ -146,7 +187,23 @@ def run_profile(
         timing_method=timer.method,
         wall_s=time.perf_counter() - started,
         timed_s=timed_s,
+        weights="pretrained" if pretrained else "random",
+        top1=top1,
+        top5=top5,
+        accuracy_images=images,
     )
+
+
+def _load(info: ModelInfo, pretrained: bool, tag: str | None) -> nn.Module:
+    if not pretrained:
+        return build_model(info, tag=tag)
+    try:
+        return build_model(info, pretrained=True, tag=tag)
+    except Exception as exc:
+        raise AccuracyUnavailableError(
+            f"could not load the pretrained weights of {info.name} "
+            f"({info.weights_url or 'no published URL'}): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _measure_batch(
