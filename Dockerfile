@@ -24,7 +24,7 @@ CMD ["dnnprof", "api"]
 
 FROM ${CUDA_IMAGE} AS worker
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    DNNPROF_WORKER_DEVICE=cuda DNNPROF_WEIGHTS_DIR=/cache TORCH_HOME=/cache \
+    DNNPROF_WORKER_DEVICE=cuda DNNPROF_WEIGHTS_DIR=/cache TORCH_HOME=/cache DNNPROF_WORKER_METRICS_PORT=9808 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 # DL3008: python3 is the base image's own distribution package; its version moves with the
 # pinned CUDA_IMAGE tag, which is the pin.
@@ -45,6 +45,8 @@ RUN pip install --no-cache-dir ".[worker]" \
     && mkdir -p /cache && chown 10001 /cache
 USER 10001
 VOLUME ["/cache"]
-HEALTHCHECK --interval=60s --timeout=20s --retries=3 \
-    CMD ["celery", "-A", "workers.celery_app", "inspect", "ping", "--timeout", "10"]
+EXPOSE 9808
+# The worker's main process serves its device metrics: answering means the worker is up.
+HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9808/metrics', timeout=4).status != 200)"]
 CMD ["dnnprof", "worker", "--device", "cuda"]

@@ -33,6 +33,7 @@ class Settings:
     max_attempts: int = 3
     heartbeat_s: int = 5
     memory_limit_mb: int = 0
+    worker_metrics_port: int = 9808
     weights_dir: Path | None = None
     imagenet_val: Path | None = None
 
@@ -58,6 +59,7 @@ class Settings:
             max_attempts=_env_int("DNNPROF_MAX_ATTEMPTS", 3),
             heartbeat_s=_env_int("DNNPROF_HEARTBEAT_S", 5),
             memory_limit_mb=_env_int("DNNPROF_MEMORY_LIMIT_MB", 0),
+            worker_metrics_port=_env_int("DNNPROF_WORKER_METRICS_PORT", 9808),
             weights_dir=Path(env("DNNPROF_WEIGHTS_DIR")) if env("DNNPROF_WEIGHTS_DIR") else None,
             imagenet_val=Path(env("DNNPROF_IMAGENET_VAL")) if env("DNNPROF_IMAGENET_VAL") else None,
         )

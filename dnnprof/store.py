@@ -7,6 +7,7 @@ Keys (all under ``dnnprof:``):
 - ``dedupe:<key>``      id of the job for one set of canonical settings
 - ``cancel:<id>``       set when a running job must stop
 - ``worker:<class>:<hostname>``  JSON :class:`WorkerInfo`, expiring unless renewed
+- ``stats:jobs``        hash "<status>:count" / "<status>:seconds" of ended jobs
 - ``catalogue``         hash name -> JSON :class:`ModelInfo`; ``catalogue:version`` its version
 - ``published:<source>`` hash model -> JSON :class:`PublishedResult`; ``published:sources`` the set
 """
@@ -189,6 +190,28 @@ class ProfileStore:
 
     def cancel_requested(self, profile_id: str) -> bool:
         return bool(self.redis.exists(f"{PREFIX}cancel:{profile_id}"))
+
+    # -- job statistics (monotonic, for Prometheus counters) ----------------------------------
+
+    def count_finished(self, status: str, duration_s: float) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(f"{PREFIX}stats:jobs", f"{status}:count", 1)
+            pipe.hincrbyfloat(f"{PREFIX}stats:jobs", f"{status}:seconds", max(0.0, duration_s))
+            pipe.execute()
+
+    def finished_counts(self) -> dict[str, tuple[int, float]]:
+        """status -> (jobs that ended so, seconds they took in all)."""
+        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(f"{PREFIX}stats:jobs").items()}
+        out: dict[str, tuple[int, float]] = {}
+        for key, value in raw.items():
+            status, _, what = key.partition(":")
+            count, seconds = out.get(status, (0, 0.0))
+            out[status] = (int(value), seconds) if what == "count" else (count, float(value))
+        return out
+
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting in a Celery queue (kombu keeps a Redis list named after it)."""
+        return int(self.redis.llen(queue))
 
     # -- workers -----------------------------------------------------------------------------
 

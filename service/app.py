@@ -18,6 +18,7 @@ from service.controllers.profiles import ProfileController
 from service.controllers.results import PublishedResultsController
 from service.deps import Services
 from service.errors import EXCEPTION_HANDLERS
+from service.metrics import PROMETHEUS, MetricsController, register_store_collector
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -32,7 +33,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         catalogue_cache=CatalogueCache(store),
     )
     config = AppConfig(
-        route_handlers=[ProfileController, ModelController, PublishedResultsController, HealthController],
+        route_handlers=[
+            ProfileController,
+            ModelController,
+            PublishedResultsController,
+            HealthController,
+            MetricsController,
+        ],
+        middleware=[PROMETHEUS.middleware],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
@@ -44,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         request_max_body_size=MAX_BODY_BYTES,
     )
+    register_store_collector(store)
     app = Litestar.from_config(config)
     app.state.services = services
     return app

@@ -29,6 +29,7 @@ class Service:
     base_url: str
     data_dir: Path
     log_path: Path
+    worker_metrics_port: int = 0
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=30, **kwargs)
@@ -60,8 +61,10 @@ def start_service(
     log_path = data_dir / f"serve-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    metrics_port = free_port()
     full_env.update(
         {
+            "DNNPROF_WORKER_METRICS_PORT": str(metrics_port),
             "DNNPROF_DATA_DIR": str(data_dir),
             "DNNPROF_PORT": str(port),
             "DNNPROF_HEARTBEAT_S": "2",
@@ -78,7 +81,7 @@ def start_service(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    service = Service(process, f"http://127.0.0.1:{port}", data_dir, log_path)
+    service = Service(process, f"http://127.0.0.1:{port}", data_dir, log_path, metrics_port)
     deadline = time.monotonic() + ready_timeout
     path = "/readyz" if wait_for_worker else "/healthz"
     while time.monotonic() < deadline:

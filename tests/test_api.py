@@ -241,3 +241,56 @@ def test_published_results_import_in_timms_table_shape(client):
     assert no_header.status_code == 422 and "'model' and 'top1'" in no_header.json()["detail"]
     assert client.delete("/v1/results/published/timm-2026-08").status_code == 204
     assert client.get("/v1/results/published", params={"source": "timm-2026-08"}).json() == []
+
+
+def _samples(text: str) -> list:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def test_metrics_expose_profiles_jobs_queues_and_request_metrics_by_path_template(client, service):
+    job = client.post(
+        "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1, 2], "runs": 2}
+    ).json()
+    assert wait_for(client, job["id"])["status"] == "succeeded"
+    client.get(f"/v1/profiles/{job['id']}")
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = _samples(response.text)
+
+    def value(name, **labels):
+        hits = [
+            s.value
+            for s in samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+        assert hits, f"no {name} {labels}"
+        return hits[0]
+
+    labels = {"model": "tv:squeezenet1_1", "device": "cpu", "precision": "fp32"}
+    assert 0 < value("dnnprof_profile_latency_seconds", batch_size="1", **labels) < 10
+    assert value("dnnprof_profile_throughput_images_per_second", batch_size="2", **labels) > 0
+    assert value("dnnprof_profile_memory_bytes", batch_size="1", **labels) > 1e6
+    assert value("dnnprof_model_parameters", model="tv:squeezenet1_1") == 1_235_496
+    assert value("dnnprof_model_flops", model="tv:squeezenet1_1") > 0
+    assert value("dnnprof_jobs_total", status="succeeded") >= 1
+    assert value("dnnprof_job_duration_seconds_count", status="succeeded") >= 1
+    assert value("dnnprof_workers", device="cpu") == 1 and value("dnnprof_workers", device="cuda") == 0
+    assert value("dnnprof_queue_length", device="cpu") >= 0
+    assert value("dnnprof_store_up") == 1
+    paths = {s.labels.get("path") for s in samples if s.name.startswith("dnnprof_http_requests_total")}
+    assert "/v1/profiles/{profile_id}" in paths
+    assert not any(job["id"] in (p or "") for p in paths)  # templates, not raw ids
+
+
+def test_worker_serves_its_own_device_metrics(service):
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{service.worker_metrics_port}/metrics", timeout=10).text
+    names = {s.name for s in _samples(text)}
+    assert {
+        "dnnprof_worker_info",
+        "dnnprof_worker_cpu_utilization_ratio",
+        "dnnprof_worker_memory_used_bytes",
+    } <= names

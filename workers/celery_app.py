@@ -150,7 +150,25 @@ def _on_ready(sender=None, **_: object) -> None:
     hostname = getattr(sender, "hostname", None) or socket.gethostname()
     _heartbeat = Heartbeat(hostname)
     _heartbeat.start()
+    start_metrics_server(hostname)
     log.info("dnnprof worker ready: device class %s, queue %s", DEVICE_CLASS, queue_for(DEVICE_CLASS))
+
+
+def start_metrics_server(hostname: str) -> None:
+    """The worker's own /metrics: device utilisation, memory, temperature, power (NVML, Jetson
+    sysfs or the host), on DNNPROF_WORKER_METRICS_PORT (0: off)."""
+    if settings.worker_metrics_port <= 0:
+        return
+    from prometheus_client import REGISTRY, start_http_server
+
+    from workers.telemetry import WorkerCollector
+
+    REGISTRY.register(WorkerCollector(DEVICE_CLASS, _heartbeat.info.device_name or "", hostname))
+    try:
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
+        log.info("worker metrics on :%s/metrics", settings.worker_metrics_port)
+    except OSError as exc:  # another worker on this host has the port: run without
+        log.warning("worker metrics not served on :%s: %s", settings.worker_metrics_port, exc)
 
 
 @signals.worker_shutdown.connect

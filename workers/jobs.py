@@ -115,11 +115,14 @@ class ProfileJob:
 
     def _end(self, profile_id: str, status: str, *, error: str | None = None, result=None) -> str:
         try:
-            self.store.update(
+            record = self.store.update(
                 profile_id, _finish(status, error=error, result=result), allowed_from=ACTIVE_STATUSES
             )
         except (ConflictError, KeyError):
             return "skipped"
+        self.store.count_finished(
+            status, (record.finished_at or 0) - (record.started_at or record.created_at)
+        )
         return status
 
     def _measure_in_child(self, profile_id: str):

@@ -164,7 +164,8 @@ class ProfileController(Controller):
             return rec
 
         try:
-            store.update(profile_id, cancel_queued, allowed_from=("queued",))
+            cancelled = store.update(profile_id, cancel_queued, allowed_from=("queued",))
+            store.count_finished("cancelled", (cancelled.finished_at or 0) - cancelled.created_at)
             return Response(DeleteOutcome(id=profile_id, outcome="cancelled"))
         except ConflictError:
             # Running: the worker sees the flag within a second, stops the measuring process and

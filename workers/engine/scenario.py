@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,10 +65,23 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _energy_counter(device: torch.device) -> Callable[[], float | None]:
-    """Joules consumed so far by the GPU (NVML), or a function returning None where unsupported."""
+@contextlib.contextmanager
+def energy_meter(device_class: str, device: torch.device) -> Iterator[Callable[[], float | None]]:
+    """Yields a function returning the joules consumed so far: NVML's energy counter on GPUs that
+    have one, the integrated INA3221 input rail on a Jetson; None where neither exists."""
+    if device_class == "jetson":
+        from workers.telemetry import JetsonSysfs, PowerIntegrator
+
+        sysfs = JetsonSysfs()
+        if sysfs.input_power_w() is None:
+            yield lambda: None
+            return
+        with PowerIntegrator(sysfs.input_power_w) as integrator:
+            yield integrator.read
+        return
     if device.type != "cuda":
-        return lambda: None
+        yield lambda: None
+        return
     try:
         import pynvml
 
@@ -76,7 +89,8 @@ def _energy_counter(device: torch.device) -> Callable[[], float | None]:
         handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
         pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     except Exception:  # noqa: BLE001 - no NVML or no energy counter on this GPU
-        return lambda: None
+        yield lambda: None
+        return
 
     def read() -> float | None:
         try:
@@ -84,7 +98,7 @@ def _energy_counter(device: torch.device) -> Callable[[], float | None]:
         except Exception:  # noqa: BLE001 - a counter that stops answering reads as absent
             return None
 
-    return read
+    yield read
 
 
 def run_profile(
@@ -131,11 +145,14 @@ def run_profile(
 
     timer: Timer = timer_for(device)
     probe = probe_for(config.device_class, device)
-    energy = _energy_counter(device)
     batches: list[BatchMeasurement] = []
     timed_s = 0.0
 
-    with torch.inference_mode(), autocast_for(settings.precision, device):
+    with (
+        torch.inference_mode(),
+        autocast_for(settings.precision, device),
+        energy_meter(config.device_class, device) as energy,
+    ):
         on_progress(Progress(stage="flops", batches_total=total))
         flops = count_flops(model, make_input(1))
 

@@ -1,0 +1,164 @@
+"""Prometheus: Litestar's request metrics (path templates, not raw paths) and a collector over the
+store — the paper's figures per profiled model, job counts and durations, queues and workers.
+
+Label values come only from what has been profiled, so their number is bounded by the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import redis
+from litestar import Controller, Response, get
+from litestar.plugins.prometheus import PrometheusConfig
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+from dnnprof.contract import DEVICE_CLASSES
+from dnnprof.queue import queue_for
+from dnnprof.store import ProfileStore
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS = PrometheusConfig(
+    app_name="dnnprof", prefix="dnnprof_http", group_path=True, exclude=["/metrics"]
+)
+
+
+class StoreCollector(Collector):
+    def __init__(self, store: ProfileStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("dnnprof_store_up", "1 if the store (Redis) answered this scrape")
+        try:
+            families = list(self._families())
+        except redis.exceptions.RedisError as exc:
+            log.warning("metrics: store unreachable: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _families(self) -> Iterator[Metric]:
+        batch_labels = ["model", "device", "batch_size", "precision"]
+        latency = GaugeMetricFamily(
+            "dnnprof_profile_latency_seconds",
+            "Per-image inference time, mean of the timed runs",
+            labels=batch_labels,
+        )
+        throughput = GaugeMetricFamily(
+            "dnnprof_profile_throughput_images_per_second",
+            "Images per second at this batch size",
+            labels=batch_labels,
+        )
+        memory = GaugeMetricFamily(
+            "dnnprof_profile_memory_bytes",
+            "Total memory the measuring process held on the device",
+            labels=batch_labels,
+        )
+        oom = GaugeMetricFamily(
+            "dnnprof_profile_oom", "1 where the batch size ran out of memory", labels=batch_labels
+        )
+        params = GaugeMetricFamily("dnnprof_model_parameters", "Learnable parameters", labels=["model"])
+        flops = GaugeMetricFamily(
+            "dnnprof_model_flops", "FLOPs per image (multiply-add = 2)", labels=["model"]
+        )
+        top1 = GaugeMetricFamily(
+            "dnnprof_model_top1_ratio", "Top-1 ImageNet accuracy", labels=["model", "source"]
+        )
+        top5 = GaugeMetricFamily(
+            "dnnprof_model_top5_ratio", "Top-5 ImageNet accuracy", labels=["model", "source"]
+        )
+
+        seen_batches: set[tuple[str, ...]] = set()
+        seen_models: set[str] = set()
+        for record in self.store.list(status="succeeded", limit=100_000):  # newest first: newest wins
+            result = record.result
+            if result is None:
+                continue
+            model, device, precision = (
+                record.settings.model,
+                record.settings.device,
+                record.settings.precision,
+            )
+            for batch in result.batches:
+                key = (model, device, str(batch.batch_size), precision)
+                if key in seen_batches:
+                    continue
+                seen_batches.add(key)
+                oom.add_metric(list(key), 1 if batch.status == "oom" else 0)
+                if batch.latency is not None:
+                    latency.add_metric(list(key), batch.latency.mean_ms / 1000.0)
+                    throughput.add_metric(list(key), batch.latency.images_per_s)
+                if batch.memory is not None and batch.memory.total_bytes is not None:
+                    memory.add_metric(list(key), batch.memory.total_bytes)
+            if model not in seen_models:
+                seen_models.add(model)
+                params.add_metric([model], result.params)
+                flops.add_metric([model], result.flops)
+            if result.top1 is not None and (model, "measured") not in seen_batches:
+                seen_batches.add((model, "measured"))
+                top1.add_metric([model, "measured"], result.top1 / 100)
+                if result.top5 is not None:
+                    top5.add_metric([model, "measured"], result.top5 / 100)
+        for published in self.store.published():
+            # Only for models profiled here, so imported tables cannot blow up label counts.
+            if published.resolved in seen_models:
+                top1.add_metric([published.resolved, f"published:{published.source}"], published.top1 / 100)
+                if published.top5 is not None:
+                    top5.add_metric(
+                        [published.resolved, f"published:{published.source}"], published.top5 / 100
+                    )
+        yield from (latency, throughput, memory, oom, params, flops, top1, top5)
+
+        jobs = CounterMetricFamily("dnnprof_jobs", "Profile jobs that ended, by status", labels=["status"])
+        durations = SummaryMetricFamily(
+            "dnnprof_job_duration_seconds", "Time from start to end of ended jobs", labels=["status"]
+        )
+        for status, (count, seconds) in sorted(self.store.finished_counts().items()):
+            jobs.add_metric([status], count)
+            durations.add_metric([status], count_value=count, sum_value=seconds)
+        yield jobs
+        yield durations
+
+        in_flight = GaugeMetricFamily("dnnprof_jobs_in_flight", "Jobs queued or running", labels=["status"])
+        for status in ("queued", "running"):
+            in_flight.add_metric([status], len(self.store.list(status=status, limit=100_000)))
+        yield in_flight
+
+        queue = GaugeMetricFamily(
+            "dnnprof_queue_length", "Messages waiting per device class", labels=["device"]
+        )
+        workers = GaugeMetricFamily("dnnprof_workers", "Live workers per device class", labels=["device"])
+        live = self.store.live_device_classes()
+        for device in DEVICE_CLASSES:
+            queue.add_metric([device], self.store.queue_length(queue_for(device)))
+            workers.add_metric([device], live.get(device, 0))
+        yield queue
+        yield workers
+
+
+_registered: StoreCollector | None = None
+
+
+def register_store_collector(store: ProfileStore) -> None:
+    """One collector per process on the global registry (the one Litestar's middleware uses)."""
+    global _registered
+    if _registered is not None:
+        REGISTRY.unregister(_registered)
+    _registered = StoreCollector(store)
+    REGISTRY.register(_registered)
+
+
+class MetricsController(Controller):
+    path = "/metrics"
+    tags = ("metrics",)  # type: ignore[assignment]
+
+    @get(summary="Prometheus metrics", sync_to_thread=True, include_in_schema=True)
+    def metrics(self) -> Response[bytes]:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

