@@ -12,9 +12,11 @@ from dnnprof.catalogue import CatalogueCache
 from dnnprof.config import Settings, require_redis_url
 from dnnprof.queue import make_celery
 from dnnprof.store import ProfileStore
+from service.controllers.analysis import AnalysisController, ExportController, FiguresController
 from service.controllers.health import HealthController
 from service.controllers.models import ModelController
 from service.controllers.profiles import ProfileController
+from service.controllers.report import ReportController, static_router
 from service.controllers.results import PublishedResultsController
 from service.deps import Services
 from service.errors import EXCEPTION_HANDLERS
@@ -39,6 +41,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PublishedResultsController,
             HealthController,
             MetricsController,
+            AnalysisController,
+            FiguresController,
+            ExportController,
+            ReportController,
+            static_router,
         ],
         middleware=[PROMETHEUS.middleware],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},

@@ -294,3 +294,34 @@ def test_worker_serves_its_own_device_metrics(service):
         "dnnprof_worker_cpu_utilization_ratio",
         "dnnprof_worker_memory_used_bytes",
     } <= names
+
+
+def test_analysis_endpoints_and_exports_over_real_profiles(client):
+    job = client.post(
+        "/v1/profiles", json={"model": "squeezenet1_0", "batch_sizes": [1, 2], "runs": 2}
+    ).json()
+    assert wait_for(client, job["id"])["status"] == "succeeded"
+    table1 = client.get("/v1/analysis/table1", params={"device": "cpu"}).json()
+    row = next(r for r in table1 if r["model"] == "tv:squeezenet1_0")
+    assert set(row["ms_per_image"]) >= {"1", "2"} and row["images_per_s"]["1"] > 0
+    table2 = client.get("/v1/analysis/table2", params={"device": "cpu"}).json()
+    assert next(r for r in table2 if r["model"] == "tv:squeezenet1_0")["memory_mb"]["1"] > 1
+    models = client.get("/v1/analysis/models").json()
+    sq = next(r for r in models if r["model"] == "tv:squeezenet1_0")
+    assert sq["accuracy_source"] == "tv-metadata" and sq["top1"] == pytest.approx(58.092)
+    t3 = client.get(
+        "/v1/analysis/table3", params={"device": "cpu", "max_memory_mb": [100000], "min_fps": [0.01]}
+    )
+    assert t3.status_code == 200 and t3.json()[0]["cells"][0]["model"] is not None
+    assert client.get("/v1/analysis/density").json()
+    assert client.get("/v1/analysis/throughput", params={"device": "cpu"}).json()[0]["points"]
+    assert client.get("/v1/analysis/memory-fits").status_code == 200
+    assert client.get("/v1/analysis/compare", params={"a": "cuda", "b": "cpu"}).json() == []
+    assert client.get("/v1/analysis/table3", params={"batch_size": 0}).status_code == 422
+
+    exported = client.get("/v1/export.json").json()
+    assert job["id"] in [p["id"] for p in exported]
+    csv_text = client.get("/v1/export.csv").text
+    header, *lines = csv_text.strip().splitlines()
+    assert header.startswith("profile_id,model,paper_name,device")
+    assert sum(1 for line in lines if line.startswith(job["id"])) == 2  # one row per batch size

@@ -1,0 +1,368 @@
+"""The paper's analyses over stored profiles (Bianco et al., 2018, Section V), torch-free.
+
+- Table 1 / Table 2: per-image time and memory by batch size, per model.
+- Table 3: the most accurate model under a memory bound and a frame-rate bound.
+- Accuracy density: top-1 per million parameters (Fig. 2).
+- Accuracy vs images/s: the Pareto frontier and its linear upper bound (Fig. 3).
+- Memory vs parameter size: a least-squares line per batch size, with R² (Fig. 4).
+- Cross-device: one model on two device classes, side by side.
+
+Accuracy comes from a measured profile when one exists, else from an imported published table,
+else from the package's own metadata (torchvision's weights); every row says which.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from msgspec import Struct
+
+from dnnprof.contract import ModelInfo, ProfileRecord, PublishedResult
+
+MB = 1_000_000  # memory bounds and sizes are in megabytes (10^6 bytes), as the paper's tables
+
+
+class BatchCell(Struct, kw_only=True):
+    batch_size: int
+    status: str  # "ok", "oom", "error"
+    ms_per_image: float | None = None
+    images_per_s: float | None = None
+    memory_mb: float | None = None
+
+
+class ModelRow(Struct, kw_only=True):
+    model: str
+    paper_name: str | None
+    device: str
+    device_name: str
+    precision: str
+    profile_id: str
+    params: int
+    param_file_mb: float
+    gflops: float
+    top1: float | None
+    top5: float | None
+    accuracy_source: str | None
+    batches: list[BatchCell]
+
+    def cell(self, batch_size: int) -> BatchCell | None:
+        return next((c for c in self.batches if c.batch_size == batch_size), None)
+
+
+def accuracy_for(
+    record: ProfileRecord, published: dict[str, PublishedResult], catalogue: dict[str, ModelInfo]
+) -> tuple[float | None, float | None, str | None]:
+    result = record.result
+    if result is not None and result.top1 is not None:
+        return result.top1, result.top5, "measured"
+    model = record.settings.model
+    if model in published:
+        p = published[model]
+        return p.top1, p.top5, f"published:{p.source}"
+    info = catalogue.get(model) or record.model
+    if info.published_top1 is not None:
+        return info.published_top1, info.published_top5, f"{info.source}-metadata"
+    return None, None, None
+
+
+def best_published(results: Iterable[PublishedResult]) -> dict[str, PublishedResult]:
+    """Per resolved model, the imported row for its default weights (untagged) or its best one."""
+    out: dict[str, PublishedResult] = {}
+    for r in results:
+        if r.resolved is None:
+            continue
+        current = out.get(r.resolved)
+        untagged = "." not in r.model
+        if (
+            current is None
+            or (untagged and "." in current.model)
+            or (untagged == ("." not in current.model) and r.top1 > current.top1)
+        ):
+            out[r.resolved] = r
+    return out
+
+
+def model_rows(
+    records: Iterable[ProfileRecord],
+    *,
+    published: Iterable[PublishedResult] = (),
+    catalogue: dict[str, ModelInfo] | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+) -> list[ModelRow]:
+    """One row per (model, device class, precision): the newest succeeded profile."""
+    by_model = best_published(published)
+    catalogue = catalogue or {}
+    rows: dict[tuple[str, str, str], ModelRow] = {}
+    for record in sorted(records, key=lambda r: r.created_at, reverse=True):
+        result = record.result
+        if record.status != "succeeded" or result is None:
+            continue
+        s = record.settings
+        if (device and s.device != device) or (precision and s.precision != precision):
+            continue
+        key = (s.model, s.device, s.precision)
+        if key in rows:
+            continue
+        top1, top5, source = accuracy_for(record, by_model, catalogue)
+        cells = []
+        for b in result.batches:
+            cells.append(
+                BatchCell(
+                    batch_size=b.batch_size,
+                    status=b.status,
+                    ms_per_image=b.latency.mean_ms if b.latency else None,
+                    images_per_s=b.latency.images_per_s if b.latency else None,
+                    memory_mb=b.memory.total_bytes / MB
+                    if b.memory and b.memory.total_bytes is not None
+                    else None,
+                )
+            )
+        rows[key] = ModelRow(
+            model=s.model,
+            paper_name=record.model.paper_name,
+            device=s.device,
+            device_name=result.fingerprint.device_name,
+            precision=s.precision,
+            profile_id=record.id,
+            params=result.params,
+            param_file_mb=result.param_file_bytes_fp32 / MB,
+            gflops=result.flops / 1e9,
+            top1=top1,
+            top5=top5,
+            accuracy_source=source,
+            batches=sorted(cells, key=lambda c: c.batch_size),
+        )
+    return sorted(rows.values(), key=lambda r: (r.device, r.model))
+
+
+# -- Table 3 -----------------------------------------------------------------------------------
+
+
+class ConstrainedBest(Struct, kw_only=True):
+    max_memory_mb: float
+    min_fps: float
+    batch_size: int
+    model: str | None
+    top1: float | None
+    images_per_s: float | None
+    memory_mb: float | None
+    candidates: int
+
+
+DEFAULT_MEMORY_BOUNDS_MB = (700.0, 1000.0, 1400.0)
+DEFAULT_FPS_BOUNDS = (15.0, 30.0, 60.0)
+
+
+def best_under_constraints(
+    rows: Sequence[ModelRow],
+    memory_bounds_mb: Iterable[float],
+    fps_bounds: Iterable[float],
+    batch_size: int = 1,
+) -> list[ConstrainedBest]:
+    """Table 3: for each memory bound x frame-rate bound, the most accurate model that fits."""
+    out = []
+    for mem in memory_bounds_mb:
+        for fps in fps_bounds:
+            fitting = []
+            for row in rows:
+                cell = row.cell(batch_size)
+                if row.top1 is None or cell is None or cell.status != "ok":
+                    continue
+                if cell.memory_mb is not None and cell.memory_mb <= mem and (cell.images_per_s or 0) >= fps:
+                    fitting.append((row, cell))
+            best = max(fitting, key=lambda rc: (rc[0].top1, rc[1].images_per_s), default=None)
+            out.append(
+                ConstrainedBest(
+                    max_memory_mb=mem,
+                    min_fps=fps,
+                    batch_size=batch_size,
+                    model=best[0].model if best else None,
+                    top1=best[0].top1 if best else None,
+                    images_per_s=best[1].images_per_s if best else None,
+                    memory_mb=best[1].memory_mb if best else None,
+                    candidates=len(fitting),
+                )
+            )
+    return out
+
+
+# -- density -----------------------------------------------------------------------------------
+
+
+class DensityRow(Struct, kw_only=True):
+    model: str
+    device: str
+    top1: float
+    params_m: float
+    top1_per_mparam: float
+    accuracy_source: str | None
+
+
+def accuracy_density(rows: Sequence[ModelRow]) -> list[DensityRow]:
+    out = [
+        DensityRow(
+            model=r.model,
+            device=r.device,
+            top1=r.top1,
+            params_m=r.params / 1e6,
+            top1_per_mparam=r.top1 / (r.params / 1e6),
+            accuracy_source=r.accuracy_source,
+        )
+        for r in rows
+        if r.top1 is not None and r.params > 0
+    ]
+    return sorted(out, key=lambda d: d.top1_per_mparam, reverse=True)
+
+
+# -- fits --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineFit:
+    slope: float
+    intercept: float
+    r2: float
+    n: int
+
+
+def least_squares(xs: Sequence[float], ys: Sequence[float]) -> LineFit:
+    n = len(xs)
+    if n < 2:
+        raise ValueError("a line needs at least two points")
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        raise ValueError("all x values are equal: no line")
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    intercept = my - slope * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys, strict=True))
+    return LineFit(slope, intercept, 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, n)
+
+
+class FrontierPoint(Struct, kw_only=True):
+    model: str
+    images_per_s: float
+    top1: float
+
+
+class ThroughputBound(Struct, kw_only=True):
+    device: str
+    batch_size: int
+    points: list[FrontierPoint]
+    frontier: list[FrontierPoint]
+    intercept: float | None
+    slope: float | None
+    method: str = (
+        "least-squares line through the Pareto-optimal models (no model both faster and more accurate), "
+        "raised until no model lies above it: top-1 <= intercept + slope * images/s"
+    )
+
+
+def pareto_frontier(points: Sequence[FrontierPoint]) -> list[FrontierPoint]:
+    """Models that no other model beats on both images/s and top-1, fastest first."""
+    frontier: list[FrontierPoint] = []
+    best_top1 = -math.inf
+    for p in sorted(points, key=lambda p: (-p.images_per_s, -p.top1)):
+        if p.top1 > best_top1:
+            frontier.append(p)
+            best_top1 = p.top1
+    return frontier
+
+
+def throughput_bound(rows: Sequence[ModelRow], device: str, batch_size: int = 1) -> ThroughputBound:
+    points = []
+    for r in rows:
+        cell = r.cell(batch_size)
+        if r.device == device and r.top1 is not None and cell and cell.images_per_s:
+            points.append(FrontierPoint(model=r.model, images_per_s=cell.images_per_s, top1=r.top1))
+    frontier = pareto_frontier(points)
+    intercept = slope = None
+    if len(frontier) >= 2:
+        fit = least_squares([p.images_per_s for p in frontier], [p.top1 for p in frontier])
+        slope = fit.slope
+        intercept = max(p.top1 - slope * p.images_per_s for p in points)  # the bound holds for all
+    return ThroughputBound(
+        device=device,
+        batch_size=batch_size,
+        points=points,
+        frontier=frontier,
+        intercept=intercept,
+        slope=slope,
+    )
+
+
+class MemoryFit(Struct, kw_only=True):
+    device: str
+    batch_size: int
+    slope: float  # MB of memory per MB of parameters
+    intercept_mb: float  # memory of a (hypothetical) parameter-free model: context + runtime
+    r2: float
+    models: int
+
+
+def memory_fits(rows: Sequence[ModelRow]) -> list[MemoryFit]:
+    """Memory vs parameter-file size, one least-squares line per device class and batch size."""
+    groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for r in rows:
+        for c in r.batches:
+            if c.status == "ok" and c.memory_mb is not None:
+                groups.setdefault((r.device, c.batch_size), []).append((r.param_file_mb, c.memory_mb))
+    out = []
+    for (device, batch_size), pts in sorted(groups.items()):
+        try:
+            fit = least_squares([p[0] for p in pts], [p[1] for p in pts])
+        except ValueError:
+            continue
+        out.append(
+            MemoryFit(
+                device=device,
+                batch_size=batch_size,
+                slope=fit.slope,
+                intercept_mb=fit.intercept,
+                r2=fit.r2,
+                models=fit.n,
+            )
+        )
+    return out
+
+
+class Comparison(Struct, kw_only=True):
+    model: str
+    batch_size: int
+    a_device: str
+    b_device: str
+    a_ms_per_image: float
+    b_ms_per_image: float
+    b_over_a: float
+    a_device_name: str
+    b_device_name: str
+
+
+def compare_devices(rows: Sequence[ModelRow], a: str, b: str, batch_size: int = 1) -> list[Comparison]:
+    by_key = {(r.model, r.device, r.precision): r for r in rows}
+    out = []
+    for (model, device, precision), ra in sorted(by_key.items()):
+        rb = by_key.get((model, b, precision))
+        if device != a or rb is None:
+            continue
+        ca, cb = ra.cell(batch_size), rb.cell(batch_size)
+        if not (ca and cb and ca.ms_per_image and cb.ms_per_image):
+            continue
+        out.append(
+            Comparison(
+                model=model,
+                batch_size=batch_size,
+                a_device=a,
+                b_device=b,
+                a_ms_per_image=ca.ms_per_image,
+                b_ms_per_image=cb.ms_per_image,
+                b_over_a=cb.ms_per_image / ca.ms_per_image,
+                a_device_name=ra.device_name,
+                b_device_name=rb.device_name,
+            )
+        )
+    return out

@@ -1,0 +1,318 @@
+"""``/v1/analysis/*``, ``/v1/figures/*`` and ``/v1/export.*``: the paper's tables and figures over
+what the service has measured and imported."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated
+
+from litestar import Controller, Response, get
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, QueryParameter
+from msgspec import Struct
+
+from dnnprof import analysis
+from dnnprof.contract import DeviceClass, Precision, ProfileRecord
+from service.deps import Services
+
+BatchQuery = Annotated[int, QueryParameter(ge=1, le=1024)]
+
+
+class Table1Row(Struct, kw_only=True):
+    model: str
+    paper_name: str | None
+    device: str
+    device_name: str
+    precision: str
+    ms_per_image: dict[int, float | None]
+    images_per_s: dict[int, float | None]
+    oom: list[int]
+
+
+class Table2Row(Struct, kw_only=True):
+    model: str
+    paper_name: str | None
+    device: str
+    device_name: str
+    precision: str
+    param_file_mb: float
+    memory_mb: dict[int, float | None]
+    oom: list[int]
+
+
+class Table3(Struct, kw_only=True):
+    device: str
+    batch_size: int
+    cells: list[analysis.ConstrainedBest]
+
+
+def load_rows(services: Services, device: str | None = None, precision: str | None = None):
+    records = services.store.list(status="succeeded", limit=100_000)
+    catalogue = services.catalogue_cache.get().entries
+    return analysis.model_rows(
+        records, published=services.store.published(), catalogue=catalogue, device=device, precision=precision
+    )
+
+
+def _devices(rows, device: str | None) -> list[str]:
+    return [device] if device else sorted({r.device for r in rows})
+
+
+class AnalysisController(Controller):
+    path = "/v1/analysis"
+    tags = ("analysis",)  # type: ignore[assignment]
+
+    @get(
+        "/models",
+        summary="Every profiled model with its indices and accuracy (and where it comes from)",
+        sync_to_thread=True,
+    )
+    def models(
+        self,
+        services: NamedDependency[Services],
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        precision: Annotated[Precision | None, QueryParameter()] = None,
+    ) -> list[analysis.ModelRow]:
+        return load_rows(services, device, precision)
+
+    @get(
+        "/table1",
+        summary="Per-image inference time (ms) and images/s by batch size (paper Table 1)",
+        sync_to_thread=True,
+    )
+    def table1(
+        self,
+        services: NamedDependency[Services],
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        precision: Annotated[Precision | None, QueryParameter()] = None,
+    ) -> list[Table1Row]:
+        return [
+            Table1Row(
+                model=r.model,
+                paper_name=r.paper_name,
+                device=r.device,
+                device_name=r.device_name,
+                precision=r.precision,
+                ms_per_image={c.batch_size: c.ms_per_image for c in r.batches},
+                images_per_s={c.batch_size: c.images_per_s for c in r.batches},
+                oom=[c.batch_size for c in r.batches if c.status == "oom"],
+            )
+            for r in load_rows(services, device, precision)
+        ]
+
+    @get("/table2", summary="Memory (MB) by batch size (paper Table 2)", sync_to_thread=True)
+    def table2(
+        self,
+        services: NamedDependency[Services],
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        precision: Annotated[Precision | None, QueryParameter()] = None,
+    ) -> list[Table2Row]:
+        return [
+            Table2Row(
+                model=r.model,
+                paper_name=r.paper_name,
+                device=r.device,
+                device_name=r.device_name,
+                precision=r.precision,
+                param_file_mb=r.param_file_mb,
+                memory_mb={c.batch_size: c.memory_mb for c in r.batches},
+                oom=[c.batch_size for c in r.batches if c.status == "oom"],
+            )
+            for r in load_rows(services, device, precision)
+        ]
+
+    @get(
+        "/table3",
+        summary="The most accurate model under memory and frame-rate bounds (paper Table 3)",
+        description="Bounds default to the paper's: memory 700, 1000, 1400 MB x 15, 30, 60 images/s, "
+        "at batch size 1. Repeat max_memory_mb / min_fps for other bounds.",
+        sync_to_thread=True,
+    )
+    def table3(
+        self,
+        services: NamedDependency[Services],
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        precision: Annotated[Precision | None, QueryParameter()] = None,
+        max_memory_mb: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
+        min_fps: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
+        batch_size: BatchQuery = 1,
+    ) -> list[Table3]:
+        rows = load_rows(services, device, precision)
+        memory = max_memory_mb or analysis.DEFAULT_MEMORY_BOUNDS_MB
+        fps = min_fps or analysis.DEFAULT_FPS_BOUNDS
+        return [
+            Table3(
+                device=d,
+                batch_size=batch_size,
+                cells=analysis.best_under_constraints(
+                    [r for r in rows if r.device == d], memory, fps, batch_size
+                ),
+            )
+            for d in _devices(rows, device)
+        ]
+
+    @get(
+        "/density",
+        summary="Top-1 accuracy density: top-1 per million parameters (paper Fig. 2)",
+        sync_to_thread=True,
+    )
+    def density(
+        self,
+        services: NamedDependency[Services],
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+    ) -> list[analysis.DensityRow]:
+        return analysis.accuracy_density(load_rows(services, device))
+
+    @get(
+        "/throughput",
+        summary="Top-1 vs images/s: Pareto frontier and linear upper bound (paper Fig. 3)",
+        sync_to_thread=True,
+    )
+    def throughput(
+        self,
+        services: NamedDependency[Services],
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        precision: Annotated[Precision | None, QueryParameter()] = None,
+        batch_size: BatchQuery = 1,
+    ) -> list[analysis.ThroughputBound]:
+        rows = load_rows(services, device, precision)
+        return [analysis.throughput_bound(rows, d, batch_size) for d in _devices(rows, device)]
+
+    @get(
+        "/memory-fits",
+        summary="Memory vs parameter size: a linear fit per batch size (paper Fig. 4)",
+        sync_to_thread=True,
+    )
+    def memory_fits(
+        self,
+        services: NamedDependency[Services],
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        precision: Annotated[Precision | None, QueryParameter()] = None,
+    ) -> list[analysis.MemoryFit]:
+        return analysis.memory_fits(load_rows(services, device, precision))
+
+    @get(
+        "/compare",
+        summary="One model on two device classes side by side, with the time ratio b/a",
+        sync_to_thread=True,
+    )
+    def compare(
+        self,
+        services: NamedDependency[Services],
+        a: Annotated[DeviceClass, QueryParameter()],
+        b: Annotated[DeviceClass, QueryParameter()],
+        precision: Annotated[Precision | None, QueryParameter()] = None,
+        batch_size: BatchQuery = 1,
+    ) -> list[analysis.Comparison]:
+        return analysis.compare_devices(load_rows(services, precision=precision), a, b, batch_size)
+
+
+FIGURES = ("ball", "density", "throughput", "memory")
+
+
+class FiguresController(Controller):
+    path = "/v1/figures"
+    tags = ("analysis",)  # type: ignore[assignment]
+
+    @get(
+        "/{name:str}",
+        summary="The paper's figures as PNG or SVG: ball, density, throughput, memory",
+        description="name is `<figure>.png` or `<figure>.svg`.",
+        sync_to_thread=True,
+    )
+    def figure(
+        self,
+        name: FromPath[str],
+        services: NamedDependency[Services],
+        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        batch_size: BatchQuery = 1,
+    ) -> Response[bytes]:
+        from service import figures
+
+        stem, _, fmt = name.rpartition(".")
+        if stem not in FIGURES or fmt not in ("png", "svg"):
+            raise NotFoundException(
+                f"no figure {name!r}: use one of " + ", ".join(f"{f}.png/.svg" for f in FIGURES)
+            )
+        rows = load_rows(services, device)
+        data = figures.render(stem, rows, fmt, batch_size=batch_size)
+        return Response(data, media_type="image/png" if fmt == "png" else "image/svg+xml")
+
+
+class ExportController(Controller):
+    path = "/v1"
+    tags = ("export",)  # type: ignore[assignment]
+
+    @get("/export.json", summary="Every stored profile, as JSON", sync_to_thread=True)
+    def export_json(self, services: NamedDependency[Services]) -> list[ProfileRecord]:
+        return services.store.list(limit=1_000_000)
+
+    @get("/export.csv", summary="Every measured cell (profile x batch size), as CSV", sync_to_thread=True)
+    def export_csv(self, services: NamedDependency[Services]) -> Response[str]:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(
+            [
+                "profile_id",
+                "model",
+                "paper_name",
+                "device",
+                "device_name",
+                "precision",
+                "input_size",
+                "params",
+                "param_file_bytes_fp32",
+                "flops",
+                "top1",
+                "top5",
+                "batch_size",
+                "status",
+                "ms_per_image_mean",
+                "ms_per_image_median",
+                "ms_per_image_std",
+                "images_per_s",
+                "memory_bytes",
+                "memory_method",
+            ]
+        )
+        for rec in services.store.list(status="succeeded", limit=1_000_000):
+            r = rec.result
+            if r is None:
+                continue
+            for b in r.batches:
+                lat, mem = b.latency, b.memory
+                writer.writerow(
+                    [
+                        rec.id,
+                        rec.settings.model,
+                        rec.model.paper_name or "",
+                        rec.settings.device,
+                        r.fingerprint.device_name,
+                        rec.settings.precision,
+                        r.input_size,
+                        r.params,
+                        r.param_file_bytes_fp32,
+                        r.flops,
+                        _blank(r.top1),
+                        _blank(r.top5),
+                        b.batch_size,
+                        b.status,
+                        _blank(lat and lat.mean_ms),
+                        _blank(lat and lat.median_ms),
+                        _blank(lat and lat.std_ms),
+                        _blank(lat and lat.images_per_s),
+                        _blank(mem and mem.total_bytes),
+                        mem.method if mem else "",
+                    ]
+                )
+        return Response(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.csv"'},
+        )
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)

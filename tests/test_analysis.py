@@ -1,0 +1,238 @@
+"""The paper's analyses on hand-made profiles whose answers are computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from dnnprof.analysis import (
+    FrontierPoint,
+    accuracy_density,
+    best_under_constraints,
+    compare_devices,
+    least_squares,
+    memory_fits,
+    model_rows,
+    pareto_frontier,
+    throughput_bound,
+)
+from dnnprof.contract import (
+    BatchMeasurement,
+    DeviceFingerprint,
+    LatencyStats,
+    MemoryStats,
+    ModelInfo,
+    ProfileRecord,
+    ProfileResult,
+    ProfileSettings,
+    PublishedResult,
+)
+
+_counter = iter(range(10_000))
+
+
+def latency(ms: float) -> LatencyStats:
+    return LatencyStats(
+        runs=10,
+        warmup_runs=3,
+        mean_ms=ms,
+        median_ms=ms,
+        std_ms=0,
+        min_ms=ms,
+        max_ms=ms,
+        p90_ms=ms,
+        p99_ms=ms,
+        ci95_low_ms=ms,
+        ci95_high_ms=ms,
+        images_per_s=1000 / ms,
+        cv=0,
+        noisy=False,
+    )
+
+
+def profile(
+    model: str,
+    *,
+    device: str = "cuda",
+    params: int = 10_000_000,
+    top1: float | None = None,
+    cells: dict[int, tuple[float | None, float | None]],
+    file_mb: float | None = None,
+    published_top1: float | None = None,
+    created: float | None = None,
+) -> ProfileRecord:
+    """cells: batch size -> (ms per image, memory MB); (None, None) is an OOM cell."""
+    batches = []
+    for bs, (ms, mem) in cells.items():
+        if ms is None:
+            batches.append(BatchMeasurement(batch_size=bs, status="oom", error="out of memory"))
+        else:
+            batches.append(
+                BatchMeasurement(
+                    batch_size=bs,
+                    status="ok",
+                    latency=latency(ms),
+                    memory=MemoryStats(total_bytes=int(mem * 1e6), method="test"),
+                )
+            )
+    info = ModelInfo(
+        name=model,
+        source="tv",
+        architecture=model.split(":")[-1],
+        input_size=224,
+        published_top1=published_top1,
+    )
+    settings = ProfileSettings(
+        model=model, device=device, batch_sizes=tuple(cells), runs=10, precision="fp32", input_size=224
+    )
+    n = next(_counter)
+    result = ProfileResult(
+        model=info,
+        settings=settings,
+        params=params,
+        param_file_bytes_fp32=int((file_mb if file_mb is not None else params * 4 / 1e6) * 1e6),
+        param_file_bytes=0,
+        flops=2_000_000_000,
+        input_size=224,
+        batches=batches,
+        fingerprint=DeviceFingerprint(
+            device_class=device, device_name=f"{device}-name", torch_version="x", python_version="3"
+        ),
+        timing_method="test",
+        wall_s=1,
+        timed_s=1,
+        top1=top1,
+    )
+    return ProfileRecord(
+        id=f"p{n}",
+        status="succeeded",
+        settings=settings,
+        model=info,
+        created_at=created if created is not None else float(n),
+        result=result,
+    )
+
+
+def test_pareto_frontier_and_its_linear_upper_bound_computed_by_hand():
+    # Frontier A(1000, 60), B(500, 70), C(200, 76) lies exactly on top-1 = 80 - 0.02 * images/s;
+    # D(100, 74) is beaten by C on both counts, F(300, 69) by B.
+    speeds = {"A": (1.0, 60), "B": (2.0, 70), "C": (5.0, 76), "D": (10.0, 74), "F": (1000 / 300, 69)}
+    rows = model_rows([profile(f"tv:{m}", top1=t, cells={1: (ms, 500)}) for m, (ms, t) in speeds.items()])
+    bound = throughput_bound(rows, "cuda", batch_size=1)
+    assert [p.model for p in bound.frontier] == ["tv:A", "tv:B", "tv:C"]
+    assert bound.slope == pytest.approx(-0.02)
+    assert bound.intercept == pytest.approx(80.0)
+    for p in bound.points:  # an upper bound: nobody above it
+        assert p.top1 <= bound.intercept + bound.slope * p.images_per_s + 1e-9
+
+
+def test_pareto_frontier_keeps_the_fastest_of_equals_only():
+    points = [
+        FrontierPoint(model="x", images_per_s=10, top1=70),
+        FrontierPoint(model="y", images_per_s=5, top1=70),
+    ]
+    assert [p.model for p in pareto_frontier(points)] == ["x"]
+
+
+def test_least_squares_slope_intercept_r2_by_hand():
+    fit = least_squares([1, 2, 3], [1, 3, 2])
+    assert (fit.slope, fit.intercept, fit.r2, fit.n) == (
+        pytest.approx(0.5),
+        pytest.approx(1.0),
+        pytest.approx(0.25),
+        3,
+    )
+    with pytest.raises(ValueError):
+        least_squares([1], [1])
+    with pytest.raises(ValueError):
+        least_squares([2, 2], [1, 3])
+
+
+def test_memory_fit_per_batch_size():
+    # memory = 600 MB + 2 x parameter file at batch 1 (exact); batch 2 is the (1,1),(2,3),(3,2) set.
+    records = [
+        profile(f"tv:m{i}", file_mb=p, cells={1: (1.0, 600 + 2 * p), 2: (1.0, m2)})
+        for i, (p, m2) in enumerate([(1, 1), (2, 3), (3, 2)])
+    ]
+    fits = {f.batch_size: f for f in memory_fits(model_rows(records))}
+    assert (fits[1].slope, fits[1].intercept_mb, fits[1].r2) == (
+        pytest.approx(2),
+        pytest.approx(600),
+        pytest.approx(1),
+    )
+    assert (fits[2].slope, fits[2].intercept_mb, fits[2].r2) == (
+        pytest.approx(0.5),
+        pytest.approx(1),
+        pytest.approx(0.25),
+    )
+
+
+def test_best_model_under_memory_and_frame_rate_bounds():
+    rows = model_rows(
+        [
+            profile("tv:small", top1=70, cells={1: (10.0, 650)}),  # 100 images/s, 650 MB
+            profile("tv:medium", top1=75, cells={1: (20.0, 900)}),  # 50 images/s, 900 MB
+            profile("tv:large", top1=80, cells={1: (40.0, 1300)}),  # 25 images/s, 1300 MB
+            profile("tv:huge", top1=82, cells={1: (None, None)}),  # OOM at batch 1: never a candidate
+            profile("tv:unknown", top1=None, cells={1: (1.0, 100)}),  # no accuracy: no candidate
+        ]
+    )
+    table = {
+        (c.max_memory_mb, c.min_fps): c for c in best_under_constraints(rows, (700, 1000, 1400), (15, 30, 60))
+    }
+    assert table[(700, 15)].model == "tv:small" and table[(700, 60)].model == "tv:small"
+    assert table[(1000, 30)].model == "tv:medium" and table[(1000, 60)].model == "tv:small"
+    assert table[(1400, 15)].model == "tv:large" and table[(1400, 30)].model == "tv:medium"
+    assert table[(1400, 15)].candidates == 3
+    none = best_under_constraints(rows, (600,), (15,))[0]
+    assert none.model is None and none.candidates == 0
+
+
+def test_accuracy_density_and_where_accuracy_comes_from():
+    records = [
+        profile("tv:measured", params=2_000_000, top1=70, cells={1: (1.0, 1)}),
+        profile("tv:imported", params=10_000_000, cells={1: (1.0, 1)}),
+        profile("tv:metadata", params=5_000_000, published_top1=60, cells={1: (1.0, 1)}),
+        profile("tv:none", params=1_000_000, cells={1: (1.0, 1)}),
+    ]
+    published = [
+        PublishedResult(model="imported.a1", resolved="tv:imported", source="t", top1=79.0),
+        PublishedResult(model="imported", resolved="tv:imported", source="t", top1=78.0),  # untagged wins
+    ]
+    rows = model_rows(records, published=published)
+    density = {d.model: d for d in accuracy_density(rows)}
+    assert density["tv:measured"].top1_per_mparam == pytest.approx(35.0)
+    assert density["tv:imported"].top1_per_mparam == pytest.approx(7.8)
+    assert density["tv:metadata"].top1_per_mparam == pytest.approx(12.0)
+    assert "tv:none" not in density
+    assert [d.model for d in accuracy_density(rows)] == ["tv:measured", "tv:metadata", "tv:imported"]
+    sources = {r.model: r.accuracy_source for r in rows}
+    assert sources == {
+        "tv:measured": "measured",
+        "tv:imported": "published:t",
+        "tv:metadata": "tv-metadata",
+        "tv:none": None,
+    }
+
+
+def test_newest_profile_wins_and_filters_apply():
+    rows = model_rows(
+        [
+            profile("tv:a", cells={1: (5.0, 1)}, created=1),
+            profile("tv:a", cells={1: (4.0, 1)}, created=2),
+            profile("tv:a", device="cpu", cells={1: (40.0, 1)}, created=3),
+        ],
+        device="cuda",
+    )
+    assert len(rows) == 1 and rows[0].cell(1).ms_per_image == 4.0
+
+
+def test_cross_device_ratio():
+    rows = model_rows(
+        [
+            profile("tv:a", device="cuda", cells={1: (2.0, 1)}),
+            profile("tv:a", device="jetson", cells={1: (30.0, 1)}),
+            profile("tv:b", device="cuda", cells={1: (1.0, 1)}),  # no jetson profile: not compared
+        ]
+    )
+    [row] = compare_devices(rows, "cuda", "jetson", batch_size=1)
+    assert (row.model, row.b_over_a) == ("tv:a", pytest.approx(15.0))
