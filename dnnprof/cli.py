@@ -15,6 +15,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES
@@ -45,6 +47,51 @@ def _stop_worker(worker: subprocess.Popen) -> None:
         worker.wait()
 
 
+class WorkerSupervisor(threading.Thread):
+    """Keeps the embedded worker running: one that dies (killed, crashed) is started again, with a
+    back-off; its job goes back to the queue (see the worker's heartbeat sweep)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(name="dnnprof-worker-supervisor", daemon=True)
+        self.device = device
+        self.stopping = threading.Event()
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def _spawn(self) -> subprocess.Popen:
+        # Its own session: the terminal's Ctrl-C reaches only us, and we stop it in order.
+        return subprocess.Popen(
+            [sys.executable, "-m", "dnnprof.cli", "worker", "--device", self.device],
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+
+    def run(self) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            self.process = self._spawn()
+            started = time.monotonic()
+            code = self.process.wait()
+            if self.stopping.is_set():
+                return
+            # Kill what the dead worker left in its session (pool processes, a measuring child).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            # A worker that lived a while is not crash-looping: come back at once; otherwise back off.
+            backoff = 1.0 if time.monotonic() - started > 10 else min(backoff * 2, 30.0)
+            self.restarts += 1
+            print(
+                f"dnnprof: worker exited ({code}); restarting in {backoff:.0f} s", file=sys.stderr, flush=True
+            )
+            self.stopping.wait(backoff)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.process is not None:
+            _stop_worker(self.process)
+        self.join(timeout=30)
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.host:
@@ -60,19 +107,15 @@ def serve(args: argparse.Namespace) -> int:
     os.environ["DNNPROF_REDIS_URL"] = url
     settings = _replace(settings, redis_url=url)
     print(f"dnnprof: embedded Redis at {url} (data in {redis_server.data_dir})", flush=True)
-    worker = None
+    supervisor = None
     try:
         if args.device != "none":
-            # Its own session: the terminal's Ctrl-C reaches only us, and we stop it in order.
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "dnnprof.cli", "worker", "--device", args.device],
-                env=dict(os.environ),
-                start_new_session=True,
-            )
+            supervisor = WorkerSupervisor(args.device)
+            supervisor.start()
         _run_api(settings)
     finally:
-        if worker is not None:
-            _stop_worker(worker)
+        if supervisor is not None:
+            supervisor.stop()
         redis_server.stop()
         print("dnnprof: stopped", flush=True)
     return 0

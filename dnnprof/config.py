@@ -33,6 +33,8 @@ class Settings:
     max_attempts: int = 3
     heartbeat_s: int = 5
     memory_limit_mb: int = 0
+    api_keys: frozenset[str] = frozenset()
+    rate_limit_per_minute: int = 1200
     worker_metrics_port: int = 9808
     weights_dir: Path | None = None
     imagenet_val: Path | None = None
@@ -59,6 +61,8 @@ class Settings:
             max_attempts=_env_int("DNNPROF_MAX_ATTEMPTS", 3),
             heartbeat_s=_env_int("DNNPROF_HEARTBEAT_S", 5),
             memory_limit_mb=_env_int("DNNPROF_MEMORY_LIMIT_MB", 0),
+            api_keys=frozenset(k.strip() for k in (env("DNNPROF_API_KEYS") or "").split(",") if k.strip()),
+            rate_limit_per_minute=_env_int("DNNPROF_RATE_LIMIT_PER_MINUTE", 1200),
             worker_metrics_port=_env_int("DNNPROF_WORKER_METRICS_PORT", 9808),
             weights_dir=Path(env("DNNPROF_WEIGHTS_DIR")) if env("DNNPROF_WEIGHTS_DIR") else None,
             imagenet_val=Path(env("DNNPROF_IMAGENET_VAL")) if env("DNNPROF_IMAGENET_VAL") else None,

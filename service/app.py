@@ -21,6 +21,7 @@ from service.controllers.results import PublishedResultsController
 from service.deps import Services
 from service.errors import EXCEPTION_HANDLERS
 from service.metrics import PROMETHEUS, MetricsController, register_store_collector
+from service.security import api_key_guard, rate_limit
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -47,7 +48,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ReportController,
             static_router,
         ],
-        middleware=[PROMETHEUS.middleware],
+        middleware=[PROMETHEUS.middleware]
+        + ([limit.middleware] if (limit := rate_limit(settings.rate_limit_per_minute)) else []),
+        guards=[api_key_guard(settings.api_keys)],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

@@ -68,6 +68,7 @@ def start_service(
             "DNNPROF_DATA_DIR": str(data_dir),
             "DNNPROF_PORT": str(port),
             "DNNPROF_HEARTBEAT_S": "2",
+            "DNNPROF_RATE_LIMIT_PER_MINUTE": "100000",
             "PYTHONUNBUFFERED": "1",
         }
     )

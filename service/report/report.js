@@ -219,7 +219,9 @@ async function submitProfile(ev) {
   if ($("form-device").value) body.device = $("form-device").value;
   const sizes = $("batch-sizes").value.split(",").map((s) => Number(s.trim())).filter((n) => n > 0);
   if (sizes.length) body.batch_sizes = sizes;
-  const r = await fetch("/v1/profiles", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const headers = { "content-type": "application/json" };
+  if ($("api-key").value) headers["x-api-key"] = $("api-key").value;
+  const r = await fetch("/v1/profiles", { method: "POST", headers, body: JSON.stringify(body) });
   const answer = await r.json();
   if (!r.ok) {
     status.textContent = `${r.status}: ${answer.detail}` + (answer.suggestions ? ` — did you mean ${answer.suggestions.join(", ")}?` : "");

