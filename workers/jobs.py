@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import msgspec
@@ -60,11 +61,14 @@ class ProfileJob:
         if self.store.cancel_requested(profile_id):
             return self._end(profile_id, "cancelled", error="cancelled before it started")
 
+        # A lease, not a lock for the whole job: renewed while the job runs, it lapses within
+        # lease_s of a worker's death, so the device is not blocked for the length of a time limit.
         lock = self.store.redis.lock(
-            f"dnnprof:lock:{self.lock_name}", timeout=self.settings.time_limit_s + 60, blocking_timeout=1
+            f"dnnprof:lock:{self.lock_name}", timeout=self.lease_s, blocking_timeout=1
         )
         if not lock.acquire():
             raise DeviceBusyError(self.lock_name)
+        self._lock = lock
         try:
             return self._run_locked(profile_id)
         finally:
@@ -145,6 +149,7 @@ class ProfileJob:
                             code = child.wait(timeout=0.5)
                             break
                         except subprocess.TimeoutExpired:
+                            self._renew_lease()
                             if self._cancel_requested(profile_id):
                                 _stop(child)
                                 return "cancelled", "cancelled while running", None
@@ -168,6 +173,21 @@ class ProfileJob:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             detail = (": " + " | ".join(tail)) if tail else ""
             return "failed", f"the measuring process died ({how}){detail}"[:2000], None
+
+    @property
+    def lease_s(self) -> int:
+        return max(10, 3 * self.settings.heartbeat_s)
+
+    def _renew_lease(self) -> None:
+        lock = getattr(self, "_lock", None)
+        now_s = time.monotonic()
+        if lock is None or now_s - getattr(self, "_renewed", 0.0) < self.lease_s / 3:
+            return
+        try:
+            lock.reacquire()
+            self._renewed = now_s
+        except (redis.exceptions.LockError, redis.exceptions.RedisError) as exc:
+            log.warning("could not renew the device lease %s: %s", self.lock_name, exc)
 
     def _cancel_requested(self, profile_id: str) -> bool:
         try:

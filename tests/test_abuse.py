@@ -1,0 +1,133 @@
+"""Malformed, hostile and concurrent requests against the real service: no 5xx, no worker crash,
+nothing queued by bad input, one job per distinct request; API keys and rate limits."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from dnnprof.queue import make_celery
+from tests.helpers import ROOT, start_service
+
+pytestmark = pytest.mark.slow
+
+
+def test_schemathesis_finds_no_server_error_and_nothing_gets_queued(service, client):
+    before = {p["id"] for p in client.get("/v1/profiles", params={"limit": 1000}).json()}
+    out = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "schemathesis"),
+            "run",
+            f"{service.base_url}/schema/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "30",
+            "--request-timeout",
+            "60",
+            "--generation-deterministic",
+            "--workers",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    generated = int(re.search(r"(\d+) generated", out.stdout).group(1))
+    assert generated >= 500, out.stdout[-3000:]  # it really exercised every operation
+    after = client.get("/v1/profiles", params={"limit": 1000}).json()
+    new = [p for p in after if p["id"] not in before]
+    assert new == [], f"generated requests created jobs: {[p['settings']['model'] for p in new]}"
+    assert client.get("/readyz").json()["workers"]["cpu"] == 1  # the worker is still there
+
+
+def test_concurrent_duplicate_posts_make_one_job_per_distinct_request(service, client):
+    bodies = [
+        {"model": m, "device": "jetson", "batch_sizes": [1, 2]}  # no jetson worker: they stay queued
+        for m in ("resnet50", "densenet121", "vgg16", "mobilenet_v2")
+    ]
+    requests = [bodies[i % 4] for i in range(200)]
+
+    def post(body):
+        with httpx.Client(base_url=service.base_url, timeout=60) as c:
+            return c.post("/v1/profiles", json=body)
+
+    def get(i):
+        with httpx.Client(base_url=service.base_url, timeout=60) as c:
+            return c.get("/v1/profiles" if i % 2 else "/readyz")
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        posted = list(pool.map(post, requests))
+        got = list(pool.map(get, range(300)))
+    assert all(r.status_code == 202 for r in posted), {r.status_code for r in posted}
+    assert all(r.status_code == 200 for r in got), {r.status_code for r in got}
+    ids = {r.json()["id"] for r in posted}
+    assert len(ids) == 4 and sum(r.json()["created"] for r in posted) == 4
+    for profile_id in ids:
+        assert client.delete(f"/v1/profiles/{profile_id}").json()["outcome"] == "cancelled"
+
+
+def test_only_json_crosses_the_broker_and_the_store():
+    from dnnprof.config import Settings
+
+    conf = make_celery(Settings(redis_url="redis://127.0.0.1:1/0")).conf
+    assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory):
+    svc = start_service(
+        tmp_path_factory.mktemp("secure"),
+        device="none",
+        wait_for_worker=False,
+        env={"DNNPROF_API_KEYS": "alpha-key,beta-key", "DNNPROF_RATE_LIMIT_PER_MINUTE": "40"},
+    )
+    # No worker here: publish the catalogue as a worker does when it starts.
+    url = re.search(r"embedded Redis at (\S+)", svc.log()).group(1)
+    subprocess.run(
+        [sys.executable, "-m", "workers.catalogue"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DNNPROF_REDIS_URL": url},
+    )
+    yield svc
+    svc.stop()
+
+
+def test_api_keys_guard_changes_and_leave_reads_open(secure):
+    body = {"model": "resnet18", "device": "cpu", "batch_sizes": [1]}
+    with secure.client() as client:
+        refused = client.post("/v1/profiles", json=body)
+        assert refused.status_code == 401 and "X-API-Key" in refused.json()["detail"]
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert client.post("/v1/profiles", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+        accepted = client.post("/v1/profiles", json=body, headers={"X-API-Key": "alpha-key"})
+        assert accepted.status_code == 202
+        profile_id = accepted.json()["id"]
+        assert client.get(f"/v1/profiles/{profile_id}").status_code == 200  # reads are open
+        assert client.delete(f"/v1/profiles/{profile_id}").status_code == 401
+        deleted = client.delete(f"/v1/profiles/{profile_id}", headers={"Authorization": "Bearer beta-key"})
+        assert deleted.status_code == 200
+        assert client.post("/v1/results/published/x", content=b"model,top1\n").status_code == 401
+
+
+def test_rate_limit_per_key_and_client(secure):
+    with secure.client() as client:
+        codes = [
+            client.get("/v1/profiles", headers={"X-API-Key": "alpha-key"}).status_code for _ in range(45)
+        ]
+        assert codes.count(200) <= 40 and codes[-1] == 429
+        limited = client.get("/v1/profiles", headers={"X-API-Key": "alpha-key"})
+        assert limited.status_code == 429 and "ratelimit-reset" in {k.lower() for k in limited.headers}
+        # Another key, and the health endpoints, have their own allowance.
+        assert client.get("/v1/profiles", headers={"X-API-Key": "beta-key"}).status_code == 200
+        assert client.get("/healthz").status_code == 200
