@@ -128,6 +128,11 @@ def test_models_catalogue_search_and_paper_names(client):
     assert client.get("/v1/models/timm:resnet50").json()["source"] == "timm"
     assert client.get("/v1/models/resnet50").json()["source"] == "tv"  # torchvision first
     assert client.get("/v1/models/no-such-net").status_code == 404
+    shufflenet = client.get("/v1/models/ShuffleNet").json()
+    assert shufflenet["params"] == 1_865_728 and shufflenet["params_source"] == "dnnprof-metadata"
+    resnet = client.get("/v1/models/resnet18").json()
+    assert (resnet["params"], resnet["params_source"]) == (11_689_512, "tv-metadata")
+    assert resnet["published_top1"] == 69.758 and resnet["crop_pct"] == 0.875 and resnet["mean"]
 
 
 def test_job_for_a_class_without_workers_is_accepted_with_a_warning_and_cancellable(client):
@@ -228,6 +233,10 @@ def test_published_results_import_in_timms_table_shape(client):
     assert published and all(p["resolved"] == "timm:resnet50" and p["kind"] == "published" for p in published)
     tagged = [p for p in published if p["model"] == "resnet50.a1_in1k"]
     assert len(tagged) == 1 and 80 < tagged[0]["top1"] < 82 and tagged[0]["source"] == "timm-2026-08"
+    # The catalogue detail now knows timm's ResNet-50 parameter count from the imported table.
+    detail = client.get("/v1/models/timm:resnet50").json()
+    assert detail["params_source"] == "published:timm-2026-08" and 25e6 < detail["params"] < 26e6
+    assert any(r["model"] == "resnet50.a1_in1k" for r in detail["published_results"])
     # Measured profiles are not mixed with imported figures.
     assert all("kind" not in p for p in client.get("/v1/profiles").json())
 

@@ -207,6 +207,10 @@ def test_cuda_profile_reports_nvml_process_memory_and_cuda_events():
         assert batch.memory.method == "nvml_process"
         # The process total includes the CUDA context, so it exceeds what torch reserved.
         assert batch.memory.total_bytes > batch.memory.torch_peak_reserved_bytes
+        from workers.engine.peaks import peak_flops
+
+        if peak_flops(result.fingerprint.device_name, "fp16"):
+            assert 0 < batch.peak_flops_share < 1
 
 
 @pytest.mark.gpu
@@ -225,3 +229,21 @@ def test_cuda_oom_batch_is_recorded():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[(1, 'ok'), (1024, 'oom')]"
+
+
+def test_peak_flops_table_lookup():
+    from workers.engine.peaks import peak_flops
+
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.5e12)
+    assert peak_flops("NVIDIA H100 80GB HBM3", "amp") == pytest.approx(989.5e12)
+    assert peak_flops("NVIDIA H100 PCIe", "fp32") == pytest.approx(51e12)
+    assert peak_flops("NVIDIA A100-SXM4-40GB", "fp16") == pytest.approx(312e12)
+    assert peak_flops("Tesla V100-SXM2-16GB", "bf16") is None  # no bf16 on Volta: no figure
+    assert peak_flops("Some Future GPU", "fp32") is None
+
+
+def test_cpu_profile_reports_achieved_flops_but_no_peak_share():
+    result = run_profile(tiny_info(), tiny_settings(), ScenarioConfig(device_class="cpu"), model=TinyNet())
+    for batch in result.batches:
+        assert batch.achieved_flops_per_s == pytest.approx(result.flops * batch.latency.images_per_s)
+        assert batch.peak_flops_share is None and batch.energy_per_image_j is None  # absent, not invented

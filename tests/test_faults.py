@@ -41,6 +41,7 @@ def faulty(tmp_path_factory):
         env={
             "DNNPROF_TASK_SOFT_TIME_LIMIT": "20",
             "DNNPROF_TASK_TIME_LIMIT": "60",
+            "DNNPROF_MEMORY_LIMIT_MB": "2000",  # a small device: big batches run out of memory
             "DNNPROF_MAX_ATTEMPTS": "2",
         },
     )
@@ -57,6 +58,23 @@ def test_a_model_that_hangs_fails_at_the_time_limit_and_the_worker_takes_the_nex
         assert time.monotonic() - started < 60
         nxt = client.post(
             "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2}
+        ).json()
+        assert wait_for(client, nxt["id"], timeout=60)["status"] == "succeeded"
+
+
+def test_a_batch_that_runs_out_of_memory_is_an_oom_cell_and_the_rest_is_measured(faulty):
+    with faulty.client() as client:
+        job = client.post(
+            "/v1/profiles", json={"model": "resnet18", "batch_sizes": [1, 2, 512], "runs": 3}
+        ).json()
+        done = wait_for(client, job["id"], timeout=60)
+        assert done["status"] == "succeeded", done["error"]
+        cells = {b["batch_size"]: b for b in done["result"]["batches"]}
+        assert cells[1]["status"] == cells[2]["status"] == "ok"
+        assert cells[512]["status"] == "oom" and "allocate" in cells[512]["error"]
+        assert cells[512]["latency"] is None
+        nxt = client.post(
+            "/v1/profiles", json={"model": "squeezenet1_0", "batch_sizes": [1], "runs": 2}
         ).json()
         assert wait_for(client, nxt["id"], timeout=60)["status"] == "succeeded"
 

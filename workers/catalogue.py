@@ -97,6 +97,7 @@ def _timm_entries() -> list[ModelInfo]:
 
 def _zoo_entries() -> list[ModelInfo]:
     from workers import zoo
+    from workers.engine.models import count_params
 
     return [
         ModelInfo(
@@ -112,6 +113,7 @@ def _zoo_entries() -> list[ModelInfo]:
             input_range=entry.input_range,
             weights_url=entry.weights_url,
             notes=entry.notes,
+            published_params=count_params(entry.build()),  # the reference implementation's count
         )
         for name, entry in zoo.REGISTRY.items()
     ]

@@ -5,12 +5,38 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
-from dnnprof.contract import ModelInfo
+from dnnprof.contract import ModelInfo, PublishedResult
 from service.deps import Services
+
+
+class ModelDetail(ModelInfo, kw_only=True):
+    """A catalogue entry with what the service knows of it besides."""
+
+    params: int | None = None
+    params_source: str | None = None  # "tv-metadata", "dnnprof-zoo", "measured", "published:<source>"
+    published_results: list[PublishedResult] = msgspec.field(default_factory=list)
+    stored_profiles: int = 0
+
+
+def detail(info: ModelInfo, services: Services) -> ModelDetail:
+    out = ModelDetail(**msgspec.structs.asdict(info))
+    profiles = [p for p in services.store.list(model=info.name, limit=1000) if p.result is not None]
+    published = [r for r in services.store.published() if r.resolved == info.name]
+    out.stored_profiles = len(services.store.list(model=info.name, limit=100_000))
+    out.published_results = published
+    if info.published_params is not None:
+        out.params, out.params_source = info.published_params, f"{info.source}-metadata"
+    elif profiles:
+        out.params, out.params_source = profiles[0].result.params, "measured"
+    elif any(r.param_count_m for r in published):
+        r = next(r for r in published if r.param_count_m)
+        out.params, out.params_source = round(r.param_count_m * 1e6), f"published:{r.source}"
+    return out
 
 
 class ModelController(Controller):
@@ -27,6 +53,11 @@ class ModelController(Controller):
     ) -> list[ModelInfo]:
         return services.catalogue().search(q, paper_only=paper, limit=limit)
 
-    @get("/{name:str}", summary="How a model name resolves", sync_to_thread=True)
-    def resolve(self, name: FromPath[str], services: NamedDependency[Services]) -> ModelInfo:
-        return services.resolve(name).info
+    @get(
+        "/{name:str}",
+        summary="How a model name resolves: source, input size, preprocessing, "
+        "parameter count and published accuracy where known",
+        sync_to_thread=True,
+    )
+    def resolve(self, name: FromPath[str], services: NamedDependency[Services]) -> ModelDetail:
+        return detail(services.resolve(name).info, services)

@@ -25,6 +25,7 @@ from workers.engine.accuracy import (
 from workers.engine.fingerprint import fingerprint
 from workers.engine.memory import apply_memory_limit, is_out_of_memory, probe_for, release
 from workers.engine.models import build_model, count_params, parameter_file_bytes
+from workers.engine.peaks import peak_flops
 from workers.engine.timing import Timer, WarmupPolicy, latency_stats, timer_for, warm_up
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
@@ -144,6 +145,9 @@ def run_profile(
         return x.contiguous(memory_format=memory_format)
 
     timer: Timer = timer_for(device)
+    peak = (
+        peak_flops(torch.cuda.get_device_name(device), settings.precision) if device.type == "cuda" else None
+    )
     probe = probe_for(config.device_class, device)
     batches: list[BatchMeasurement] = []
     timed_s = 0.0
@@ -167,6 +171,8 @@ def run_profile(
             timed_s += seconds
             if measurement.latency is not None and flops:
                 measurement.achieved_flops_per_s = flops * measurement.latency.images_per_s
+                if peak:
+                    measurement.peak_flops_share = measurement.achieved_flops_per_s / peak
             batches.append(measurement)
 
     top1 = top5 = images = None
