@@ -92,12 +92,18 @@ class WorkerSupervisor(threading.Thread):
         self.join(timeout=30)
 
 
-def serve(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with --host/--port given on the command line on top."""
     settings = Settings.from_env()
     if args.host:
         settings = _replace(settings, host=args.host)
     if args.port:
         settings = _replace(settings, port=args.port)
+    return settings
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     if settings.redis_url:
         _run_api(settings)
         return 0
@@ -128,12 +134,7 @@ def _replace(settings: Settings, **changes) -> Settings:
 
 
 def api(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    if args.host:
-        settings = _replace(settings, host=args.host)
-    if args.port:
-        settings = _replace(settings, port=args.port)
-    _run_api(settings)
+    _run_api(_settings(args))
     return 0
 
 

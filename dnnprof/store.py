@@ -235,15 +235,24 @@ class ProfileStore:
 
     # -- published results --------------------------------------------------------------------
 
-    def import_published(self, source: str, results: Iterable[PublishedResult]) -> int:
-        mapping = {r.model: _encode(r) for r in results}
-        with self.redis.pipeline() as pipe:  # one source is replaced as a whole
-            pipe.delete(f"{PREFIX}published:{source}")
+    def _replace_hash(self, key: str, mapping: dict[str, bytes], *also: tuple[str, ...]) -> int:
+        """Swap a whole hash in one MULTI (readers never see half of it), with extra commands."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(key)
             if mapping:
-                pipe.hset(f"{PREFIX}published:{source}", mapping=mapping)
-            pipe.sadd(f"{PREFIX}published:sources", source)
+                pipe.hset(key, mapping=mapping)
+            for command, *args in also:
+                getattr(pipe, command)(*args)
             pipe.execute()
         return len(mapping)
+
+    def import_published(self, source: str, results: Iterable[PublishedResult]) -> int:
+        """One source is replaced as a whole."""
+        return self._replace_hash(
+            f"{PREFIX}published:{source}",
+            {r.model: _encode(r) for r in results},
+            ("sadd", f"{PREFIX}published:sources", source),
+        )
 
     def published(self, source: str | None = None) -> list[PublishedResult]:
         sources = (
@@ -266,14 +275,11 @@ class ProfileStore:
     # -- catalogue ---------------------------------------------------------------------------
 
     def publish_catalogue(self, entries: Iterable[ModelInfo], version: str) -> int:
-        mapping = {e.name: _encode(e) for e in entries}
-        with self.redis.pipeline() as pipe:  # MULTI: readers never see half a catalogue
-            pipe.delete(f"{PREFIX}catalogue")
-            if mapping:
-                pipe.hset(f"{PREFIX}catalogue", mapping=mapping)
-            pipe.set(f"{PREFIX}catalogue:version", version)
-            pipe.execute()
-        return len(mapping)
+        return self._replace_hash(
+            f"{PREFIX}catalogue",
+            {e.name: _encode(e) for e in entries},
+            ("set", f"{PREFIX}catalogue:version", version),
+        )
 
     def catalogue_version(self) -> str | None:
         raw = self.redis.get(f"{PREFIX}catalogue:version")
