@@ -51,7 +51,9 @@ def faulty(tmp_path_factory):
 
 def test_a_model_that_hangs_fails_at_the_time_limit_and_the_worker_takes_the_next(faulty):
     with faulty.client() as client:
-        hang = client.post("/v1/profiles", json={"model": "vgg16", "batch_sizes": [64], "runs": 1000}).json()
+        # Minutes of work that fits the 2000 MB cap: it cannot finish (or OOM) within the 20 s limit.
+        body = {"model": "resnet50", "batch_sizes": [8], "runs": 1000}
+        hang = client.post("/v1/profiles", json=body).json()
         started = time.monotonic()
         done = wait_for(client, hang["id"], timeout=60)
         assert done["status"] == "failed" and "time limit of 20 s" in done["error"]
