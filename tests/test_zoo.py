@@ -93,3 +93,49 @@ def test_zoo_models_build_through_the_engine_and_unknown_names_are_refused():
     assert count_params(build_model(info)) == PUBLISHED_PARAMS["cafferesnet101"]
     with pytest.raises(KeyError, match="no zoo model"):
         zoo.create("no_such_model")
+
+
+# Cadene's NASNetAMobile (pretrainedmodels/models/nasnet_mobile.py): the cells by name, in order,
+# and the shapes its constructor gives some of their 1x1 convolutions (filters = 1056 / 24 = 44).
+CADENE_NASNET_MOBILE_CELLS = [
+    "cell_0", "cell_1", "cell_2", "cell_3", "reduction_cell_0",
+    "cell_6", "cell_7", "cell_8", "cell_9", "reduction_cell_1",
+    "cell_12", "cell_13", "cell_14", "cell_15",
+]  # fmt: skip
+CADENE_NASNET_MOBILE_SHAPES = {
+    "cell_1.conv_prev_1x1.conv.weight": (44, 88, 1, 1),
+    "cell_6.conv_1x1.conv.weight": (88, 352, 1, 1),
+    "cell_6.path_1.conv.weight": (44, 264, 1, 1),
+    "reduction_cell_1.conv_prev_1x1.conv.weight": (176, 528, 1, 1),
+    "cell_15.conv_prev_1x1.conv.weight": (176, 1056, 1, 1),
+    "conv0.bn.running_var": (32,),
+    "last_linear.weight": (1000, 1056),
+}
+
+
+def test_nasnet_mobile_loads_a_checkpoint_named_as_the_published_one(tmp_path):
+    """The published checkpoint's layout, written where torch.hub caches the URL, loads through
+    the zoo's real pretrained path and gives the same network."""
+    source = zoo.create("nasnetamobile").eval()
+    checkpoint = {}
+    for key, value in source.state_dict().items():
+        if key.startswith("cells."):
+            index, rest = key[len("cells.") :].split(".", 1)
+            key = f"{CADENE_NASNET_MOBILE_CELLS[int(index)]}.{rest}"
+        checkpoint[key] = value
+    for key, shape in CADENE_NASNET_MOBILE_SHAPES.items():
+        assert tuple(checkpoint[key].shape) == shape, key
+
+    url = zoo.REGISTRY["nasnetamobile"].weights_url
+    hub_dir = tmp_path / "hub"
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    torch.save(checkpoint, hub_dir / "checkpoints" / url.rsplit("/", 1)[1])
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub_dir))
+    try:
+        loaded = zoo.create("nasnetamobile", pretrained=True).eval()
+    finally:
+        torch.hub.set_dir(previous)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), source(x))

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
+
+StateDict = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,8 @@ class ZooEntry:
     input_space: str = "RGB"  # Caffe ports take BGR in 0..255 with mean/std in those units
     input_range: float = 1.0
     notes: str | None = None
+    #: Renames a published checkpoint's keys to this implementation's module names, where they differ.
+    checkpoint_filter: Callable[[StateDict], StateDict] | None = None
 
 
 REGISTRY: dict[str, ZooEntry] = {}
@@ -44,13 +49,15 @@ def create(name: str, *, pretrained: bool = False) -> nn.Module:
         import torch.hub
 
         state = torch.hub.load_state_dict_from_url(entry.weights_url, map_location="cpu", check_hash=False)
+        if entry.checkpoint_filter is not None:
+            state = entry.checkpoint_filter(state)
         model.load_state_dict(state)
     return model
 
 
 def _register_paper_zoo() -> None:
     from workers.zoo.bninception import BNInception
-    from workers.zoo.nasnet_mobile import NASNetAMobile
+    from workers.zoo.nasnet_mobile import NASNetAMobile, from_cadene_checkpoint
     from workers.zoo.resnets import cafferesnet101, fbresnet152
     from workers.zoo.shufflenet import ShuffleNetV1
 
@@ -92,7 +99,7 @@ def _register_paper_zoo() -> None:
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
             interpolation="bicubic",
-            notes="timm cell modules: the published checkpoint's keys need mapping before it loads",
+            checkpoint_filter=from_cadene_checkpoint,
         ),
     )
     register(

@@ -3,12 +3,19 @@
 timm ships only NASNet-A-Large (6 cells per stage, 4032 features, 96-channel stem). The mobile
 network is the same search result stacked 4 cells per stage with a 32-channel stem and 1056
 features (filters = 1056 / 24 = 44), wired as the large one: each cell takes the previous two.
+
+The published checkpoint (Cadene's pretrainedmodels, ported from TensorFlow) names the cells
+``cell_0``..``cell_3``, ``reduction_cell_0``, ``cell_6``..``cell_9``, ``reduction_cell_1``,
+``cell_12``..``cell_15``; inside a cell its parameter names are timm's (timm's NASNet is the same
+port), so :func:`from_cadene_checkpoint` only renames the cells.
 """
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
+import torch
 import torch.nn.functional as F
 from timm.layers import ConvNormAct
 from timm.models.nasnet import CellStem0, CellStem1, FirstCell, NormalCell, ReductionCell0, ReductionCell1
@@ -69,3 +76,27 @@ class NASNetAMobile(nn.Module):
             prev, cur = cur, cell(cur, prev)
         x = F.relu(cur)
         return self.last_linear(self.global_pool(x).flatten(1))
+
+
+#: The checkpoint's cell names, in the order of :attr:`NASNetAMobile.cells`.
+CADENE_CELL_NAMES: tuple[str, ...] = (
+    *(f"cell_{i}" for i in range(4)),
+    "reduction_cell_0",
+    *(f"cell_{i}" for i in range(6, 10)),
+    "reduction_cell_1",
+    *(f"cell_{i}" for i in range(12, 16)),
+)
+_CELL_INDEX = {name: index for index, name in enumerate(CADENE_CELL_NAMES)}
+_CELL_KEY = re.compile(r"^((?:reduction_)?cell_\d+)\.")
+
+
+def from_cadene_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The published ``nasnetamobile-7e03cead.pth`` with its cells renamed to ``cells.<i>``."""
+
+    def rename(key: str) -> str:
+        match = _CELL_KEY.match(key)
+        if match is None or match.group(1) not in _CELL_INDEX:
+            return key
+        return f"cells.{_CELL_INDEX[match.group(1)]}." + key[match.end() :]
+
+    return {rename(key): value for key, value in state.items()}
