@@ -4,7 +4,9 @@
 # Weights are never downloaded at build time; mount a cache at /cache (DNNPROF_WEIGHTS_DIR).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+# The worker's base needs only the driver hook-up: PyPI's torch wheels bring their own CUDA
+# runtime, cuBLAS and cuDNN (the nvidia-* wheels), so a cudnn-runtime base would carry them twice.
+ARG CUDA_IMAGE=nvidia/cuda:12.6.3-base-ubuntu24.04
 
 FROM ${PYTHON_IMAGE} AS api
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
