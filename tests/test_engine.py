@@ -204,7 +204,7 @@ def test_cuda_profile_reports_nvml_process_memory_and_cuda_events():
     assert result.fingerprint.compute_capability and result.fingerprint.cuda_version
     for batch in result.batches:
         assert batch.status == "ok"
-        assert batch.memory.method == "nvml_process"
+        assert batch.memory.method in ("nvml_process", "nvml_device_delta")  # in a container: the delta
         # The process total includes the CUDA context, so it exceeds what torch reserved.
         assert batch.memory.total_bytes > batch.memory.torch_peak_reserved_bytes
         from workers.engine.peaks import peak_flops
@@ -247,3 +247,25 @@ def test_cpu_profile_reports_achieved_flops_but_no_peak_share():
     for batch in result.batches:
         assert batch.achieved_flops_per_s == pytest.approx(result.flops * batch.latency.images_per_s)
         assert batch.peak_flops_share is None and batch.energy_per_image_j is None  # absent, not invented
+
+
+def test_gpu_process_memory_prefers_nvml_per_process_then_the_device_delta_then_torch():
+    from workers.engine.memory import process_total
+
+    mib = 1024 * 1024
+    # NVML lists our PID (bare metal): its figure, CUDA context included.
+    assert process_total(900 * mib, 5000 * mib, 4000 * mib, 500 * mib) == (900 * mib, "nvml_process")
+    # In a container NVML lists host PIDs: the device's growth since before our context.
+    assert process_total(None, 5000 * mib, 4100 * mib, 500 * mib) == (900 * mib, "nvml_device_delta")
+    # Another process freed memory meanwhile: never below what torch itself reserved.
+    assert process_total(None, 4300 * mib, 4100 * mib, 500 * mib) == (500 * mib, "nvml_device_delta")
+    # No NVML, or no baseline: torch's reserved figure, named as such.
+    assert process_total(None, None, None, 500 * mib) == (500 * mib, "torch_peak_reserved")
+    assert process_total(None, 5000 * mib, None, 500 * mib) == (500 * mib, "torch_peak_reserved")
+
+
+def test_no_nvml_baseline_off_cuda():
+    from workers.engine.memory import nvml_used_bytes_before_cuda
+
+    assert nvml_used_bytes_before_cuda("cpu") is None
+    assert nvml_used_bytes_before_cuda("jetson") is None

@@ -68,8 +68,9 @@ class CudaMemoryProbe:
 
     method = "nvml_process"
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, baseline_used_bytes: int | None = None) -> None:
         self.device = device
+        self.baseline_used_bytes = baseline_used_bytes
         self._handle = None
         try:
             import pynvml
@@ -79,7 +80,6 @@ class CudaMemoryProbe:
             self._handle = _nvml_handle_for_torch_index(pynvml, index)
         except Exception:  # noqa: BLE001 - no NVML (some containers): torch's figures alone
             self._handle = None
-            self.method = "torch_reserved_plus_context_unknown"
 
     def reset(self) -> None:
         release(self.device)
@@ -97,16 +97,58 @@ class CudaMemoryProbe:
                     return int(proc.usedGpuMemory)
         return None
 
+    def device_used_bytes(self) -> int | None:
+        if self._handle is None:
+            return None
+        import pynvml
+
+        with contextlib.suppress(pynvml.NVMLError):
+            return int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+        return None
+
     def read(self) -> MemoryStats:
         torch.cuda.synchronize(self.device)
         reserved = int(torch.cuda.max_memory_reserved(self.device))
-        total = self.process_bytes()
+        total, method = process_total(
+            self.process_bytes(), self.device_used_bytes(), self.baseline_used_bytes, reserved
+        )
         return MemoryStats(
-            total_bytes=total if total is not None else reserved,
-            method=self.method if total is not None else "torch_peak_reserved",
+            total_bytes=total,
+            method=method,
             torch_peak_allocated_bytes=int(torch.cuda.max_memory_allocated(self.device)),
             torch_peak_reserved_bytes=reserved,
         )
+
+
+def process_total(
+    per_process: int | None, device_used: int | None, baseline_used: int | None, torch_reserved: int
+) -> tuple[int, str]:
+    """The process's device memory, context included, and how it was read.
+
+    NVML's per-process figure first. In a container NVML lists host PIDs, so our own PID is not
+    among them: then the device's used memory over what it used before this process created its
+    CUDA context (exact while the device lock keeps other jobs off the GPU). Without NVML, torch's
+    peak reserved, which leaves out the context, and says so.
+    """
+    if per_process is not None:
+        return per_process, "nvml_process"
+    if device_used is not None and baseline_used is not None and device_used > baseline_used:
+        return max(device_used - baseline_used, torch_reserved), "nvml_device_delta"
+    return torch_reserved, "torch_peak_reserved"
+
+
+def nvml_used_bytes_before_cuda(device_class: str) -> int | None:
+    """The first visible GPU's used memory, read through NVML before this process touches CUDA
+    (the baseline for :func:`process_total`); None without NVML or off CUDA."""
+    if device_class != "cuda":
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetMemoryInfo(_nvml_handle_for_torch_index(pynvml, 0)).used)
+    except Exception:  # noqa: BLE001 - no NVML: the probe falls back to torch's figures
+        return None
 
 
 class JetsonMemoryProbe(CudaMemoryProbe):
@@ -148,11 +190,11 @@ def _nvml_handle_for_torch_index(pynvml, index: int):
     return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
-def probe_for(device_class: str, device: torch.device):
+def probe_for(device_class: str, device: torch.device, baseline_used_bytes: int | None = None):
     if device_class == "jetson":
         return JetsonMemoryProbe(device)
     if device.type == "cuda":
-        return CudaMemoryProbe(device)
+        return CudaMemoryProbe(device, baseline_used_bytes)
     return CpuMemoryProbe()
 
 

@@ -23,7 +23,13 @@ from workers.engine.accuracy import (
     open_val_set,
 )
 from workers.engine.fingerprint import fingerprint
-from workers.engine.memory import apply_memory_limit, is_out_of_memory, probe_for, release
+from workers.engine.memory import (
+    apply_memory_limit,
+    is_out_of_memory,
+    nvml_used_bytes_before_cuda,
+    probe_for,
+    release,
+)
 from workers.engine.models import build_model, count_params, parameter_file_bytes
 from workers.engine.peaks import peak_flops
 from workers.engine.timing import Timer, WarmupPolicy, latency_stats, timer_for, warm_up
@@ -112,6 +118,7 @@ def run_profile(
     tag: str | None = None,
 ) -> ProfileResult:
     started = time.perf_counter()
+    baseline_used = nvml_used_bytes_before_cuda(config.device_class)  # before our CUDA context
     device = torch_device_for(config.device_class)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -148,7 +155,7 @@ def run_profile(
     peak = (
         peak_flops(torch.cuda.get_device_name(device), settings.precision) if device.type == "cuda" else None
     )
-    probe = probe_for(config.device_class, device)
+    probe = probe_for(config.device_class, device, baseline_used)
     batches: list[BatchMeasurement] = []
     timed_s = 0.0
 
