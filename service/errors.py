@@ -33,7 +33,11 @@ def validation_error(request: Request, exc: ValidationException) -> Response:
         key = str(item.get("key", ""))
         # msgspec names the place in its message ("... - at `$.batch_sizes[0]`", "unknown field
         # `x`"); Litestar's key is then just "data", the body as a whole.
-        match = re.search(r"at `\$\.?([^`]*)`", message) or re.search(r"unknown field `([^`]*)`", message)
+        match = (
+            re.search(r"at `\$\.?([^`]*)`", message)
+            or re.search(r"unknown field `([^`]*)`", message)
+            or re.search(r"missing required field `([^`]*)`", message)
+        )
         if match and (not key or key == "data"):
             key = match.group(1)
         field = _field_of(key)
