@@ -80,7 +80,7 @@ class Catalogue:
             raise UnknownModelError(
                 f"{info.name}.{tag}", [f"{info.name}.{t}" for t in info.pretrained_tags[:5]]
             )
-        return Resolved(info, tag)
+        return Resolved(info.for_tag(tag), tag)
 
     def suggest(self, name: str, n: int = 5) -> list[str]:
         key = normalise(name)

@@ -31,6 +31,7 @@ MAX_BATCH_SIZE = 1024
 MAX_RUNS = 1000
 MAX_BATCH_SIZE_COUNT = 16
 MAX_ACCURACY_IMAGES = 50_000  # the ImageNet validation set
+IMAGENET_CLASSES = 1000  # accuracy is measured on ImageNet-1k: the model's head must have these
 
 #: Model names: letters, digits and the punctuation the paper's names use. No slashes, so no
 #: path or URL (``hf-hub:org/name``, ``../x``) can even be named.
@@ -91,6 +92,19 @@ class ProfileSettings(Struct, kw_only=True, frozen=True):
         return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:32]
 
 
+class TagConfig(Struct, kw_only=True, omit_defaults=True):
+    """Where one timm pretrained tag is fed differently from its architecture's default tag
+    (``efficientnet_b3.ra2_in1k`` and ``.tf_in1k``, say): only the fields that differ are set."""
+
+    input_size: int | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
+    crop_mode: str | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    num_classes: int | None = None
+
+
 class ModelInfo(Struct, kw_only=True):
     """A catalogue entry: how a model name resolves and how the model is fed."""
 
@@ -100,6 +114,7 @@ class ModelInfo(Struct, kw_only=True):
     input_size: int
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
+    crop_mode: str = "center"  # timm's: "center" (resize the short side), "squash", "border"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     num_classes: int = 1000
@@ -113,6 +128,15 @@ class ModelInfo(Struct, kw_only=True):
     published_top5: float | None = None
     weights_url: str | None = None
     notes: str | None = None
+    #: timm tags fed differently from the default one; a resolved ``arch.tag`` has them applied.
+    tag_configs: dict[str, TagConfig] = {}
+
+    def for_tag(self, tag: str) -> ModelInfo:
+        """This entry as the pretrained tag ``tag`` feeds it: its input size, crop, normalisation,
+        interpolation and head as timm's pretrained config for ``arch.tag`` gives them."""
+        config = self.tag_configs.get(tag)
+        changes = {f: v for f in TagConfig.__struct_fields__ if (v := getattr(config, f, None)) is not None}
+        return msgspec.structs.replace(self, tag_configs={}, **changes)
 
 
 class LatencyStats(Struct, kw_only=True):

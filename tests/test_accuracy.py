@@ -151,6 +151,19 @@ def test_accuracy_is_part_of_the_profile(image_folder):
     assert "accuracy" in stages and result.weights == "pretrained"
 
 
+def test_a_head_of_other_classes_than_the_set_is_refused_with_the_reason(image_folder, flat_folder):
+    import msgspec
+
+    wide = msgspec.structs.replace(INFO, num_classes=21843)  # an ImageNet-22k head
+    settings = ProfileSettings(
+        model=INFO.name, device="cpu", batch_sizes=(1,), runs=2, precision="fp32", input_size=8, accuracy=True
+    )
+    for folder in (image_folder, flat_folder):
+        config = ScenarioConfig(device_class="cpu", imagenet_val=folder, loader_workers=0)
+        with pytest.raises(AccuracyUnavailableError, match="21843 output classes and the validation set 10"):
+            run_profile(wide, settings, config, model=KnownAnswers())
+
+
 def test_accuracy_without_a_dataset_fails_before_loading_weights():
     settings = ProfileSettings(
         model="tv:resnet18",
@@ -166,8 +179,13 @@ def test_accuracy_without_a_dataset_fails_before_loading_weights():
         run_profile(info, settings, ScenarioConfig(device_class="cpu"))
 
 
-def test_pretrained_weights_that_cannot_be_fetched_give_a_clear_reason(image_folder, monkeypatch, tmp_path):
+def test_pretrained_weights_that_cannot_be_fetched_give_a_clear_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+    imagenet_like = tmp_path / "val"  # labels up to 999: ImageNet-1k's classes, as the head has
+    imagenet_like.mkdir()
+    write_image(imagenet_like / "first.png", 0)
+    write_image(imagenet_like / "last.png", 9)
+    (imagenet_like / "labels.txt").write_text("first.png 0\nlast.png 999\n")
     info = ModelInfo(name="tv:squeezenet1_1", source="tv", architecture="squeezenet1_1", input_size=224)
     settings = ProfileSettings(
         model=info.name,
@@ -181,7 +199,7 @@ def test_pretrained_weights_that_cannot_be_fetched_give_a_clear_reason(image_fol
     with pytest.raises(
         AccuracyUnavailableError, match="could not load the pretrained weights of tv:squeezenet1_1"
     ):
-        run_profile(info, settings, ScenarioConfig(device_class="cpu", imagenet_val=image_folder))
+        run_profile(info, settings, ScenarioConfig(device_class="cpu", imagenet_val=imagenet_like))
 
 
 def sample_image() -> Image.Image:
@@ -210,6 +228,20 @@ def test_preprocessing_equals_timms_own_for_timm_models(arch):
     info = next(e for e in _timm_entries() if e.architecture == arch)
     model = timm.create_model(arch, pretrained=False)
     reference = create_transform(**resolve_data_config({}, model=model))
+    img = sample_image()
+    assert torch.equal(eval_transform(info)(img), reference(img))
+
+
+@pytest.mark.parametrize("name", ["resnet50.fb_swsl_ig1b_ft_in1k", "convnext_tiny.fb_in22k_ft_in1k_384"])
+def test_preprocessing_of_a_timm_tag_equals_timms_own_for_that_tag(name):
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    from dnnprof.catalogue import Catalogue
+    from workers.catalogue import _timm_entries
+
+    info = Catalogue({e.name: e for e in _timm_entries()}).resolve(name).info
+    reference = create_transform(**resolve_data_config({}, model=timm.create_model(name, pretrained=False)))
     img = sample_image()
     assert torch.equal(eval_transform(info)(img), reference(img))
 

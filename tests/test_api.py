@@ -98,6 +98,7 @@ def test_unknown_model_is_404_with_close_matches(client):
         ({"model": "hf-hub:evil/model"}, "model", "catalogue name"),
         ({"model": "resnet18", "weights_url": "http://x/y.pth"}, "weights_url", "fields:"),
         ({"batch_sizes": [1]}, "model", "catalogue name"),
+        ({"model": "vit_base_patch16_224.augreg_in21k", "accuracy": True}, "accuracy", "ImageNet"),
     ],
 )
 def test_bad_fields_are_422_naming_the_field_and_what_is_accepted(client, body, field, accepted_fragment):

@@ -74,3 +74,29 @@ def test_search(catalogue):
     assert "tv:resnext50_32x4d" in hits
     paper = catalogue.search(paper_only=True, limit=100)
     assert all(i.paper_name for i in paper) and len(paper) == 44
+
+
+def test_a_timm_tag_resolves_to_its_own_preprocessing_and_head(catalogue):
+    """timm feeds pretrained tags differently: the resolved entry is the tag's, as timm gives it."""
+    from timm.models import get_pretrained_cfg
+
+    tags = (
+        "resnet50.fb_swsl_ig1b_ft_in1k",
+        "resnet50.a1_in1k",
+        "vit_base_patch16_224.augreg_in21k",
+        "convnext_tiny.fb_in22k_ft_in1k_384",  # squashed, not centre-cropped
+    )
+    for name in tags:
+        info = catalogue.resolve(name).info
+        cfg = get_pretrained_cfg(name)
+        assert info.input_size == cfg.input_size[-1]
+        assert (info.crop_pct, info.crop_mode, info.interpolation) == (
+            cfg.crop_pct,
+            cfg.crop_mode or "center",
+            cfg.interpolation,
+        )
+        assert (info.mean, info.std, info.num_classes) == (tuple(cfg.mean), tuple(cfg.std), cfg.num_classes)
+        assert info.tag_configs == {}  # a resolved tag carries no other tag's settings
+    # The two resnet50 tags really differ, so the check above tells them apart.
+    swsl, a1 = catalogue.resolve("resnet50.fb_swsl_ig1b_ft_in1k").info, catalogue.resolve("resnet50").info
+    assert (swsl.crop_pct, swsl.interpolation) != (a1.crop_pct, a1.interpolation)

@@ -12,13 +12,16 @@ from importlib import metadata
 
 import dnnprof
 from dnnprof.config import Settings, require_redis_url
-from dnnprof.contract import ModelInfo
+from dnnprof.contract import ModelInfo, TagConfig
 from dnnprof.paper import PAPER_MODELS
 from dnnprof.store import ProfileStore
 
+#: Bump when what an entry holds changes, so workers republish a catalogue of the same packages.
+CATALOGUE_FORMAT = 2  # 2: per-tag configs of timm models
+
 
 def catalogue_version() -> str:
-    parts = [f"dnnprof{dnnprof.__version__}"]
+    parts = [f"dnnprof{dnnprof.__version__}", f"format{CATALOGUE_FORMAT}"]
     for dist in ("torchvision", "timm"):
         try:
             parts.append(f"{dist}{metadata.version(dist)}")
@@ -59,6 +62,20 @@ def _torchvision_entries() -> list[ModelInfo]:
     return out
 
 
+def _timm_feeding(cfg) -> dict:
+    """How timm's pretrained config feeds the model: the fields of :class:`TagConfig`."""
+    return {
+        "input_size": int(cfg.input_size[-1]),
+        "interpolation": cfg.interpolation or "bilinear",
+        "crop_pct": float(cfg.crop_pct or 0.875),
+        "crop_mode": getattr(cfg, "crop_mode", None) or "center",
+        "mean": tuple(float(v) for v in cfg.mean),
+        "std": tuple(float(v) for v in cfg.std),
+        # 0 is a headless (feature) checkpoint; timm builds the model with this head.
+        "num_classes": int(cfg.num_classes) if cfg.num_classes is not None else 1000,
+    }
+
+
 def _timm_entries() -> list[ModelInfo]:
     import timm
     from timm.models import get_pretrained_cfg
@@ -70,25 +87,25 @@ def _timm_entries() -> list[ModelInfo]:
     out = []
     for arch in timm.list_models():
         cfg = get_pretrained_cfg(arch)
-        kwargs = {}
+        kwargs: dict = {"input_size": 224}
+        tag_configs: dict[str, TagConfig] = {}
         if cfg is not None:
-            kwargs = {
-                "input_size": int(cfg.input_size[-1]),
-                "interpolation": cfg.interpolation or "bilinear",
-                "crop_pct": float(cfg.crop_pct or 0.875),
-                "mean": tuple(float(v) for v in cfg.mean),
-                "std": tuple(float(v) for v in cfg.std),
-                "num_classes": int(cfg.num_classes or 1000),
-                "weights_url": cfg.url or (f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else None),
-            }
-        else:
-            kwargs = {"input_size": 224}
+            kwargs = _timm_feeding(cfg)
+            kwargs["weights_url"] = cfg.url or (f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else None)
+            for tag in tags.get(arch, []):
+                tag_cfg = get_pretrained_cfg(f"{arch}.{tag}")
+                if tag_cfg is None:
+                    continue
+                differ = {k: v for k, v in _timm_feeding(tag_cfg).items() if v != kwargs[k]}
+                if differ:
+                    tag_configs[tag] = TagConfig(**differ)
         out.append(
             ModelInfo(
                 name=f"timm:{arch}",
                 source="timm",
                 architecture=arch,
                 pretrained_tags=tags.get(arch, []),
+                tag_configs=tag_configs,
                 **kwargs,
             )
         )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from msgspec import Struct
@@ -15,6 +15,7 @@ from msgspec import Struct
 from dnnprof.contract import (
     DEFAULT_BATCH_SIZES,
     DEVICE_CLASSES,
+    IMAGENET_CLASSES,
     TERMINAL_STATUSES,
     DeviceClass,
     JobStatus,
@@ -70,6 +71,19 @@ class ProfileController(Controller):
         self, data: JSONBody[ProfileRequest], services: NamedDependency[Services]
     ) -> Response[ProfileAccepted]:
         resolved = services.resolve(data.model)
+        if data.accuracy and resolved.info.num_classes != IMAGENET_CLASSES:
+            raise ValidationException(
+                detail="accuracy is measured on ImageNet-1k",
+                extra=[
+                    {
+                        "key": "accuracy",
+                        "source": "body",
+                        "message": f"{data.model!r} resolves to a model with {resolved.info.num_classes} "
+                        f"output classes, not ImageNet-1k's {IMAGENET_CLASSES}: its top-1/top-5 "
+                        "on the ImageNet validation set would mean nothing",
+                    }
+                ],
+            )
         live = services.store.live_device_classes()
         device = _pick_device(data.device, live)
         settings = ProfileSettings(

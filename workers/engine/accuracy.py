@@ -46,6 +46,7 @@ def eval_transform(info: ModelInfo, input_size: int | None = None) -> Callable:
     transform = transforms_imagenet_eval(
         img_size=input_size or info.input_size,
         crop_pct=info.crop_pct,
+        crop_mode=info.crop_mode,
         interpolation=info.interpolation,
         mean=tuple(m / info.input_range for m in info.mean[order]),
         std=tuple(s / info.input_range for s in info.std[order]),
@@ -110,6 +111,28 @@ def open_val_set(root: Path | None, transform: Callable, labels_file: Path | Non
             "'<file> <class index>'"
         )
     return FlatValFolder(root, labels, transform)
+
+
+def class_count(dataset: Dataset) -> int | None:
+    """How many classes a validation set labels (1000 for ImageNet's), where it says."""
+    if isinstance(dataset, Subset):
+        return class_count(dataset.dataset)
+    classes = getattr(dataset, "classes", None)
+    if classes is not None:
+        return len(classes)
+    samples = getattr(dataset, "samples", None)
+    return max(label for _, label in samples) + 1 if samples else None
+
+
+def check_head(info: ModelInfo, dataset: Dataset) -> None:
+    """Top-k over a head of other classes (ImageNet-22k, a headless feature checkpoint) would be
+    a number without meaning: refuse it, saying why."""
+    classes = class_count(dataset)
+    if classes is not None and info.num_classes != classes:
+        raise AccuracyUnavailableError(
+            f"{info.name} has {info.num_classes} output classes and the validation set {classes}: "
+            "accuracy needs a model trained on the set's classes (an ImageNet-1k head)"
+        )
 
 
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:

@@ -14,9 +14,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dnnprof.contract import BatchMeasurement, ModelInfo, ProfileResult, ProfileSettings, Progress
+from dnnprof.contract import (
+    BatchMeasurement,
+    ModelInfo,
+    ProfileResult,
+    ProfileSettings,
+    Progress,
+)
 from workers.engine.accuracy import (
     AccuracyUnavailableError,
+    check_head,
     eval_transform,
     evaluate,
     evenly_spaced,
@@ -135,6 +142,7 @@ def run_profile(
             ),
             settings.accuracy_images,
         )
+        check_head(info, val_set)
     if model is None:
         model = _load(info, pretrained, tag)
     model.eval()
