@@ -58,17 +58,34 @@ def accuracy_for(
     if result is not None and result.top1 is not None:
         return result.top1, result.top5, "measured"
     model = record.settings.model
-    if model in published:
-        p = published[model]
-        return p.top1, p.top5, f"published:{p.source}"
     info = catalogue.get(model) or record.model
+    # A plain timm name stands for its default tag's weights, as timm's results tables name them.
+    keys = [model]
+    if record.model.source == "timm" and "." not in model and info.default_tag:
+        keys.append(f"{model}.{info.default_tag}")
+    for key in keys:
+        if key in published:
+            p = published[key]
+            return p.top1, p.top5, f"published:{p.source}"
     if info.published_top1 is not None:
         return info.published_top1, info.published_top5, f"{info.source}-metadata"
     return None, None, None
 
 
+def published_of(results: Iterable[PublishedResult], qualified: str) -> list[PublishedResult]:
+    """The imported rows of one model: of that tag for "timm:resnet50.a1_in1k", of every tag for
+    "timm:resnet50"."""
+    tagged = "." in qualified
+    return [
+        r
+        for r in results
+        if r.resolved == qualified or (not tagged and (r.resolved or "").startswith(qualified + "."))
+    ]
+
+
 def best_published(results: Iterable[PublishedResult]) -> dict[str, PublishedResult]:
-    """Per resolved model, the imported row for its default weights (untagged) or its best one."""
+    """Per resolved name ("timm:resnet50.a1_in1k": tags are kept), the imported row; where several
+    rows resolve to one name (an untagged spelling, two sources), the untagged one, else the best."""
     out: dict[str, PublishedResult] = {}
     for r in results:
         if r.resolved is None:

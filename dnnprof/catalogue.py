@@ -27,6 +27,11 @@ class Resolved:
     info: ModelInfo
     tag: str | None = None  # a timm pretrained tag, "resnet50.a1_in1k" -> "a1_in1k"
 
+    @property
+    def qualified(self) -> str:
+        """The name profiles and imported results are stored under: "timm:resnet50.a1_in1k"."""
+        return self.info.name + (f".{self.tag}" if self.tag else "")
+
 
 class Catalogue:
     def __init__(self, entries: dict[str, ModelInfo]) -> None:

@@ -128,6 +128,8 @@ class ModelInfo(Struct, kw_only=True):
     published_top5: float | None = None
     weights_url: str | None = None
     notes: str | None = None
+    #: timm: the tag whose weights the plain architecture name stands for ("a1_in1k" for resnet50).
+    default_tag: str | None = None
     #: timm tags fed differently from the default one; a resolved ``arch.tag`` has them applied.
     tag_configs: dict[str, TagConfig] = {}
 

@@ -33,9 +33,10 @@ class Services:
         return self.catalogue().resolve(name)
 
     def try_resolve(self, name: str) -> str:
-        """The qualified name for ``name`` where it resolves, else ``name`` as given (filters)."""
+        """The qualified name for ``name`` (with its timm tag) where it resolves, else ``name``
+        as given (filters)."""
         try:
-            return self.resolve(name).info.name
+            return self.resolve(name).qualified
         except (UnknownModelError, CatalogueNotReadyError):
             return name
 

@@ -214,6 +214,27 @@ def test_accuracy_density_and_where_accuracy_comes_from():
     }
 
 
+def test_timm_profiles_take_the_published_accuracy_of_their_own_weights():
+    """A tagged profile: its tag's row. A plain name: the default tag's row (what timm builds),
+    not the best of the architecture's tags."""
+    import msgspec
+
+    def timm_profile(model: str) -> ProfileRecord:
+        record = profile(model, cells={1: (1.0, 1)})
+        info = msgspec.structs.replace(record.model, source="timm", default_tag="a1_in1k")
+        record.model = record.result.model = info
+        return record
+
+    published = [
+        PublishedResult(model=f"resnet50.{tag}", resolved=f"timm:resnet50.{tag}", source="t", top1=top1)
+        for tag, top1 in (("a1_in1k", 80.4), ("fb_swsl_ig1b_ft_in1k", 81.1), ("tv_in1k", 76.1))
+    ]
+    rows = model_rows(
+        [timm_profile("timm:resnet50"), timm_profile("timm:resnet50.tv_in1k")], published=published
+    )
+    assert {r.model: r.top1 for r in rows} == {"timm:resnet50": 80.4, "timm:resnet50.tv_in1k": 76.1}
+
+
 def test_newest_profile_wins_and_filters_apply():
     rows = model_rows(
         [

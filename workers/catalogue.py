@@ -17,7 +17,7 @@ from dnnprof.paper import PAPER_MODELS
 from dnnprof.store import ProfileStore
 
 #: Bump when what an entry holds changes, so workers republish a catalogue of the same packages.
-CATALOGUE_FORMAT = 2  # 2: per-tag configs of timm models
+CATALOGUE_FORMAT = 2  # 2: timm's default tag and per-tag configs
 
 
 def catalogue_version() -> str:
@@ -92,6 +92,7 @@ def _timm_entries() -> list[ModelInfo]:
         if cfg is not None:
             kwargs = _timm_feeding(cfg)
             kwargs["weights_url"] = cfg.url or (f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else None)
+            kwargs["default_tag"] = cfg.tag or None
             for tag in tags.get(arch, []):
                 tag_cfg = get_pretrained_cfg(f"{arch}.{tag}")
                 if tag_cfg is None:

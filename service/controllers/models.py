@@ -10,6 +10,8 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
+from dnnprof.analysis import published_of
+from dnnprof.catalogue import Resolved
 from dnnprof.contract import ModelInfo, PublishedResult
 from service.deps import Services
 
@@ -17,17 +19,21 @@ from service.deps import Services
 class ModelDetail(ModelInfo, kw_only=True):
     """A catalogue entry with what the service knows of it besides."""
 
+    qualified: str  # what profiles of it are stored under: the name with its timm tag, if any
+    tag: str | None = None
     params: int | None = None
     params_source: str | None = None  # "tv-metadata", "dnnprof-zoo", "measured", "published:<source>"
     published_results: list[PublishedResult] = msgspec.field(default_factory=list)
     stored_profiles: int = 0
 
 
-def detail(info: ModelInfo, services: Services) -> ModelDetail:
-    out = ModelDetail(**msgspec.structs.asdict(info))
-    profiles = [p for p in services.store.list(model=info.name, limit=1000) if p.result is not None]
-    published = [r for r in services.store.published() if r.resolved == info.name]
-    out.stored_profiles = len(services.store.list(model=info.name, limit=100_000))
+def detail(resolved: Resolved, services: Services) -> ModelDetail:
+    info = resolved.info
+    out = ModelDetail(**msgspec.structs.asdict(info), qualified=resolved.qualified, tag=resolved.tag)
+    stored = services.store.list(model=resolved.qualified, limit=100_000)
+    profiles = [p for p in stored if p.result is not None]
+    published = published_of(services.store.published(), resolved.qualified)
+    out.stored_profiles = len(stored)
     out.published_results = published
     if info.published_params is not None:
         out.params, out.params_source = info.published_params, f"{info.source}-metadata"
@@ -60,4 +66,4 @@ class ModelController(Controller):
         sync_to_thread=True,
     )
     def resolve(self, name: FromPath[str], services: NamedDependency[Services]) -> ModelDetail:
-        return detail(services.resolve(name).info, services)
+        return detail(services.resolve(name), services)

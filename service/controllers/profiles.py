@@ -87,7 +87,7 @@ class ProfileController(Controller):
         live = services.store.live_device_classes()
         device = _pick_device(data.device, live)
         settings = ProfileSettings(
-            model=resolved.info.name + (f".{resolved.tag}" if resolved.tag else ""),
+            model=resolved.qualified,
             device=device,  # type: ignore[arg-type]
             batch_sizes=tuple(sorted(set(data.batch_sizes or DEFAULT_BATCH_SIZES))),
             runs=data.runs,

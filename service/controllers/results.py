@@ -15,6 +15,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, QueryParameter, RawBody
 from msgspec import Struct
 
+from dnnprof.analysis import published_of
 from dnnprof.catalogue import UnknownModelError
 from dnnprof.contract import PublishedResult
 from dnnprof.store import now
@@ -105,7 +106,7 @@ class PublishedResultsController(Controller):
             try:
                 if catalogue is None:
                     raise UnknownModelError(result.model, [])
-                result.resolved = catalogue.resolve(result.model).info.name
+                result.resolved = catalogue.resolve(result.model).qualified
             except UnknownModelError:
                 unresolved.append(result.model)
         services.store.import_published(source, results)
@@ -125,8 +126,8 @@ class PublishedResultsController(Controller):
     ) -> list[PublishedResult]:
         results = services.store.published(source)
         if model:
-            qualified = services.try_resolve(model)
-            results = [r for r in results if r.model == model or r.resolved == qualified]
+            mine = published_of(results, services.try_resolve(model))
+            results = [r for r in results if r.model == model or r in mine]
         return results
 
     @delete("/{source:str}", summary="Forget one imported source", sync_to_thread=True)
