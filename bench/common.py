@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "reference"
+#: The paper's tables and timm's results: ``shared/reference`` beside the checkout, or elsewhere
+#: (a machine the checkout was copied to without it) by DNNPROF_REFERENCE_DIR.
+REFERENCE = Path(os.environ.get("DNNPROF_REFERENCE_DIR") or ROOT.parent / "shared" / "reference")
 RESULTS = ROOT / "bench" / "results"
 
 

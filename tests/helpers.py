@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+#: ``shared/reference`` beside the checkout (the paper's tables, timm's results), or DNNPROF_REFERENCE_DIR.
+REFERENCE = Path(os.environ.get("DNNPROF_REFERENCE_DIR") or ROOT.parent / "shared" / "reference")
 
 
 def free_port() -> int:

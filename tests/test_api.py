@@ -220,9 +220,9 @@ def test_accuracy_without_a_dataset_on_the_worker_fails_with_the_reason(client):
 
 
 def test_published_results_import_in_timms_table_shape(client):
-    from pathlib import Path
+    from tests.helpers import REFERENCE
 
-    table = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timm_results_imagenet.csv"
+    table = REFERENCE / "timm_results_imagenet.csv"
     csv_bytes = table.read_bytes()
     rows = csv_bytes.decode().count("\n") - 1
     response = client.post(
