@@ -22,13 +22,22 @@ async function getJSON(url) {
 
 function cellAt(row, bs) { return row.batches.find((c) => c.batch_size === bs) || null; }
 
+// Filters can change faster than the three requests answer: only the newest load may draw.
+let latestLoad = 0;
+
 async function load() {
+  const ticket = ++latestLoad;
   const bs = Number($("batch").value);
   const q = query();
-  rows = await getJSON(`/v1/analysis/models?${q}`);
   const bq = new URLSearchParams(q); bq.set("batch_size", bs);
-  bounds = await getJSON(`/v1/analysis/throughput?${bq}`);
-  const t3 = await getJSON(`/v1/analysis/table3?${bq}`);
+  const [newRows, newBounds, t3] = await Promise.all([
+    getJSON(`/v1/analysis/models?${q}`),
+    getJSON(`/v1/analysis/throughput?${bq}`),
+    getJSON(`/v1/analysis/table3?${bq}`),
+  ]);
+  if (ticket !== latestLoad) return;
+  rows = newRows;
+  bounds = newBounds;
   $("summary").textContent = `${rows.length} profiled model/device pairs`;
   const fig = $("figure").value;
   const dq = new URLSearchParams(bq); if ($("device").value) dq.set("device", $("device").value);
@@ -37,6 +46,8 @@ async function load() {
   drawChart(fig, bs);
   drawTable(bs);
   drawTable3(t3);
+  // What the chart now shows, so a reader (or a test) can tell a finished redraw from the last one.
+  Object.assign($("chart").dataset, { figure: fig, batch: String(bs), device: $("device").value });
 }
 
 function points(fig, bs) {
