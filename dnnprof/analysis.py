@@ -72,15 +72,17 @@ def accuracy_for(
     return None, None, None
 
 
+def is_published_of(result: PublishedResult, qualified: str) -> bool:
+    """Whether an imported row is of one model: of that tag for "timm:resnet50.a1_in1k", of any
+    tag for "timm:resnet50"."""
+    if result.resolved == qualified:
+        return True
+    return "." not in qualified and (result.resolved or "").startswith(qualified + ".")
+
+
 def published_of(results: Iterable[PublishedResult], qualified: str) -> list[PublishedResult]:
-    """The imported rows of one model: of that tag for "timm:resnet50.a1_in1k", of every tag for
-    "timm:resnet50"."""
-    tagged = "." in qualified
-    return [
-        r
-        for r in results
-        if r.resolved == qualified or (not tagged and (r.resolved or "").startswith(qualified + "."))
-    ]
+    """The imported rows of one model (see :func:`is_published_of`)."""
+    return [r for r in results if is_published_of(r, qualified)]
 
 
 def best_published(results: Iterable[PublishedResult]) -> dict[str, PublishedResult]:

@@ -15,7 +15,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, QueryParameter, RawBody
 from msgspec import Struct
 
-from dnnprof.analysis import published_of
+from dnnprof.analysis import is_published_of
 from dnnprof.catalogue import UnknownModelError
 from dnnprof.contract import PublishedResult
 from dnnprof.store import now
@@ -126,8 +126,8 @@ class PublishedResultsController(Controller):
     ) -> list[PublishedResult]:
         results = services.store.published(source)
         if model:
-            mine = published_of(results, services.try_resolve(model))
-            results = [r for r in results if r.model == model or r in mine]
+            qualified = services.try_resolve(model)
+            results = [r for r in results if r.model == model or is_published_of(r, qualified)]
         return results
 
     @delete("/{source:str}", summary="Forget one imported source", sync_to_thread=True)
