@@ -41,7 +41,7 @@ class ModelRow(Struct, kw_only=True):
     profile_id: str
     params: int
     param_file_mb: float
-    gflops: float
+    gflops: float | None  # None where FLOPs could not be counted (the result says why)
     top1: float | None
     top5: float | None
     accuracy_source: str | None
@@ -148,7 +148,7 @@ def model_rows(
             profile_id=record.id,
             params=result.params,
             param_file_mb=result.param_file_bytes_fp32 / MB,
-            gflops=result.flops / 1e9,
+            gflops=result.flops / 1e9 if result.flops is not None else None,
             top1=top1,
             top5=top5,
             accuracy_source=source,

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: repeats over fresh processes, per-process statistics, FLOP provenance
 
 DeviceClass = Literal["cuda", "jetson", "cpu"]
 DEVICE_CLASSES: tuple[str, ...] = ("cuda", "jetson", "cpu")
@@ -27,6 +27,10 @@ ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 #: The paper averages 10 runs (Section IV-E).
 DEFAULT_RUNS = 10
+#: Fresh measuring processes per profile: one process's time differs from the next by about 10%,
+#: which only several processes show (pyperf's answer). 1 is the paper's single run.
+DEFAULT_REPEATS = 3
+MAX_REPEATS = 10
 MAX_BATCH_SIZE = 1024
 MAX_RUNS = 1000
 MAX_BATCH_SIZE_COUNT = 16
@@ -48,7 +52,8 @@ ACCEPTED_VALUES: dict[str, str] = {
     + " (or omit it to use the best class with a live worker)",
     "batch_sizes": f"1 to {MAX_BATCH_SIZE_COUNT} integers, each in 1..{MAX_BATCH_SIZE}",
     "runs": f"an integer in 1..{MAX_RUNS}",
-    "precision": "one of " + ", ".join(PRECISIONS),
+    "repeats": f"an integer in 1..{MAX_REPEATS} (fresh measuring processes; 1 is the paper's single run)",
+    "precision": "one of " + ", ".join(PRECISIONS) + " (fp16 needs a GPU: CPUs have no fast fp16 kernels)",
     "input_size": "an integer in 16..1024 (square input side in pixels), or omit it for the model's own",
     "channels_last": "true or false",
     "accuracy": "true or false (top-1/top-5 on the worker's ImageNet validation set, pretrained weights)",
@@ -64,6 +69,7 @@ class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     device: DeviceClass | None = None
     batch_sizes: Annotated[list[BatchSize], Meta(min_length=1, max_length=MAX_BATCH_SIZE_COUNT)] | None = None
     runs: Annotated[int, Meta(ge=1, le=MAX_RUNS)] = DEFAULT_RUNS
+    repeats: Annotated[int, Meta(ge=1, le=MAX_REPEATS)] = DEFAULT_REPEATS
     precision: Precision = "fp32"
     input_size: Annotated[int, Meta(ge=16, le=1024)] | None = None
     channels_last: bool = False
@@ -87,6 +93,8 @@ class ProfileSettings(Struct, kw_only=True, frozen=True):
     channels_last: bool = False
     accuracy: bool = False
     accuracy_images: int | None = None
+    #: Fresh measuring processes. 1 for profiles stored before repeats existed (one process each).
+    repeats: int = 1
 
     def dedupe_key(self) -> str:
         return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:32]
@@ -141,36 +149,95 @@ class ModelInfo(Struct, kw_only=True):
         return msgspec.structs.replace(self, tag_configs={}, **changes)
 
 
-class LatencyStats(Struct, kw_only=True):
-    """Per-image inference time over the timed runs, in milliseconds unless named otherwise."""
+class HostLoad(Struct, kw_only=True, omit_defaults=True):
+    """What else the host did while one batch size was timed (None where the kernel does not say).
+
+    A second busy process on a small host can stretch a timed run by seconds; these figures let a
+    reader (and the noisy check) tell such a measurement from a clean one.
+    """
+
+    loadavg_1m: float | None = None
+    #: Runnable threads on the whole host when the timed runs ended, ours included.
+    procs_running: int | None = None
+    #: CPU time spent by every other process over the timed runs, as a share of all cores' time.
+    others_cpu_share: float | None = None
+    #: CPU time the hypervisor took away (steal) over the timed runs, as a share of all cores' time.
+    steal_share: float | None = None
+
+
+class TimingAttempt(Struct, kw_only=True):
+    """One block of timed runs; a block whose spread is over the noisy threshold is measured again."""
 
     runs: int
+    mean_ms: float
+    cv: float
+    host: HostLoad | None = None
+
+
+class ProcessLatency(Struct, kw_only=True):
+    """One fresh measuring process's per-image statistics for one batch size."""
+
+    process: int
+    runs: int
     warmup_runs: int
+    warmup_converged: bool
     mean_ms: float
     median_ms: float
     std_ms: float
     min_ms: float
     max_ms: float
-    p90_ms: float
-    p99_ms: float
+    cv: float
+    attempts: list[TimingAttempt] = []
+    host: HostLoad | None = None
+
+
+class LatencyStats(Struct, kw_only=True):
+    """Per-image inference time, in milliseconds unless named otherwise.
+
+    Over ``processes`` fresh processes: ``mean_ms`` is the mean over every timed run of every
+    process (the paper's "mean of N runs"), ``median_ms`` the median of the process medians, and the
+    95% CI is Student's over the process means (``ci95_basis: "process_means"``), since one process
+    differs from the next more than its own runs do. With one process it is over the runs.
+    """
+
+    runs: int  # timed runs in all, over every process
+    warmup_runs: int  # the most any process needed
+    mean_ms: float
+    median_ms: float
+    std_ms: float  # over every timed run
+    min_ms: float
+    max_ms: float
+    p90_ms: float | None  # None under 10 runs: the sample cannot support it
+    p99_ms: float | None  # None under 100 runs
     ci95_low_ms: float
     ci95_high_ms: float
     images_per_s: float
-    cv: float
-    noisy: bool
+    cv: float  # std_ms / mean_ms
+    noisy: bool  # cv or the process-to-process spread over the noisy threshold
+    processes: int = 1
+    ci95_basis: Literal["runs", "process_means"] = "runs"
+    #: Standard deviation of the process means over their mean (None with one process).
+    process_cv: float | None = None
+    #: Whether every process's warm-up settled before its runs were timed (None: not recorded).
+    warmup_converged: bool | None = None
+    per_process: list[ProcessLatency] = []
 
 
 class MemoryStats(Struct, kw_only=True):
-    """Memory while running one batch size.
+    """Memory while running one batch size, read after warm-up (autotuning done) in one untimed pass.
 
     ``total_bytes`` is the paper's figure: all the device memory the process holds (CUDA: NVML
-    per-process, context included; Jetson: the process's share of unified memory; CPU: peak RSS).
+    per-process, context included; Jetson: the process's share of unified memory; CPU: this batch
+    size's own peak RSS). Over several processes, the largest (what a device must hold).
     """
 
     total_bytes: int | None
     method: str
     torch_peak_allocated_bytes: int | None = None
     torch_peak_reserved_bytes: int | None = None
+    #: What the process held before the model was built (CUDA context, or the libraries on a CPU).
+    floor_bytes: int | None = None
+    per_process_bytes: list[int] = []
 
 
 class BatchMeasurement(Struct, kw_only=True):
@@ -181,7 +248,17 @@ class BatchMeasurement(Struct, kw_only=True):
     memory: MemoryStats | None = None
     achieved_flops_per_s: float | None = None
     peak_flops_share: float | None = None
+    #: Joules per image, integrated over timed runs lasting at least a second (else None).
     energy_per_image_j: float | None = None
+
+
+class GpuClocks(Struct, kw_only=True, omit_defaults=True):
+    """NVML's clocks when the measuring process started, and why the GPU held them down."""
+
+    sm_mhz: int | None = None
+    memory_mhz: int | None = None
+    max_sm_mhz: int | None = None
+    throttle_reasons: list[str] = []
 
 
 class DeviceFingerprint(Struct, kw_only=True):
@@ -202,6 +279,19 @@ class DeviceFingerprint(Struct, kw_only=True):
     l4t_release: str | None = None
     jetson_power_mode: str | None = None
     hostname: str | None = None
+    #: GPU the process measured on, by NVML's UUID (indices differ between NVML and torch).
+    device_uuid: str | None = None
+    #: The CPUs the measuring process may run on, and why it used ``torch_threads`` of them.
+    cpu_affinity: list[int] | None = None
+    threads_policy: str | None = None
+    #: Numerics and autotuning that change fp32 time: cuDNN autotune, TF32 for convolutions and
+    #: matmuls, torch's float32 matmul precision, and the autocast dtype of ``amp``.
+    cudnn_benchmark: bool | None = None
+    cudnn_allow_tf32: bool | None = None
+    matmul_allow_tf32: bool | None = None
+    float32_matmul_precision: str | None = None
+    autocast_dtype: str | None = None
+    gpu_clocks: GpuClocks | None = None
 
 
 class ProfileResult(Struct, kw_only=True):
@@ -211,25 +301,93 @@ class ProfileResult(Struct, kw_only=True):
     params: int
     param_file_bytes_fp32: int
     param_file_bytes: int  # in the requested precision
-    flops: int  # one image, one multiply-add = 2 FLOPs (torch.utils.flop_counter)
+    #: One image, one multiply-add = 2 FLOPs (torch.utils.flop_counter); None if counting failed.
+    flops: int | None
     input_size: int
     batches: list[BatchMeasurement]
     fingerprint: DeviceFingerprint
     timing_method: str
-    wall_s: float
-    timed_s: float
+    wall_s: float  # inside the measuring processes, all of them
+    timed_s: float  # inside the timed passes
     weights: str = "random"  # "random", or "pretrained" (their URL is model.weights_url)
     top1: float | None = None  # percent, measured on accuracy_images validation images
+    top5: float | None = None
+    accuracy_images: int | None = None
+    #: How FLOPs were counted, and where the count differs from a published figure (or failed).
+    flops_method: str | None = None
+    flops_note: str | None = None
+    #: What the process held before the model was built: the CUDA context on a GPU (part of the
+    #: paper's memory figure), the libraries on a CPU.
+    memory_floor_bytes: int | None = None
+    #: Fresh processes that measured; fewer than ``settings.repeats`` in a partial result.
+    processes: int = 1
+    #: False when a time limit, a crash or a cancel ended the job: the finished cells are kept.
+    complete: bool = True
+    #: The whole job: every fresh interpreter's start, model builds, FLOPs, warm-ups and timing.
+    job_wall_s: float | None = None
+
+
+# -- what one measuring process reports, cell by cell (the job assembles them) ------------------
+
+
+class FlopCount(Struct, kw_only=True):
+    """FLOPs of one image at one input size, counted once and cached, whatever the device."""
+
+    flops: int | None
+    method: str
+    note: str | None = None
+
+
+class ProcessStatic(Struct, kw_only=True):
+    """What one measuring process found before timing: the model's size, its FLOPs, the device."""
+
+    process: int
+    params: int
+    param_file_bytes_fp32: int
+    param_file_bytes: int
+    input_size: int
+    flops: FlopCount
+    fingerprint: DeviceFingerprint
+    timing_method: str
+    weights: str = "random"
+    memory_floor_bytes: int | None = None
+
+
+class ProcessCell(Struct, kw_only=True):
+    """One batch size as one measuring process measured it, stored the moment it is done."""
+
+    process: int
+    batch_size: int
+    status: Literal["ok", "oom", "error"]
+    error: str | None = None
+    run_seconds: list[float] = []  # the kept attempt's runs, one batch each
+    warmup_runs: int = 0
+    warmup_converged: bool = False
+    attempts: list[TimingAttempt] = []
+    host: HostLoad | None = None
+    memory: MemoryStats | None = None
+    energy_j: float | None = None  # over the kept attempt's runs
+    energy_window_s: float | None = None
+
+
+class ProcessEnd(Struct, kw_only=True):
+    """A measuring process that got to its end: how long it took, and the accuracy it measured."""
+
+    process: int
+    wall_s: float
+    top1: float | None = None
     top5: float | None = None
     accuracy_images: int | None = None
 
 
 class Progress(Struct, kw_only=True):
-    stage: str  # "queued", "loading", "flops", "batch", "done"
+    stage: str  # "queued", "starting", "loading", "flops", "batch", "accuracy", "done"
     batch_size: int | None = None
-    batches_done: int = 0
-    batches_total: int = 0
+    batches_done: int = 0  # cells measured, over every process
+    batches_total: int = 0  # batch sizes x repeats
     message: str | None = None
+    process: int | None = None  # which fresh process (1-based) is measuring
+    processes: int | None = None
 
 
 class ProfileRecord(Struct, kw_only=True):

@@ -6,6 +6,9 @@ Keys (all under ``dnnprof:``):
 - ``profiles``          sorted set of ids by creation time
 - ``dedupe:<key>``      id of the job for one set of canonical settings
 - ``cancel:<id>``       set when a running job must stop
+- ``parts:<id>``        hash of what the measuring processes stored so far, cell by cell:
+                        ``static:<p>``, ``cell:<p>:<batch size>``, ``end:<p>`` (see contract.py)
+- ``flops:v<n>:<model>:<input size>``  the model's :class:`FlopCount`, counted once
 - ``worker:<class>:<hostname>``  JSON :class:`WorkerInfo`, expiring unless renewed
 - ``stats:jobs``        hash "<status>:count" / "<status>:seconds" of ended jobs
 - ``catalogue``         hash name -> JSON :class:`ModelInfo`; ``catalogue:version`` its version
@@ -23,7 +26,11 @@ import redis
 
 from dnnprof.contract import (
     ACTIVE_STATUSES,
+    FlopCount,
     ModelInfo,
+    ProcessCell,
+    ProcessEnd,
+    ProcessStatic,
     ProfileRecord,
     PublishedResult,
     WorkerInfo,
@@ -34,7 +41,39 @@ _record_decoder = msgspec.json.Decoder(ProfileRecord)
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 _model_decoder = msgspec.json.Decoder(ModelInfo)
 _published_decoder = msgspec.json.Decoder(PublishedResult)
+_static_decoder = msgspec.json.Decoder(ProcessStatic)
+_cell_decoder = msgspec.json.Decoder(ProcessCell)
+_end_decoder = msgspec.json.Decoder(ProcessEnd)
+_flops_decoder = msgspec.json.Decoder(FlopCount)
 _encode = msgspec.json.encode
+
+
+class Parts:
+    """What the measuring processes of one profile stored, keyed as in the store."""
+
+    def __init__(self) -> None:
+        self.statics: dict[int, ProcessStatic] = {}
+        self.cells: dict[tuple[int, int], ProcessCell] = {}
+        self.ends: dict[int, ProcessEnd] = {}
+
+    def add(self, part: ProcessStatic | ProcessCell | ProcessEnd) -> None:
+        if isinstance(part, ProcessCell):
+            self.cells[(part.process, part.batch_size)] = part
+        elif isinstance(part, ProcessStatic):
+            self.statics[part.process] = part
+        else:
+            self.ends[part.process] = part
+
+    def add_raw(self, field: str, value: bytes) -> None:
+        kind = field.partition(":")[0]
+        decoder = {"static": _static_decoder, "cell": _cell_decoder, "end": _end_decoder}.get(kind)
+        if decoder is not None:
+            self.add(decoder.decode(value))
+
+    def merge(self, other: Parts) -> Parts:
+        for part in (*other.statics.values(), *other.cells.values(), *other.ends.values()):
+            self.add(part)
+        return self
 
 
 class ConflictError(Exception):
@@ -175,6 +214,7 @@ class ProfileStore:
             pipe.delete(self._key(profile_id))
             pipe.zrem(f"{PREFIX}profiles", profile_id)
             pipe.delete(f"{PREFIX}cancel:{profile_id}")
+            pipe.delete(f"{PREFIX}parts:{profile_id}")
             pipe.execute()
         # Drop the dedupe pointer only if it still points at this record.
         self.redis.eval(
@@ -184,6 +224,43 @@ class ProfileStore:
             profile_id,
         )
         return True
+
+    # -- what the measuring processes stored, cell by cell --------------------------------------
+
+    @staticmethod
+    def part_field(part: ProcessStatic | ProcessCell | ProcessEnd) -> str:
+        if isinstance(part, ProcessCell):
+            return f"cell:{part.process}:{part.batch_size}"
+        if isinstance(part, ProcessStatic):
+            return f"static:{part.process}"
+        return f"end:{part.process}"
+
+    def put_part(self, profile_id: str, part: ProcessStatic | ProcessCell | ProcessEnd) -> None:
+        """Store one piece the moment it is measured (idempotent: a retry overwrites it)."""
+        self.redis.hset(f"{PREFIX}parts:{profile_id}", self.part_field(part), _encode(part))
+
+    def parts(self, profile_id: str) -> Parts:
+        raw = self.redis.hgetall(f"{PREFIX}parts:{profile_id}")
+        parts = Parts()
+        for field, value in raw.items():
+            parts.add_raw(field.decode(), value)
+        return parts
+
+    def drop_parts(self, profile_id: str) -> None:
+        self.redis.delete(f"{PREFIX}parts:{profile_id}")
+
+    # -- FLOP counts, once per model and input size --------------------------------------------
+
+    @staticmethod
+    def _flops_key(model: str, input_size: int, version: int) -> str:
+        return f"{PREFIX}flops:v{version}:{model}:{input_size}"
+
+    def cached_flops(self, model: str, input_size: int, version: int) -> FlopCount | None:
+        raw = self.redis.get(self._flops_key(model, input_size, version))
+        return _flops_decoder.decode(raw) if raw is not None else None
+
+    def cache_flops(self, model: str, input_size: int, version: int, count: FlopCount) -> None:
+        self.redis.set(self._flops_key(model, input_size, version), _encode(count))
 
     def request_cancel(self, profile_id: str, ttl_s: int = 86400) -> None:
         self.redis.set(f"{PREFIX}cancel:{profile_id}", "1", ex=ttl_s)

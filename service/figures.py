@@ -25,9 +25,9 @@ def _empty(ax, what: str) -> None:
 
 def ball(ax, rows: Sequence[analysis.ModelRow], batch_size: int) -> None:
     """Fig. 1: top-1 vs G-FLOPs, ball size proportional to parameters."""
-    pts = [r for r in rows if r.top1 is not None]
+    pts = [r for r in rows if r.top1 is not None and r.gflops is not None]
     if not pts:
-        return _empty(ax, "accuracy")
+        return _empty(ax, "accuracy and FLOPs")
     ax.scatter(
         [r.gflops for r in pts],
         [r.top1 for r in pts],

@@ -100,7 +100,8 @@ class StoreCollector(Collector):
             if model not in seen_models:
                 seen_models.add(model)
                 params.add_metric([model], result.params)
-                flops.add_metric([model], result.flops)
+                if result.flops is not None:
+                    flops.add_metric([model], result.flops)
             if result.top1 is not None and (model, "measured") not in seen_batches:
                 seen_batches.add((model, "measured"))
                 top1.add_metric([model, "measured"], result.top1 / 100)

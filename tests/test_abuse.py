@@ -106,7 +106,7 @@ def secure(tmp_path_factory):
 
 
 def test_api_keys_guard_changes_and_leave_reads_open(secure):
-    body = {"model": "resnet18", "device": "cpu", "batch_sizes": [1]}
+    body = {"model": "resnet18", "device": "cpu", "batch_sizes": [1], "repeats": 1}
     with secure.client() as client:
         refused = client.post("/v1/profiles", json=body)
         assert refused.status_code == 401 and "X-API-Key" in refused.json()["detail"]

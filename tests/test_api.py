@@ -48,12 +48,25 @@ def test_round_trip_resnet18_profile(client):
     for batch in result["batches"]:
         assert batch["status"] == "ok"
         lat = batch["latency"]
-        assert lat["runs"] == 10 and 0 < lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
+        # The default: three fresh measuring processes of at least the paper's 10 runs each, and a
+        # CI over the three process means.
+        assert lat["processes"] == 3 and lat["ci95_basis"] == "process_means"
+        assert [p["process"] for p in lat["per_process"]] == [0, 1, 2]
+        assert all(p["runs"] >= 10 for p in lat["per_process"])
+        assert lat["runs"] == sum(p["runs"] for p in lat["per_process"])
+        assert 0 < lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
         assert lat["ci95_low_ms"] <= lat["mean_ms"] <= lat["ci95_high_ms"]
         assert batch["memory"]["total_bytes"] > 4 * 11_689_512  # at least the weights
+        assert len(batch["memory"]["per_process_bytes"]) == 3
     assert result["fingerprint"]["device_class"] == "cpu"
     assert result["fingerprint"]["torch_version"]
-    assert done["progress"]["stage"] == "done" and done["attempts"] == 1
+    assert result["processes"] == 3 and result["complete"] is True and result["settings"]["repeats"] == 3
+    assert 0 < result["memory_floor_bytes"] < min(b["memory"]["total_bytes"] for b in result["batches"])
+    assert "attention counted" in result["flops_method"] and result["flops_note"] is None
+    assert 0 < result["timed_s"] < result["wall_s"] < result["job_wall_s"]
+    progress = done["progress"]
+    assert (progress["stage"], progress["batches_done"], progress["batches_total"]) == ("done", 6, 6)
+    assert done["attempts"] == 1
 
     # The same request again (batch sizes in another order) is the stored profile: 200, no new job.
     again = client.post("/v1/profiles", json={"model": "ResNet-18", "batch_sizes": [2, 1], "device": "cpu"})
@@ -66,7 +79,7 @@ def test_round_trip_resnet18_profile(client):
 
 
 def test_equal_request_in_flight_is_one_job_and_force_makes_another(client):
-    body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 3}
+    body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 3, "repeats": 1}
     first = client.post("/v1/profiles", json=body).json()
     second = client.post("/v1/profiles", json=body)
     assert second.json()["id"] == first["id"] and second.json()["created"] is False
@@ -90,9 +103,12 @@ def test_unknown_model_is_404_with_close_matches(client):
     [
         ({"model": "resnet18", "batch_sizes": [0]}, "batch_sizes", "1..1024"),
         ({"model": "resnet18", "batch_sizes": [2048]}, "batch_sizes", "1..1024"),
-        ({"model": "resnet18", "runs": 0}, "runs", "1..1000"),
-        ({"model": "resnet18", "runs": 100000}, "runs", "1..1000"),
+        ({"model": "resnet18", "runs": 0, "repeats": 1}, "runs", "1..1000"),
+        ({"model": "resnet18", "runs": 100000, "repeats": 1}, "runs", "1..1000"),
         ({"model": "resnet18", "precision": "fp64"}, "precision", "fp32, fp16, bf16, amp"),
+        ({"model": "resnet18", "precision": "fp16", "device": "cpu"}, "precision", "fp16 needs a GPU"),
+        ({"model": "resnet18", "repeats": 0}, "repeats", "1..10"),
+        ({"model": "resnet18", "repeats": 11}, "repeats", "1..10"),
         ({"model": "resnet18", "device": "tpu"}, "device", "cuda, jetson, cpu"),
         ({"model": "../../etc/passwd"}, "model", "catalogue name"),
         ({"model": "hf-hub:evil/model"}, "model", "catalogue name"),
@@ -156,27 +172,49 @@ def test_job_for_a_class_without_workers_is_accepted_with_a_warning_and_cancella
     client.delete(f"/v1/profiles/{again.json()['id']}")
 
 
-def test_running_job_is_cancelled_and_the_worker_takes_the_next(client):
-    slow = client.post("/v1/profiles", json={"model": "vgg11", "batch_sizes": [16, 32], "runs": 200}).json()
-    wait_for(client, slow["id"], statuses=("running",), timeout=120)
+def wait_for_cells(client, profile_id: str, cells: int, timeout: float = 300.0) -> dict:
+    """Until the job has stored ``cells`` finished batch sizes (its progress counts them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/v1/profiles/{profile_id}").json()
+        progress = body["progress"] or {}
+        if body["status"] == "running" and progress.get("batches_done", 0) >= cells:
+            return body
+        assert body["status"] in ("queued", "running") and time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def test_running_job_is_cancelled_keeping_its_finished_cells_and_the_worker_takes_the_next(client):
+    """Nothing measured is thrown away: the batch size finished before the cancel stays in the
+    result, marked incomplete."""
+    body = {"model": "resnet18", "batch_sizes": [1, 64], "runs": 200, "repeats": 1}
+    slow = client.post("/v1/profiles", json=body).json()
+    wait_for_cells(client, slow["id"], 1)
     cancel = client.delete(f"/v1/profiles/{slow['id']}")
     assert cancel.status_code == 202 and cancel.json()["outcome"] == "cancelling"
     done = wait_for(client, slow["id"], timeout=60)
-    assert done["status"] == "cancelled" and done["result"] is None
-    nxt = client.post("/v1/profiles", json={"model": "mobilenet_v2", "batch_sizes": [1], "runs": 3}).json()
+    assert done["status"] == "cancelled"
+    result = done["result"]
+    assert result["complete"] is False and [b["batch_size"] for b in result["batches"]] == [1]
+    assert result["batches"][0]["status"] == "ok" and result["batches"][0]["latency"]["runs"] >= 200
+    nxt = client.post(
+        "/v1/profiles", json={"model": "mobilenet_v2", "batch_sizes": [1], "runs": 3, "repeats": 1}
+    ).json()
     assert wait_for(client, nxt["id"])["status"] == "succeeded"
 
 
 def test_a_model_that_cannot_run_fails_with_a_readable_reason(client):
     # Inception-v3 at 32 px: its stem shrinks the image below its kernels.
     response = client.post(
-        "/v1/profiles", json={"model": "inception_v3", "input_size": 32, "batch_sizes": [1]}
+        "/v1/profiles", json={"model": "inception_v3", "input_size": 32, "batch_sizes": [1], "repeats": 1}
     )
     done = wait_for(client, response.json()["id"])
     assert done["status"] == "failed"
     assert "RuntimeError" in done["error"] and "size" in done["error"].lower()
     # The worker survives it.
-    ok = client.post("/v1/profiles", json={"model": "squeezenet1_0", "batch_sizes": [1], "runs": 2}).json()
+    ok = client.post(
+        "/v1/profiles", json={"model": "squeezenet1_0", "batch_sizes": [1], "runs": 2, "repeats": 1}
+    ).json()
     assert wait_for(client, ok["id"])["status"] == "succeeded"
 
 
@@ -195,18 +233,24 @@ def test_oversized_body_is_rejected(client):
 
 
 def test_progress_is_reported_while_running(client):
-    job = client.post("/v1/profiles", json={"model": "resnet34", "batch_sizes": [1, 4, 8], "runs": 20}).json()
+    job = client.post(
+        "/v1/profiles", json={"model": "resnet34", "batch_sizes": [1, 4, 8], "runs": 20, "repeats": 2}
+    ).json()
     seen: set = set()
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         body = client.get(f"/v1/profiles/{job['id']}").json()
-        if body["status"] == "running" and body["progress"]["stage"] == "batch":
-            seen.add(body["progress"]["batch_size"])
+        progress = body["progress"]
+        if body["status"] == "running" and progress["stage"] == "batch":
+            seen.add((progress["process"], progress["batch_size"]))
+            assert progress["processes"] == 2 and progress["batches_total"] == 6
         if body["status"] in ("succeeded", "failed"):
             break
         time.sleep(0.1)
     assert body["status"] == "succeeded", body["error"]
-    assert seen and seen <= {1, 4, 8}
+    assert seen and seen <= {(p, b) for p in (1, 2) for b in (1, 4, 8)}
+    assert {p for p, _ in seen} == {1, 2}  # both fresh processes measured
+    assert all(b["latency"]["processes"] == 2 for b in body["result"]["batches"])
 
 
 def test_accuracy_without_a_dataset_on_the_worker_fails_with_the_reason(client):
@@ -267,7 +311,7 @@ def _samples(text: str) -> list:
 
 def test_metrics_expose_profiles_jobs_queues_and_request_metrics_by_path_template(client, service):
     job = client.post(
-        "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1, 2], "runs": 2}
+        "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1, 2], "runs": 2, "repeats": 1}
     ).json()
     assert wait_for(client, job["id"])["status"] == "succeeded"
     client.get(f"/v1/profiles/{job['id']}")
@@ -314,7 +358,7 @@ def test_worker_serves_its_own_device_metrics(service):
 
 def test_analysis_endpoints_and_exports_over_real_profiles(client):
     job = client.post(
-        "/v1/profiles", json={"model": "squeezenet1_0", "batch_sizes": [1, 2], "runs": 2}
+        "/v1/profiles", json={"model": "squeezenet1_0", "batch_sizes": [1, 2], "runs": 2, "repeats": 1}
     ).json()
     assert wait_for(client, job["id"])["status"] == "succeeded"
     table1 = client.get("/v1/analysis/table1", params={"device": "cpu"}).json()

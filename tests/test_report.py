@@ -63,7 +63,9 @@ def page(browser, service):
 
 def test_report_profiles_a_model_from_its_form_and_shows_it(page, service, client):
     # One profile there already, so the figure has a point before the form is used.
-    first = client.post("/v1/profiles", json={"model": "resnet18", "batch_sizes": [1], "runs": 3}).json()
+    first = client.post(
+        "/v1/profiles", json={"model": "resnet18", "batch_sizes": [1], "runs": 3, "repeats": 1}
+    ).json()
     assert wait_for(client, first["id"])["status"] == "succeeded"
 
     page.goto(service.base_url + "/")

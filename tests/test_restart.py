@@ -25,7 +25,7 @@ def test_profiles_survive_a_restart_and_ctrl_c_stops_redis_worker_and_api(tmp_pa
     try:
         with first.client() as client:
             job = client.post(
-                "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2}
+                "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
             ).json()
             done = wait_for(client, job["id"])
             assert done["status"] == "succeeded"
@@ -52,7 +52,7 @@ def test_profiles_survive_a_restart_and_ctrl_c_stops_redis_worker_and_api(tmp_pa
             assert again["result"] == done["result"]
             # And the same request is still answered from the store.
             repeat = client.post(
-                "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2}
+                "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
             )
             assert repeat.status_code == 200 and repeat.json()["id"] == job["id"]
     finally:

@@ -8,8 +8,8 @@ import torch
 
 from dnnprof.contract import ModelInfo
 from workers import zoo
+from workers.engine.flops import count_flops
 from workers.engine.models import build_model, count_params
-from workers.engine.scenario import count_flops
 
 # Parameter counts of the reference implementations (pretrainedmodels' model definitions).
 PUBLISHED_PARAMS = {

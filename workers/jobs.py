@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from dnnprof.config import Settings
 from dnnprof.contract import ACTIVE_STATUSES, TERMINAL_STATUSES, ProfileRecord, Progress
 from dnnprof.store import ConflictError, ProfileStore, now
+from workers.aggregate import assemble
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,10 @@ def _finish(status: str, *, error: str | None = None, result=None):
         rec.finished_at = now()
         rec.error = error
         if result is not None:
-            rec.result = result
-            rec.progress = Progress(
-                stage="done", batches_done=len(result.batches), batches_total=len(result.batches)
-            )
+            rec.result = result  # on a failure or a cancel too: the cells measured are kept
+        if status == "succeeded":
+            cells = rec.progress.batches_total if rec.progress else 0
+            rec.progress = Progress(stage="done", batches_done=cells, batches_total=cells)
         return rec
 
     return change
@@ -81,7 +82,11 @@ class ProfileJob:
             rec.attempts += 1
             rec.started_at = now()
             rec.worker = self.hostname
-            rec.progress = Progress(stage="starting", batches_total=len(rec.settings.batch_sizes))
+            rec.progress = Progress(
+                stage="starting",
+                batches_total=len(rec.settings.batch_sizes) * rec.settings.repeats,
+                processes=rec.settings.repeats,
+            )
             return rec
 
         try:
@@ -95,11 +100,52 @@ class ProfileJob:
                 error=f"gave up after {record.attempts - 1} attempts: "
                 "the worker measuring it was lost each time",
             )
-        try:
-            status, error, result = self._measure_in_child(profile_id)
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            status, error, result = "failed", f"reading the measuring process's outcome failed: {exc}", None
-        return self._end(profile_id, status, error=error, result=result)
+        return self._measure_processes(record)
+
+    def _measure_processes(self, record: ProfileRecord) -> str:
+        """One fresh measuring process per repeat, each storing its cells as it goes; then the
+        profile assembled from every cell stored (an earlier delivery's too). A time limit, a
+        crash or a cancel ends the job with the finished cells kept in its result."""
+        profile_id = record.id
+        started = time.monotonic()
+        parts = self.store.parts(profile_id)
+        status, error = "succeeded", None
+        for process in range(record.settings.repeats):
+            if process in parts.ends:
+                continue  # measured to its end on an earlier delivery
+            try:
+                status, error, outcome = self._measure_in_child(profile_id, process)
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                status, error, outcome = (
+                    "failed",
+                    f"reading the measuring process's outcome failed: {exc}",
+                    None,
+                )
+            if outcome is not None:
+                parts.merge(outcome.parts())
+            if status != "succeeded":
+                break
+        with contextlib.suppress(redis.exceptions.RedisError):
+            parts = self.store.parts(profile_id).merge(parts)
+        result = assemble(
+            record.model,
+            record.settings,
+            list(parts.statics.values()),
+            list(parts.cells.values()),
+            list(parts.ends.values()),
+            job_wall_s=time.monotonic() - started,
+        )
+        if status == "succeeded" and result is not None and result.batches:
+            failed = [b for b in result.batches if b.status == "error"]
+            if len(failed) == len(result.batches):
+                status, error = (
+                    "failed",
+                    f"every batch size failed; batch {failed[0].batch_size}: {failed[0].error}",
+                )
+        ended = self._end(profile_id, status, error=error, result=result)
+        with contextlib.suppress(redis.exceptions.RedisError):
+            self.store.drop_parts(profile_id)
+        return ended
 
     def requeue(self, profile_id: str, *, from_worker: str | None) -> bool:
         """Put a running job whose worker vanished back to ``queued`` (True if this call did)."""
@@ -109,7 +155,11 @@ class ProfileJob:
                 return None
             rec.status = "queued"
             rec.worker = None
-            rec.progress = Progress(stage="queued", batches_total=len(rec.settings.batch_sizes))
+            rec.progress = Progress(
+                stage="queued",
+                batches_total=len(rec.settings.batch_sizes) * rec.settings.repeats,
+                processes=rec.settings.repeats,
+            )
             return rec
 
         try:
@@ -129,7 +179,9 @@ class ProfileJob:
         )
         return status
 
-    def _measure_in_child(self, profile_id: str):
+    def _measure_in_child(self, profile_id: str, process: int):
+        """(status, error, outcome) of one measuring process; the outcome is what it measured,
+        also when it failed or was stopped (whatever reached the store is merged by the caller)."""
         from workers.runner import Outcome
 
         with tempfile.TemporaryDirectory(prefix="dnnprof-") as tmp:
@@ -138,7 +190,15 @@ class ProfileJob:
             env = dict(os.environ, DNNPROF_REDIS_URL=self.settings.redis_url or "")
             with open(log_path, "wb") as child_log:
                 child = subprocess.Popen(
-                    [sys.executable, "-m", "workers.runner", profile_id, str(outcome_path)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "workers.runner",
+                        profile_id,
+                        str(outcome_path),
+                        "--process",
+                        str(process),
+                    ],
                     stdout=child_log,
                     stderr=subprocess.STDOUT,
                     env=env,
@@ -166,9 +226,9 @@ class ProfileJob:
                     raise
             if outcome_path.exists():
                 outcome = msgspec.json.decode(outcome_path.read_bytes(), type=Outcome)
-                if outcome.result is not None:
-                    return "succeeded", None, outcome.result
-                return "failed", outcome.error or "the measuring process failed", None
+                if outcome.error is None and outcome.end is not None:
+                    return "succeeded", None, outcome
+                return "failed", outcome.error or "the measuring process failed", outcome
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             detail = (": " + " | ".join(tail)) if tail else ""

@@ -1,29 +1,49 @@
-"""The measuring process: ``python -m workers.runner PROFILE_ID OUTCOME_PATH``.
+"""The measuring process: ``python -m workers.runner PROFILE_ID OUTCOME_PATH [--process P]``.
 
-Started fresh (never forked) for every profile by the Celery task, so the memory it reports
-includes its own CUDA context and nothing carries over from the previous model. It reads the job
-from the store, reports progress there, and writes a :class:`Outcome` to ``OUTCOME_PATH``.
+Started fresh (never forked) by the Celery task, once per repeat, so each measures with its own
+memory layout, allocator state and autotuning (the variance between processes is what repeats
+show), and the memory it reports includes its own CUDA context. It reads the job from the store,
+stores each finished batch size there the moment it is done (a writer thread that rides out a
+Redis outage with retries, while measuring goes on), and writes everything it measured to
+``OUTCOME_PATH`` as well, so the job has it even if the store was away at the end.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
+import logging
 import os
+import queue
 import signal
 import sys
+import threading
+import time
 import traceback
 
 import msgspec
 
 from dnnprof.config import Settings, require_redis_url
-from dnnprof.contract import ProfileResult, Progress
-from dnnprof.store import ConflictError, ProfileStore
+from dnnprof.contract import ProcessCell, ProcessEnd, ProcessStatic, Progress
+from dnnprof.store import ConflictError, Parts, ProfileStore
+
+log = logging.getLogger("dnnprof.runner")
 
 
 class Outcome(msgspec.Struct, kw_only=True):
-    result: ProfileResult | None = None
+    """What one measuring process hands back to the job."""
+
+    statics: list[ProcessStatic] = []
+    cells: list[ProcessCell] = []
+    end: ProcessEnd | None = None
     error: str | None = None
+
+    def parts(self) -> Parts:
+        parts = Parts()
+        for part in (*self.statics, *self.cells, *([self.end] if self.end else [])):
+            parts.add(part)
+        return parts
 
 
 def die_with_parent() -> None:
@@ -37,51 +57,158 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def measure(profile_id: str, store: ProfileStore, settings: Settings) -> Outcome:
-    from workers.engine.scenario import ScenarioConfig, run_profile
+class StoreWriter(threading.Thread):
+    """Writes progress and measured cells to the store from a queue, retrying with back-off while
+    Redis is away, so the measuring loop never waits on the store. Progress is only the newest
+    (older progress is dropped); cells are all kept, in order."""
+
+    def __init__(self, store: ProfileStore, profile_id: str, max_backoff_s: float = 5.0) -> None:
+        super().__init__(name="dnnprof-store-writer", daemon=True)
+        self.store = store
+        self.profile_id = profile_id
+        self.max_backoff_s = max_backoff_s
+        self.items: queue.Queue = queue.Queue()
+        self.done = threading.Event()
+
+    def put(self, item: object) -> None:
+        self.items.put(item)
+
+    def run(self) -> None:
+        while True:
+            item = self.items.get()
+            if item is None:
+                self.done.set()
+                return
+            if isinstance(item, Progress) and self._newer_progress_waiting():
+                continue
+            self._write_until_done(item)
+
+    def _newer_progress_waiting(self) -> bool:
+        with self.items.mutex:
+            return any(isinstance(i, Progress) for i in self.items.queue)
+
+    def _write_until_done(self, item: object) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                self._write(item)
+                return
+            except (ConflictError, KeyError):
+                return  # the job was cancelled or deleted: nothing to report to
+            except Exception as exc:  # noqa: BLE001 - Redis away: keep the item, try again
+                log.warning("store write failed (%s); retrying in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    def _write(self, item: object) -> None:
+        if isinstance(item, Progress):
+
+            def change(rec):
+                rec.progress = item
+                return rec
+
+            self.store.update(self.profile_id, change, allowed_from=("running",))
+        else:
+            self.store.put_part(self.profile_id, item)  # type: ignore[arg-type]
+
+    def close(self, timeout_s: float) -> bool:
+        """Flush what is queued (within ``timeout_s``); False if the store never came back."""
+        self.items.put(None)
+        return self.done.wait(timeout_s)
+
+
+class StoreSink:
+    """The scenario's sink in the service: every part to the store (through the writer) and to
+    the outcome; progress counted over the whole profile (every process's cells)."""
+
+    def __init__(self, writer: StoreWriter, outcome: Outcome, already_done: int, total: int, processes: int):
+        self.writer = writer
+        self.outcome = outcome
+        self.already_done = already_done
+        self.total = total
+        self.processes = processes
+
+    def progress(self, progress: Progress) -> None:
+        progress.batches_done += self.already_done
+        progress.batches_total = self.total
+        progress.processes = self.processes
+        self.writer.put(progress)
+
+    def static(self, static: ProcessStatic) -> None:
+        self.outcome.statics.append(static)
+        self.writer.put(static)
+
+    def cell(self, cell: ProcessCell) -> None:
+        self.outcome.cells.append(cell)
+        self.writer.put(cell)
+
+
+def measure(profile_id: str, process: int, store: ProfileStore, settings: Settings, outcome: Outcome) -> None:
+    from workers.engine.flops import COUNTING_VERSION
+    from workers.engine.scenario import ProcessPlan, ScenarioConfig, measure_process
 
     record = store.get(profile_id)
     if record is None:
-        return Outcome(error="the profile was deleted before it was measured")
+        outcome.error = "the profile was deleted before it was measured"
+        return
+    s = record.settings
+    stored = store.parts(profile_id)
+    # Done by this process on an earlier delivery, or settled by another (out of memory, failed).
+    skip = {bs for (p, bs) in stored.cells if p == process}
+    skip |= {c.batch_size for c in stored.cells.values() if c.status != "ok"}
+    flops = next(iter(stored.statics.values())).flops if stored.statics else None
+    cache_key = (s.model, s.input_size, COUNTING_VERSION)
+    if flops is None:
+        with contextlib.suppress(Exception):
+            flops = store.cached_flops(*cache_key)
 
-    def on_progress(progress: Progress) -> None:
-        def change(rec):
-            rec.progress = progress
-            return rec
-
-        with contextlib.suppress(ConflictError, KeyError):
-            store.update(profile_id, change, allowed_from=("running",))
-
+    writer = StoreWriter(store, profile_id)
+    writer.start()
+    sink = StoreSink(writer, outcome, len(stored.cells), len(s.batch_sizes) * s.repeats, processes=s.repeats)
     config = ScenarioConfig(
-        device_class=record.settings.device,
+        device_class=s.device,
         memory_limit_mb=settings.memory_limit_mb,
         imagenet_val=settings.imagenet_val,
     )
-    tag = record.settings.model.partition(".")[2]  # "timm:resnet50.a1_in1k": pretrained tag
-    result = run_profile(record.model, record.settings, config, on_progress=on_progress, tag=tag or None)
-    return Outcome(result=result)
+    tag = s.model.partition(".")[2]  # "timm:resnet50.a1_in1k": pretrained tag
+    plan = ProcessPlan(process=process, skip=frozenset(skip), flops=flops, accuracy=process == 0)
+    try:
+        outcome.end = measure_process(record.model, s, config, plan, sink, tag=tag or None)
+        writer.put(outcome.end)
+    finally:
+        if flops is None and outcome.statics and outcome.statics[0].flops.flops is not None:
+            with contextlib.suppress(Exception):
+                store.cache_flops(*cache_key, outcome.statics[0].flops)
+        if not writer.close(timeout_s=30):
+            log.warning("the store did not come back: the outcome file carries what was measured")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    profile_id, outcome_path = argv
+    # CUDA numbers GPUs fastest first unless told otherwise; NVML by PCI bus. One order for both.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    parser = argparse.ArgumentParser(prog="python -m workers.runner")
+    parser.add_argument("profile_id")
+    parser.add_argument("outcome_path")
+    parser.add_argument("--process", type=int, default=0, help="which repeat (0-based) this process is")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings.from_env()
     if settings.weights_dir is not None:  # where torch.hub and the Hugging Face hub cache weights
         os.environ.setdefault("TORCH_HOME", str(settings.weights_dir))
         os.environ.setdefault("HF_HOME", str(settings.weights_dir / "huggingface"))
     store = ProfileStore.from_url(require_redis_url(settings))
+    outcome = Outcome()
     try:
-        outcome = measure(profile_id, store, settings)
+        measure(args.profile_id, args.process, store, settings, outcome)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a readable reason
         traceback.print_exc()
-        outcome = Outcome(error=f"{type(exc).__name__}: {exc}".strip()[:2000])
+        outcome.error = f"{type(exc).__name__}: {exc}".strip()[:2000]
     try:
         payload = msgspec.json.encode(outcome)
     except (TypeError, ValueError) as exc:
-        outcome = Outcome(error=f"could not encode the result: {exc}")
-        payload = msgspec.json.encode(outcome)
-    with open(outcome_path, "wb") as fh:
+        payload = msgspec.json.encode(Outcome(error=f"could not encode the result: {exc}"))
+    with open(args.outcome_path, "wb") as fh:
         fh.write(payload)
     return 0 if outcome.error is None else 3
 

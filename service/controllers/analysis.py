@@ -273,8 +273,18 @@ class ExportController(Controller):
                 "ms_per_image_median",
                 "ms_per_image_std",
                 "images_per_s",
+                "ci95_low_ms",
+                "ci95_high_ms",
+                "cv",
+                "noisy",
+                "p90_ms",
+                "p99_ms",
+                "runs",
+                "repeats",
                 "memory_bytes",
                 "memory_method",
+                "memory_floor_bytes",
+                "flops_method",
             ]
         )
         for rec in services.store.list(status="succeeded", limit=1_000_000):
@@ -294,7 +304,7 @@ class ExportController(Controller):
                         r.input_size,
                         r.params,
                         r.param_file_bytes_fp32,
-                        r.flops,
+                        _blank(r.flops),
                         _blank(r.top1),
                         _blank(r.top5),
                         b.batch_size,
@@ -303,8 +313,18 @@ class ExportController(Controller):
                         _blank(lat and lat.median_ms),
                         _blank(lat and lat.std_ms),
                         _blank(lat and lat.images_per_s),
+                        _blank(lat and lat.ci95_low_ms),
+                        _blank(lat and lat.ci95_high_ms),
+                        _blank(lat and lat.cv),
+                        _blank(lat and lat.noisy),
+                        _blank(lat and lat.p90_ms),
+                        _blank(lat and lat.p99_ms),
+                        _blank(lat and lat.runs),
+                        _blank(lat and lat.processes),
                         _blank(mem and mem.total_bytes),
                         mem.method if mem else "",
+                        _blank(r.memory_floor_bytes),
+                        _blank(r.flops_method),
                     ]
                 )
         return Response(

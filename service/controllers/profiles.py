@@ -86,11 +86,25 @@ class ProfileController(Controller):
             )
         live = services.store.live_device_classes()
         device = _pick_device(data.device, live)
+        if data.precision == "fp16" and device == "cpu":
+            raise ValidationException(
+                detail="fp16 is not measured on a CPU",
+                extra=[
+                    {
+                        "key": "precision",
+                        "source": "body",
+                        "message": "fp16 on a CPU is refused: CPUs have no fast fp16 kernels, so its "
+                        "time would describe a slow fallback rather than the model; use bf16 or amp "
+                        "on a CPU, or fp16 on a cuda or jetson device",
+                    }
+                ],
+            )
         settings = ProfileSettings(
             model=resolved.qualified,
             device=device,  # type: ignore[arg-type]
             batch_sizes=tuple(sorted(set(data.batch_sizes or DEFAULT_BATCH_SIZES))),
             runs=data.runs,
+            repeats=data.repeats,
             precision=data.precision,
             input_size=data.input_size or resolved.info.input_size,
             channels_last=data.channels_last,
@@ -103,7 +117,11 @@ class ProfileController(Controller):
             settings=settings,
             model=resolved.info,
             created_at=now(),
-            progress=Progress(stage="queued", batches_total=len(settings.batch_sizes)),
+            progress=Progress(
+                stage="queued",
+                batches_total=len(settings.batch_sizes) * settings.repeats,
+                processes=settings.repeats,
+            ),
         )
         record, created = services.store.create_or_get(record, force=data.force)
         if created:

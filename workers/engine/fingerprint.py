@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
-from dnnprof.contract import DeviceFingerprint
+from dnnprof.contract import DeviceFingerprint, GpuClocks
+from workers import nvml
 from workers.devices import TEGRA_RELEASE, cpu_model
+from workers.engine.host import usable_cpus
 
 
 def _version(dist: str) -> str | None:
@@ -50,17 +52,44 @@ def jetson_power_mode(nvpmodel_output: str | None = None) -> str | None:
 
 
 def _nvml_driver() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        version = pynvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else version
-    except Exception:  # noqa: BLE001 - no NVML here: the field stays None
+    module = nvml.load()
+    if module is None:
         return None
+    with contextlib.suppress(Exception):
+        version = module.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    return None
 
 
-def fingerprint(device_class: str, device: torch.device) -> DeviceFingerprint:
+def gpu_clocks(handle) -> GpuClocks | None:
+    """SM and memory clocks now, the SM's maximum, and NVML's reasons for holding clocks down."""
+    module = nvml.load()
+    if module is None or handle is None:
+        return None
+    clocks = GpuClocks()
+    with contextlib.suppress(Exception):
+        clocks.sm_mhz = int(module.nvmlDeviceGetClockInfo(handle, module.NVML_CLOCK_SM))
+    with contextlib.suppress(Exception):
+        clocks.memory_mhz = int(module.nvmlDeviceGetClockInfo(handle, module.NVML_CLOCK_MEM))
+    with contextlib.suppress(Exception):
+        clocks.max_sm_mhz = int(module.nvmlDeviceGetMaxClockInfo(handle, module.NVML_CLOCK_SM))
+    with contextlib.suppress(Exception):
+        reasons = getattr(module, "nvmlDeviceGetCurrentClocksEventReasons", None) or (
+            module.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
+        clocks.throttle_reasons = nvml.throttle_reasons(int(reasons(handle)))
+    return clocks
+
+
+def fingerprint(
+    device_class: str,
+    device: torch.device,
+    *,
+    threads_policy: str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    nvml_handle=None,
+    device_uuid: str | None = None,
+) -> DeviceFingerprint:
     fp = DeviceFingerprint(
         device_class=device_class,  # type: ignore[arg-type]
         device_name=cpu_model() or platform.machine(),
@@ -72,6 +101,10 @@ def fingerprint(device_class: str, device: torch.device) -> DeviceFingerprint:
         cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
         hostname=socket.gethostname(),
+        cpu_affinity=usable_cpus(),
+        threads_policy=threads_policy,
+        float32_matmul_precision=torch.get_float32_matmul_precision(),
+        autocast_dtype=str(autocast_dtype).removeprefix("torch.") if autocast_dtype is not None else None,
     )
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -81,7 +114,12 @@ def fingerprint(device_class: str, device: torch.device) -> DeviceFingerprint:
         fp.cuda_version = str(torch.version.cuda) if torch.version.cuda else None
         cudnn = torch.backends.cudnn.version()
         fp.cudnn_version = str(cudnn) if cudnn is not None else None
+        fp.cudnn_benchmark = bool(torch.backends.cudnn.benchmark)
+        fp.cudnn_allow_tf32 = bool(torch.backends.cudnn.allow_tf32)
+        fp.matmul_allow_tf32 = bool(torch.backends.cuda.matmul.allow_tf32)
         fp.driver_version = _nvml_driver()
+        fp.device_uuid = device_uuid
+        fp.gpu_clocks = gpu_clocks(nvml_handle)
     else:
         with contextlib.suppress(OSError, ValueError):
             fp.device_memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -1,19 +1,33 @@
-"""Memory probes, one per device class. Each is reset before a batch size and read after it, so a
-batch size's figure never carries what an earlier (larger) batch left behind."""
+"""Memory probes, one per device class, and the cap that models a smaller device.
+
+Each batch size's figure is read after its warm-up, in one untimed pass of its own: on CUDA,
+synchronise, free the cache, reset the peaks, run, read, so cuDNN's autotuning trials (run during
+warm-up with the cache empty) are not taken for the batch's memory; on a CPU, return freed heap to
+the kernel and reset the peak-RSS mark, so no batch size inherits an earlier one's high-water mark.
+What the process held before the model was built is read once as the floor (the CUDA context; the
+libraries on a CPU).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import os
 import resource
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dnnprof.contract import MemoryStats
+from workers import nvml
 
 PROC_SELF = Path("/proc/self")
+MB = 1024 * 1024
 
 
 def _status_kib(field: str, status_file: Path = PROC_SELF / "status") -> int | None:
@@ -24,8 +38,15 @@ def _status_kib(field: str, status_file: Path = PROC_SELF / "status") -> int | N
     return None
 
 
+def rss_bytes() -> int:
+    """Resident set now (``statm``: one read, cheap enough to poll)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((PROC_SELF / "statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return (_status_kib("VmRSS") or 0) * 1024
+
+
 def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) for this process; False where not allowed."""
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where not allowed."""
     try:
         (PROC_SELF / "clear_refs").write_text("5")
         return True
@@ -40,20 +61,32 @@ def peak_rss_bytes() -> int:
     return kib * 1024
 
 
+def trim_heap() -> None:
+    """Give freed heap pages back to the kernel (glibc keeps them after large frees, so the RSS
+    of a smaller batch size after a larger one would still show the larger one's)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def release(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
+    else:
+        trim_heap()
 
 
 class CpuMemoryProbe:
-    """Peak resident set of the measuring process while the batch ran."""
+    """This batch size's own peak resident set (the mark reset before its memory pass)."""
 
     def __init__(self) -> None:
         self.method = "peak_rss"
 
-    def reset(self) -> None:
+    def floor(self) -> int | None:
+        return rss_bytes()
+
+    def prepare(self) -> None:
         release(torch.device("cpu"))
         if not reset_peak_rss():
             self.method = "peak_rss_lifetime"  # cannot reset: monotonic over the process
@@ -66,33 +99,23 @@ class CudaMemoryProbe:
     """What the process holds on the GPU (NVML per process: context + caching allocator), as in
     the paper's figures, plus torch's own peaks."""
 
-    method = "nvml_process"
-
-    def __init__(self, device: torch.device, baseline_used_bytes: int | None = None) -> None:
+    def __init__(self, device: torch.device, baseline_by_uuid: dict[str, int] | None = None) -> None:
         self.device = device
-        self.baseline_used_bytes = baseline_used_bytes
-        self._handle = None
-        try:
-            import pynvml
+        self._nvml = nvml.load()
+        self.uuid = torch_device_uuid(device)
+        self._handle = nvml.handle_by_uuid(self._nvml, self.uuid) if self._nvml and self.uuid else None
+        self.baseline_used_bytes = (baseline_by_uuid or {}).get(self.uuid or "")
 
-            pynvml.nvmlInit()
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            self._handle = _nvml_handle_for_torch_index(pynvml, index)
-        except Exception:  # noqa: BLE001 - no NVML (some containers): torch's figures alone
-            self._handle = None
-
-    def reset(self) -> None:
-        release(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
+    @property
+    def handle(self) -> Any | None:
+        return self._handle
 
     def process_bytes(self) -> int | None:
         if self._handle is None:
             return None
-        import pynvml
-
         pid = os.getpid()
-        with contextlib.suppress(pynvml.NVMLError):
-            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
+        with contextlib.suppress(Exception):
+            for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
                 if proc.pid == pid and proc.usedGpuMemory is not None:
                     return int(proc.usedGpuMemory)
         return None
@@ -100,11 +123,22 @@ class CudaMemoryProbe:
     def device_used_bytes(self) -> int | None:
         if self._handle is None:
             return None
-        import pynvml
-
-        with contextlib.suppress(pynvml.NVMLError):
-            return int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+        with contextlib.suppress(Exception):
+            return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
         return None
+
+    def floor(self) -> int | None:
+        """The CUDA context alone (created by now, nothing of the model allocated yet); None
+        without NVML, which alone sees the context."""
+        torch.cuda.synchronize(self.device)
+        total, method = process_total(
+            self.process_bytes(), self.device_used_bytes(), self.baseline_used_bytes, 0
+        )
+        return total if method != "torch_peak_reserved" else None
+
+    def prepare(self) -> None:
+        release(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
 
     def read(self) -> MemoryStats:
         torch.cuda.synchronize(self.device)
@@ -118,6 +152,14 @@ class CudaMemoryProbe:
             torch_peak_allocated_bytes=int(torch.cuda.max_memory_allocated(self.device)),
             torch_peak_reserved_bytes=reserved,
         )
+
+
+def torch_device_uuid(device: torch.device) -> str | None:
+    """The UUID CUDA reports for ``device`` (normalised as NVML's, without 'GPU-')."""
+    with contextlib.suppress(Exception):
+        uuid = torch.cuda.get_device_properties(device).uuid
+        return nvml.normalise_uuid(str(uuid))
+    return None
 
 
 def process_total(
@@ -137,32 +179,36 @@ def process_total(
     return torch_reserved, "torch_peak_reserved"
 
 
-def nvml_used_bytes_before_cuda(device_class: str) -> int | None:
-    """The first visible GPU's used memory, read through NVML before this process touches CUDA
-    (the baseline for :func:`process_total`); None without NVML or off CUDA."""
+def nvml_baseline(device_class: str) -> dict[str, int]:
+    """Every GPU's used memory by UUID, read before this process touches CUDA (the baseline for
+    :func:`process_total`, picked by the UUID torch reports once the context exists)."""
     if device_class != "cuda":
-        return None
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        return int(pynvml.nvmlDeviceGetMemoryInfo(_nvml_handle_for_torch_index(pynvml, 0)).used)
-    except Exception:  # noqa: BLE001 - no NVML: the probe falls back to torch's figures
-        return None
+        return {}
+    handle = nvml.load()
+    return nvml.used_bytes_by_uuid(handle) if handle is not None else {}
 
 
 class JetsonMemoryProbe(CudaMemoryProbe):
-    """Tegra has no NVML and one memory for CPU and GPU: the process's share of it is its peak
-    resident set plus what the CUDA caching allocator reserved (nvmap pages are not in RSS)."""
+    """Tegra has no NVML and one memory for CPU and GPU: the process's share of it is this batch
+    size's peak resident set plus what the CUDA caching allocator reserved (nvmap pages are not in
+    RSS)."""
 
     method = "jetson_rss_plus_torch_reserved"
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self._nvml = None
         self._handle = None
+        self.uuid = None
+        self.baseline_used_bytes = None
 
-    def reset(self) -> None:
-        super().reset()
+    def floor(self) -> int | None:
+        torch.cuda.synchronize(self.device)
+        return rss_bytes() + int(torch.cuda.memory_reserved(self.device))
+
+    def prepare(self) -> None:
+        super().prepare()
+        trim_heap()
         reset_peak_rss()
 
     def read(self) -> MemoryStats:
@@ -176,48 +222,111 @@ class JetsonMemoryProbe(CudaMemoryProbe):
         )
 
 
-def _nvml_handle_for_torch_index(pynvml, index: int):
-    """NVML enumerates all GPUs; torch only the visible ones. Match by UUID where possible."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        entries = [v.strip() for v in visible.split(",") if v.strip()]
-        if index < len(entries):
-            entry = entries[index]
-            if entry.isdigit():
-                return pynvml.nvmlDeviceGetHandleByIndex(int(entry))
-            with contextlib.suppress(pynvml.NVMLError):
-                return pynvml.nvmlDeviceGetHandleByUUID(entry)
-    return pynvml.nvmlDeviceGetHandleByIndex(index)
-
-
-def probe_for(device_class: str, device: torch.device, baseline_used_bytes: int | None = None):
+def probe_for(device_class: str, device: torch.device, baseline_by_uuid: dict[str, int] | None = None):
     if device_class == "jetson":
         return JetsonMemoryProbe(device)
     if device.type == "cuda":
-        return CudaMemoryProbe(device, baseline_used_bytes)
+        return CudaMemoryProbe(device, baseline_by_uuid)
     return CpuMemoryProbe()
 
 
-def apply_memory_limit(device: torch.device, limit_mb: int) -> None:
-    """Cap what the measuring process may allocate, to find the batch sizes a smaller device
-    could run (the paper's missing Jetson cells). CUDA: the caching allocator's fraction;
-    CPU: an address-space cap of the current size plus ``limit_mb``."""
+# -- the cap that models a smaller device (DNNPROF_MEMORY_LIMIT_MB) ------------------------------
+
+
+class MemoryCapExceeded(MemoryError):
+    """The batch needs more than DNNPROF_MEMORY_LIMIT_MB: on the modelled device it would not fit."""
+
+
+class ResidentCap:
+    """Caps the measuring process's resident memory on a CPU, the figure its memory cells report.
+
+    An address-space limit (RLIMIT_AS) is the wrong tool: glibc arenas and thread stacks reserve
+    address space they never touch. Instead a watcher thread polls the resident set while a batch
+    size first runs (warm-up and the memory pass) and interrupts the main thread once it passes the
+    cap; the pass's own peak is checked afterwards as well, and an input that alone would pass the
+    cap is refused before it is allocated.
+    """
+
+    def __init__(self, limit_bytes: int, poll_s: float = 0.002) -> None:
+        self.limit_bytes = limit_bytes
+        self.poll_s = poll_s
+
+    def _error(self, need_bytes: int, what: str) -> MemoryCapExceeded:
+        return MemoryCapExceeded(
+            f"cannot allocate within the memory cap: {what} {need_bytes / MB:.0f} MB, over "
+            f"DNNPROF_MEMORY_LIMIT_MB={self.limit_bytes // MB}"
+        )
+
+    def check_allocation(self, extra_bytes: int) -> None:
+        if rss_bytes() + extra_bytes > self.limit_bytes:
+            raise self._error(rss_bytes() + extra_bytes, "resident memory would reach")
+
+    def check_peak(self, peak_bytes: int | None) -> None:
+        if peak_bytes is not None and peak_bytes > self.limit_bytes:
+            raise self._error(peak_bytes, "resident memory reached")
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only: the peak check after the pass still holds
+            return
+        over: list[int] = []
+
+        def on_signal(signum, frame) -> None:
+            raise self._error(over[0] if over else self.limit_bytes, "resident memory reached")
+
+        previous = signal.signal(signal.SIGUSR1, on_signal)
+        stop = threading.Event()
+        main = threading.main_thread().ident
+
+        def watch() -> None:
+            while not stop.wait(self.poll_s):
+                rss = rss_bytes()
+                if rss > self.limit_bytes:
+                    over.append(rss)
+                    signal.pthread_kill(main, signal.SIGUSR1)
+                    return
+
+        watcher = threading.Thread(target=watch, name="dnnprof-memory-cap", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
+            signal.signal(signal.SIGUSR1, previous)
+
+
+def apply_memory_limit(device: torch.device, limit_mb: int, floor_bytes: int | None) -> ResidentCap | None:
+    """Model a device of ``limit_mb`` MB (the paper's missing Jetson cells): on CUDA the caching
+    allocator may use the limit less the CUDA context already held; on a CPU the resident set is
+    capped (see :class:`ResidentCap`)."""
     if limit_mb <= 0:
-        return
-    limit = limit_mb * 1024 * 1024
+        return None
+    limit = limit_mb * MB
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total), device)
-    else:
-        vm_kib = _status_kib("VmSize") or 0
-        cap = vm_kib * 1024 + limit
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        usable = max(0, limit - (floor_bytes or 0))
+        torch.cuda.set_per_process_memory_fraction(min(1.0, usable / total), device)
+        return None
+    return ResidentCap(limit)
+
+
+#: Allocation failures of CUDA's libraries: out of memory as well, though not torch's OOM type.
+_OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "failed to allocate",
+    "cublas_status_alloc_failed",
+    "cudnn_status_alloc_failed",
+    "cudnn_status_not_enough_workspace",
+    "cufft_alloc_failed",
+)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+    oom_types: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError, MemoryError)
+    if isinstance(exc, oom_types):
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
-    )
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _OOM_MARKERS)

@@ -3,25 +3,46 @@ sends can point the builder at a URL or a path."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 from dnnprof.contract import ModelInfo
 
 
-def build_model(info: ModelInfo, *, pretrained: bool = False, tag: str | None = None) -> nn.Module:
-    """An eval-mode fp32 model on the CPU, with random weights unless ``pretrained``."""
+def build_model(
+    info: ModelInfo, *, pretrained: bool = False, tag: str | None = None, input_size: int | None = None
+) -> nn.Module:
+    """An eval-mode fp32 model on the CPU, with random weights unless ``pretrained``.
+
+    ``input_size`` (default: the entry's own) matters to models built for one input size, whose
+    position embeddings are sized by it (ViTs): they are built for the size they will be fed.
+    """
+    size = input_size or info.input_size
     if info.source == "tv":
         import torchvision
 
         weights = "DEFAULT" if pretrained else None
-        kwargs = {} if pretrained else _TV_RANDOM_INIT_KWARGS.get(info.architecture, {})
+        kwargs: dict = dict(_TV_EVAL_KWARGS.get(info.architecture, {}))
+        if not pretrained:
+            kwargs.update(_TV_RANDOM_INIT_KWARGS.get(info.architecture, {}))
+            if info.architecture.startswith("vit_"):
+                kwargs["image_size"] = size  # vit_h_14's weights are for 518, the builder's default 224
         model = torchvision.models.get_model(info.architecture, weights=weights, **kwargs)
     elif info.source == "timm":
         import timm
 
         name = f"{info.architecture}.{tag}" if tag else info.architecture
-        model = timm.create_model(name, pretrained=pretrained)
+        model = None
+        if size != info.input_size:
+            try:  # transformers are built for an image size; convolutional models take none
+                model = timm.create_model(name, pretrained=pretrained, img_size=size)
+            except TypeError:
+                model = None
+        if model is None:
+            model = timm.create_model(name, pretrained=pretrained)
     elif info.source == "dnnprof":
         from workers import zoo
 
@@ -31,13 +52,45 @@ def build_model(info: ModelInfo, *, pretrained: bool = False, tag: str | None = 
     return model.eval()
 
 
-#: Built without weights, torchvision's GoogLeNet keeps the auxiliary heads its published
-#: checkpoint drops, and both Inceptions spend seconds on scipy's truncated-normal init. These
-#: kwargs make a random-weight model the published architecture (same parameter count), fast.
-_TV_RANDOM_INIT_KWARGS: dict[str, dict[str, bool]] = {
-    "googlenet": {"aux_logits": False, "init_weights": False},
-    "inception_v3": {"init_weights": False},  # its checkpoint keeps AuxLogits (27.2 M params)
+#: The auxiliary classifiers of GoogLeNet and Inception-v3 only run in training: eval never
+#: runs them, so they are not part of the model that is profiled (neither in its parameters, its
+#: file size nor its FLOPs). torchvision loads the published weights and then drops them.
+_TV_EVAL_KWARGS: dict[str, dict[str, bool]] = {
+    "googlenet": {"aux_logits": False},
+    "inception_v3": {"aux_logits": False},
 }
+#: Without weights both Inceptions spend seconds on scipy's truncated-normal init.
+_TV_RANDOM_INIT_KWARGS: dict[str, dict[str, bool]] = {
+    "googlenet": {"init_weights": False},
+    "inception_v3": {"init_weights": False},
+}
+
+
+@contextlib.contextmanager
+def empty_weights() -> Iterator[None]:
+    """Build models whose parameters and buffers live on the meta device (no memory, no init),
+    while the rest of the constructor's tensor arithmetic (widths, drop-path rates) runs on the
+    CPU as usual: enough to count parameters and FLOPs of any size in milliseconds."""
+    register_parameter = nn.Module.register_parameter
+    register_buffer = nn.Module.register_buffer
+
+    def on_meta_parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(module, name, param)
+
+    def on_meta_buffer(module: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True):
+        if tensor is not None:
+            tensor = tensor.to("meta")
+        register_buffer(module, name, tensor, persistent=persistent)
+
+    nn.Module.register_parameter = on_meta_parameter  # type: ignore[method-assign]
+    nn.Module.register_buffer = on_meta_buffer  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,8 +1,11 @@
 """Device-synchronised timing: CUDA events on GPUs, perf_counter on the CPU.
 
-The loop is the paper's (mean of N runs of one batch, per-image time = run time / batch size)
-preceded by a warm-up that lasts until times settle (cuDNN autotuning done, clocks up), and
-followed by the statistics the paper leaves out (median, spread, percentiles, a 95% CI).
+The loop is the paper's (N runs of one batch, per-image time = run time / batch size), sized by
+time as well as by count, as ``torch.utils.benchmark`` and triton's ``do_bench`` do: a warm-up that
+lasts at least ``min_runs`` runs and ``min_seconds`` and until times settle (cuDNN autotuning done,
+clocks up), then at least ``runs`` timed runs lasting at least ``min_seconds`` in all, so a 1 ms
+model is not judged on 10 ms of data. The statistics are computed from the raw run times by
+:mod:`workers.aggregate`, across processes.
 """
 
 from __future__ import annotations
@@ -12,16 +15,16 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
-import numpy as np
 import torch
-from scipy import stats as scipy_stats
 
-from dnnprof.contract import LatencyStats
+#: Hard bound on one block of timed runs, whatever ``min_seconds`` asks of a very fast model.
+MAX_TIMED_RUNS = 100_000
 
 
 class Timer:
-    """Times one call of ``fn`` in seconds, synchronised with the device."""
+    """Times calls of ``fn`` in seconds, synchronised with the device."""
 
     method = "perf_counter"
 
@@ -33,8 +36,20 @@ class Timer:
             out.append(time.perf_counter() - start)
         return out
 
+    def time_for(self, fn: Callable[[], object], runs: int, min_seconds: float) -> list[float]:
+        """At least ``runs`` runs and at least ``min_seconds`` of timed work."""
+        times = self.time(fn, runs)
+        while sum(times) < min_seconds and len(times) < MAX_TIMED_RUNS:
+            mean = max(statistics.fmean(times), 1e-9)
+            more = math.ceil((min_seconds - sum(times)) / mean)
+            times += self.time(fn, max(1, min(more, MAX_TIMED_RUNS - len(times))))
+        return times
+
 
 class CudaEventTimer(Timer):
+    """CUDA events around each run, read after one synchronisation for the whole block, so the
+    host never waits between runs."""
+
     method = "cuda_events"
 
     def __init__(self, device: torch.device) -> None:
@@ -59,57 +74,38 @@ def timer_for(device: torch.device) -> Timer:
 
 @dataclass(frozen=True)
 class WarmupPolicy:
-    """Warm up until the last ``window`` runs vary by less than ``tolerance`` (coefficient of
-    variation), with at least ``min_runs`` and at most ``max_runs`` runs or ``max_seconds``."""
+    """Warm up for at least ``min_runs`` runs and ``min_seconds``, until the last ``window`` runs
+    vary by less than ``tolerance`` (coefficient of variation); give up on settling after
+    ``max_runs`` runs or ``max_seconds`` (still never under ``min_runs``)."""
 
     min_runs: int = 3
-    max_runs: int = 50
+    min_seconds: float = 0.1
+    max_runs: int = 1000
     window: int = 3
     tolerance: float = 0.05
     max_seconds: float = 10.0
 
 
-def warm_up(fn: Callable[[], object], timer: Timer, policy: WarmupPolicy) -> int:
+class Warmup(NamedTuple):
+    runs: int
+    converged: bool
+
+
+def _settled(times: list[float], policy: WarmupPolicy) -> bool:
+    if len(times) < policy.window:
+        return False
+    recent = times[-policy.window :]
+    mean = statistics.fmean(recent)
+    return mean > 0 and statistics.pstdev(recent) / mean < policy.tolerance
+
+
+def warm_up(fn: Callable[[], object], timer: Timer, policy: WarmupPolicy) -> Warmup:
     times: list[float] = []
-    spent = 0.0
-    while len(times) < policy.max_runs:
-        t = timer.time(fn, 1)[0]
-        times.append(t)
-        spent += t
-        if len(times) >= max(policy.min_runs, policy.window):
-            recent = times[-policy.window :]
-            mean = statistics.fmean(recent)
-            if mean > 0 and statistics.pstdev(recent) / mean < policy.tolerance:
-                break
-        if spent >= policy.max_seconds and len(times) >= 1:
-            break
-    return len(times)
-
-
-def latency_stats(
-    run_seconds: list[float], batch_size: int, warmup_runs: int, noisy_cv: float
-) -> LatencyStats:
-    """Per-image statistics from the per-run times of one batch size."""
-    per_image_ms = np.asarray(run_seconds, dtype=np.float64) * 1000.0 / batch_size
-    n = per_image_ms.size
-    mean = float(per_image_ms.mean())
-    std = float(per_image_ms.std(ddof=1)) if n > 1 else 0.0
-    # Student's t interval for the mean: with the paper's 10 runs the normal one would be too narrow.
-    half = float(scipy_stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else 0.0
-    cv = std / mean if mean > 0 else 0.0
-    return LatencyStats(
-        runs=n,
-        warmup_runs=warmup_runs,
-        mean_ms=mean,
-        median_ms=float(np.median(per_image_ms)),
-        std_ms=std,
-        min_ms=float(per_image_ms.min()),
-        max_ms=float(per_image_ms.max()),
-        p90_ms=float(np.percentile(per_image_ms, 90)),
-        p99_ms=float(np.percentile(per_image_ms, 99)),
-        ci95_low_ms=mean - half,
-        ci95_high_ms=mean + half,
-        images_per_s=1000.0 / mean if mean > 0 else 0.0,
-        cv=cv,
-        noisy=cv > noisy_cv,
-    )
+    while True:
+        times.append(timer.time(fn, 1)[0])
+        spent = sum(times)
+        enough = len(times) >= policy.min_runs and spent >= policy.min_seconds
+        if enough and _settled(times, policy):
+            return Warmup(len(times), True)
+        if len(times) >= policy.min_runs and (len(times) >= policy.max_runs or spent >= policy.max_seconds):
+            return Warmup(len(times), False)

@@ -1,0 +1,93 @@
+"""One fresh measuring process for the benchmarks, without the service: what the runner does for a
+job, with the parts written to stdout instead of the store.
+
+    python -m bench.child engine  '{"model": ..., "settings": ..., "process": 0}'
+    python -m bench.child reference '{"model": ..., "batch_sizes": [1, 8], "device": "cpu"}'
+
+``engine`` prints a msgspec-encoded :class:`EngineOutput`; ``reference`` prints the median
+per-image milliseconds of ``torch.utils.benchmark.Timer.blocked_autorange`` (an independent
+method: its own loop, its own run count by time, synchronising CUDA itself) per batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import msgspec
+
+from dnnprof.contract import ModelInfo, ProcessCell, ProcessEnd, ProcessStatic, ProfileSettings
+
+
+class EngineOutput(msgspec.Struct, kw_only=True):
+    statics: list[ProcessStatic]
+    cells: list[ProcessCell]
+    end: ProcessEnd
+
+
+def engine(request: dict, *, staged: bool = False) -> bytes:
+    from workers.engine.flops import count_model_flops
+    from workers.engine.models import build_model
+    from workers.engine.scenario import CollectingSink, ProcessPlan, ScenarioConfig, measure_process
+
+    info = msgspec.convert(request["model"], ModelInfo)
+    settings = msgspec.convert(request["settings"], ProfileSettings)
+    sink = CollectingSink()
+    config = ScenarioConfig(device_class=settings.device, **request.get("config", {}))
+    plan = ProcessPlan(process=request.get("process", 0))
+    model = None
+    if staged:  # the host-side work first, then wait for the device to be ours
+        model = build_model(info, input_size=settings.input_size)
+        published = info.published_gmacs if settings.input_size == info.input_size else None
+        plan = ProcessPlan(
+            process=plan.process, flops=count_model_flops(model, settings.input_size, published)
+        )
+        sys.stdout.write("ready\n")  # the first line; the outcome follows once measured
+        sys.stdout.flush()
+        sys.stdin.readline()
+    end = measure_process(info, settings, config, plan, sink, model=model)
+    return msgspec.json.encode(EngineOutput(statics=sink.statics, cells=sink.cells, end=end))
+
+
+def reference(request: dict) -> bytes:
+    import torch
+    from torch.utils import benchmark
+
+    from workers.engine.host import choose_threads
+    from workers.engine.models import build_model
+
+    info = msgspec.convert(request["model"], ModelInfo)
+    device = torch.device(request["device"])
+    if device.type == "cpu":
+        torch.set_num_threads(choose_threads()[0])  # the engine's thread count
+    else:
+        torch.backends.cudnn.benchmark = True
+    model = build_model(info).to(device)
+    size = request.get("input_size") or info.input_size
+    out = {}
+    with torch.inference_mode():
+        for batch in request["batch_sizes"]:
+            x = torch.randn(batch, 3, size, size, device=device)
+            timer = benchmark.Timer(
+                stmt="model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads()
+            )
+            timer.timeit(3)  # warm-up (autotuning, caches)
+            measurement = timer.blocked_autorange(min_run_time=request.get("min_run_time", 2.0))
+            out[str(batch)] = measurement.median * 1000 / batch
+    return json.dumps(out).encode()
+
+
+def main() -> int:
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    kind, payload = sys.argv[1], json.loads(sys.argv[2])
+    if kind == "staged":
+        output = engine(payload, staged=True)
+    else:
+        output = {"engine": engine, "reference": reference}[kind](payload)
+    sys.stdout.buffer.write(output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

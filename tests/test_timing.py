@@ -1,0 +1,171 @@
+"""Times a noisy host cannot fool: warm-up and timed runs sized by count and time, statistics
+across fresh processes, noisy blocks measured again, and the host's load recorded."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from dnnprof.contract import ProcessCell
+from workers.aggregate import latency_stats, process_latency
+from workers.engine.host import HostLoadMeter, choose_threads
+from workers.engine.timing import Timer, WarmupPolicy, warm_up
+
+
+class ScriptedTimer(Timer):
+    """Returns the given run times instead of timing (the loop logic is what is under test)."""
+
+    def __init__(self, times):
+        self.times = iter(times)
+        self.calls = 0
+
+    def time(self, fn, runs):
+        self.calls += runs
+        return [next(self.times) for _ in range(runs)]
+
+
+def test_warm_up_stops_once_times_settle_and_is_bounded():
+    settling = ScriptedTimer([5.0, 3.0, 1.0, 1.0, 1.01, 1.0] + [1.0] * 50)
+    assert warm_up(lambda: None, settling, WarmupPolicy(max_seconds=1e9)) == (5, True)
+    noisy = ScriptedTimer([1.0, 2.0] * 100)
+    outcome = warm_up(lambda: None, noisy, WarmupPolicy(max_runs=7, max_seconds=1e9))
+    assert (outcome.runs, outcome.converged) == (7, False)
+
+
+def test_warm_up_honours_min_runs_even_when_one_run_is_slow():
+    """One 6 s run used to end the warm-up (10 s budget, 2 runs done); min_runs is a floor."""
+    slow = ScriptedTimer([6.0] * 10)
+    outcome = warm_up(lambda: None, slow, WarmupPolicy(max_seconds=10.0, min_runs=3))
+    assert outcome.runs == 3 and outcome.converged  # three equal runs: settled, and at least 3
+
+
+def test_warm_up_lasts_a_minimum_time_for_a_fast_model():
+    fast = ScriptedTimer([0.001] * 1000)
+    outcome = warm_up(lambda: None, fast, WarmupPolicy(min_seconds=0.1))
+    assert outcome.runs == 100 and outcome.converged
+
+
+def test_timed_runs_last_the_minimum_time_as_well_as_the_run_count():
+    timer = Timer()
+    times = timer.time_for(lambda: time.sleep(0.01), runs=3, min_seconds=0.15)
+    assert len(times) >= 3 and sum(times) >= 0.15
+    assert len(times) < 40  # sized from the mean, not run one at a time for ever
+    few = timer.time_for(lambda: time.sleep(0.01), runs=3, min_seconds=0.0)
+    assert len(few) == 3
+
+
+def cell(process: int, per_image_ms: list[float], batch_size: int = 2, **kw) -> ProcessCell:
+    return ProcessCell(
+        process=process,
+        batch_size=batch_size,
+        status="ok",
+        run_seconds=[ms * batch_size / 1000 for ms in per_image_ms],
+        warmup_runs=4,
+        warmup_converged=True,
+        **kw,
+    )
+
+
+def test_statistics_of_one_process_from_known_run_times():
+    runs = [5.0, 6.0, 5.5, 6.5, 7.0]  # ms per image
+    stats = latency_stats([cell(0, runs)], noisy_cv=0.1)
+    mean = sum(runs) / 5
+    std = math.sqrt(sum((x - mean) ** 2 for x in runs) / 4)
+    assert stats.mean_ms == pytest.approx(mean) and stats.median_ms == pytest.approx(6.0)
+    assert stats.std_ms == pytest.approx(std) and stats.cv == pytest.approx(std / mean)
+    assert stats.min_ms == pytest.approx(5.0) and stats.max_ms == pytest.approx(7.0)
+    assert stats.images_per_s == pytest.approx(1000 / mean)
+    assert stats.ci95_basis == "runs" and stats.processes == 1 and stats.process_cv is None
+    assert stats.ci95_high_ms - mean == pytest.approx(2.776445 * std / math.sqrt(5), rel=1e-5)  # t(0.975, 4)
+    assert stats.noisy is True  # cv ~ 0.13
+    # The sample cannot support percentiles it is too small for.
+    assert stats.p90_ms is None and stats.p99_ms is None
+
+
+def test_percentiles_only_where_the_sample_supports_them():
+    ten = latency_stats([cell(0, [1.0] * 9 + [2.0])])
+    assert ten.p90_ms is not None and ten.p99_ms is None
+    hundred = latency_stats([cell(0, [1.0] * 99 + [3.0])])
+    assert hundred.p99_ms == pytest.approx(1.02)
+
+
+def test_across_processes_the_ci_is_over_the_process_means():
+    """Each process is steady on its own (cv 0), but the processes differ by 10%: the old
+    within-process CI would have been zero wide."""
+    cells = [cell(0, [10.0] * 10), cell(1, [11.0] * 10), cell(2, [12.0] * 10)]
+    stats = latency_stats(cells, noisy_cv=0.1)
+    assert stats.processes == 3 and stats.runs == 30 and stats.ci95_basis == "process_means"
+    assert stats.mean_ms == pytest.approx(11.0)  # the paper's mean over every run
+    assert stats.median_ms == pytest.approx(11.0)  # the median of the process medians
+    s = 1.0  # std of the process means 10, 11, 12
+    assert stats.ci95_high_ms - 11.0 == pytest.approx(4.302653 * s / math.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    assert stats.process_cv == pytest.approx(1 / 11)
+    assert [p.mean_ms for p in stats.per_process] == pytest.approx([10.0, 11.0, 12.0])
+    assert all(p.cv == 0 for p in stats.per_process)
+    assert stats.warmup_converged is True
+
+
+def test_process_to_process_spread_over_the_threshold_is_noisy():
+    steady = latency_stats([cell(0, [10.0] * 10), cell(1, [10.5] * 10)], noisy_cv=0.1)
+    assert steady.noisy is False
+    apart = latency_stats([cell(0, [10.0] * 10), cell(1, [20.0] * 10)], noisy_cv=0.1)
+    assert apart.noisy is True and apart.process_cv > 0.1
+
+
+def test_per_process_statistics_keep_their_warm_up_and_attempts():
+    from dnnprof.contract import TimingAttempt
+
+    attempts = [TimingAttempt(runs=10, mean_ms=30.0, cv=0.9), TimingAttempt(runs=10, mean_ms=10.0, cv=0.01)]
+    p = process_latency(cell(3, [10.0] * 10, attempts=attempts))
+    assert p.process == 3 and p.runs == 10 and p.warmup_runs == 4 and p.attempts == attempts
+
+
+def write_proc(root, *, total: int, idle: int, steal: int, own: int, running: int, load: float) -> None:
+    (root / "self").mkdir(parents=True, exist_ok=True)
+    user = total - idle - steal
+    (root / "stat").write_text(
+        f"cpu  {user} 0 0 {idle} 0 0 0 {steal} 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\nprocs_running {running}\n"
+    )
+    fields = ["S"] + ["0"] * 10 + [str(own), "0"] + ["0"] * 30  # utime is the 14th field
+    (root / "self" / "stat").write_text("1234 (python) " + " ".join(fields) + "\n")
+    (root / "loadavg").write_text(f"{load} 0.5 0.4 3/200 1234\n")
+
+
+def test_host_load_over_a_timed_block(tmp_path):
+    """Over the block: 1000 jiffies in all, 200 idle, 100 stolen, 500 ours: the other processes
+    took the remaining 200, a fifth of the host."""
+    meter = HostLoadMeter(proc=tmp_path)
+    write_proc(tmp_path, total=10_000, idle=5_000, steal=1_000, own=2_000, running=1, load=0.2)
+    meter.start()
+    write_proc(tmp_path, total=11_000, idle=5_200, steal=1_100, own=2_500, running=3, load=1.5)
+    load = meter.stop()
+    assert load.others_cpu_share == pytest.approx(0.2)
+    assert load.steal_share == pytest.approx(0.1)
+    assert load.procs_running == 3 and load.loadavg_1m == pytest.approx(1.5)
+
+
+def test_host_load_on_this_machine_is_read():
+    meter = HostLoadMeter()
+    meter.start()
+    torch.randn(256, 256) @ torch.randn(256, 256)
+    load = meter.stop()
+    assert load.loadavg_1m is not None and load.procs_running is not None and load.procs_running >= 1
+
+
+def test_measuring_threads_leave_a_core_for_the_service_where_there_are_cores_to_spare(monkeypatch):
+    import workers.engine.host as host
+
+    monkeypatch.setattr(host, "usable_cpus", lambda: [0, 1])
+    assert choose_threads({}) == (
+        2,
+        "all 2 usable cores (one left idle would cost a third or more of the host)",
+    )
+    monkeypatch.setattr(host, "usable_cpus", lambda: list(range(8)))
+    threads, why = choose_threads({})
+    assert threads == 7 and "less one" in why
+    assert choose_threads({"DNNPROF_CPU_THREADS": "3"})[0] == 3
+    with pytest.raises(ValueError, match="DNNPROF_CPU_THREADS"):
+        choose_threads({"DNNPROF_CPU_THREADS": "many"})
