@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean browser
+.PHONY: serve test lint bench clean browser gpu-check gpu-check-dry
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.fidelity
+
+# On a lent GPU machine (no venv there: its torch, plus the wheels bench/gpu_wheels.sh put in .whl/).
+gpu-check:
+	bench/gpu_check.sh
+
+# The same steps on this CPU, shrunk: run before spending device time.
+gpu-check-dry: $(STAMP)
+	bench/gpu_check.sh --dry-run
 
 clean:
 	rm -rf $(VENV) var

@@ -30,21 +30,22 @@ import torch
 from scipy import stats
 
 from bench.child import EngineOutput
-from bench.common import REFERENCE, ROOT, assemble, environment, stamp, write
+from bench.common import ROOT, assemble, environment, stamp, write
 from dnnprof.analysis import least_squares
 from dnnprof.catalogue import Catalogue
 from dnnprof.contract import DEFAULT_BATCH_SIZES, ProfileSettings
 from dnnprof.paper import PAPER_MODELS
 
 MB = 1e6
+PAPER_TABLE1 = ROOT / "dnnprof" / "data" / "bianco2018_table1_latency_ms.csv"
 #: Below this many cores, building the next model beside the measuring one disturbs its timing.
 MIN_CORES_TO_OVERLAP = 8
 
 
 def paper_latency(device: str = "titan_xp") -> dict[int, dict[str, float]]:
-    """Table 1 of the paper: batch size -> paper name -> ms per image."""
+    """Table 1 of the paper (the copy that ships in the package): batch size -> paper name -> ms."""
     out: dict[int, dict[str, float]] = {}
-    with open(REFERENCE / "bianco2018_table1_latency_ms.csv", newline="") as fh:
+    with open(PAPER_TABLE1, newline="") as fh:
         for row in csv.DictReader(fh):
             if row["device"] == device:
                 out.setdefault(int(row["batch_size"]), {})[row["model"]] = float(row["ms_per_image"])
@@ -54,12 +55,12 @@ def paper_latency(device: str = "titan_xp") -> dict[int, dict[str, float]]:
 class Staged:
     """One model's fresh process, started ahead (host work) and released onto the device."""
 
-    def __init__(self, paper_name: str, info, settings, staged: bool, log_dir: Path) -> None:
+    def __init__(self, paper_name: str, info, settings, staged: bool, log_dir: Path, config: dict) -> None:
         self.paper_name = paper_name
         self.info = info
         self.settings = settings
         self.log = open(log_dir / f"{info.architecture}.log", "wb")  # noqa: SIM115 - closed in finish()
-        request = msgspec.json.encode({"model": info, "settings": settings}).decode()
+        request = msgspec.json.encode({"model": info, "settings": settings, "config": config}).decode()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.child", "staged" if staged else "engine", request],
             cwd=ROOT,
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", action="store_true", help="prepare the next model while measuring")
     parser.add_argument("--deadline-s", type=float, default=0, help="start no model after this (0: none)")
     parser.add_argument("--model-timeout-s", type=float, default=600)
+    parser.add_argument(
+        "--no-energy", action="store_true", help="no energy figures (their 1 s windows cost time per cell)"
+    )
     parser.add_argument("--out", default=None, help="also write sweep.json and sweep.md here")
     args = parser.parse_args(argv)
     if args.overlap and (os.cpu_count() or 1) < MIN_CORES_TO_OVERLAP:
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         plans.append((paper_name, info, settings))
 
+    config = {"measure_energy": False} if args.no_energy else {}
     rows, started = [], time.perf_counter()
     log_dir = Path(tempfile.mkdtemp(prefix="dnnprof-sweep-"))
     stamp(f"sweep: {len(plans)} models x batch sizes {batch_sizes} on {args.device} (logs in {log_dir})")
@@ -143,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.deadline_s and time.perf_counter() - started > args.deadline_s:
             stamp(f"deadline of {args.deadline_s:.0f} s reached: {len(plans) - index} models not started")
             break
-        current = upcoming or Staged(paper_name, info, settings, args.overlap, log_dir)
+        current = upcoming or Staged(paper_name, info, settings, args.overlap, log_dir, config)
         upcoming = None
         current.go()
         if args.overlap and index + 1 < len(plans):
-            upcoming = Staged(*plans[index + 1], True, log_dir)
+            upcoming = Staged(*plans[index + 1], True, log_dir, config)
         try:
             output = current.finish(args.model_timeout_s)
         except Exception as exc:  # noqa: BLE001 - a sweep reports a model it cannot run and goes on

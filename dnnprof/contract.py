@@ -59,6 +59,7 @@ ACCEPTED_VALUES: dict[str, str] = {
     "accuracy": "true or false (top-1/top-5 on the worker's ImageNet validation set, pretrained weights)",
     "accuracy_images": f"an integer in 1..{MAX_ACCURACY_IMAGES} (a quick estimate on that many images)",
     "force": "true or false",
+    "reparameterize": "true or false (the fused form deployed for inference, where the model has one)",
 }
 
 
@@ -76,6 +77,9 @@ class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     accuracy: bool = False
     accuracy_images: Annotated[int, Meta(ge=1, le=MAX_ACCURACY_IMAGES)] | None = None
     force: bool = False
+    #: Re-parameterisable models (RepVGG, MobileOne, FastViT, ...) are deployed fused: profile that
+    #: form unless this is false.
+    reparameterize: bool = True
 
 
 class ProfileSettings(Struct, kw_only=True, frozen=True):
@@ -95,6 +99,9 @@ class ProfileSettings(Struct, kw_only=True, frozen=True):
     accuracy_images: int | None = None
     #: Fresh measuring processes. 1 for profiles stored before repeats existed (one process each).
     repeats: int = 1
+    #: Measured in the fused (deployed) form. True only for models that have one; false for
+    #: profiles stored before this existed (they were measured as built).
+    reparameterize: bool = False
 
     def dedupe_key(self) -> str:
         return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:32]
@@ -140,6 +147,11 @@ class ModelInfo(Struct, kw_only=True):
     default_tag: str | None = None
     #: timm tags fed differently from the default one; a resolved ``arch.tag`` has them applied.
     tag_configs: dict[str, TagConfig] = {}
+    #: Has modules that timm fuses for inference (``timm.utils.reparameterize_model``).
+    reparameterizable: bool = False
+    #: Why this model cannot be profiled here (found by ``bench/catalogue_sweep.py``); requests
+    #: for it are refused with this reason instead of failing minutes later.
+    unavailable: str | None = None
 
     def for_tag(self, tag: str) -> ModelInfo:
         """This entry as the pretrained tag ``tag`` feeds it: its input size, crop, normalisation,
@@ -325,6 +337,9 @@ class ProfileResult(Struct, kw_only=True):
     complete: bool = True
     #: The whole job: every fresh interpreter's start, model builds, FLOPs, warm-ups and timing.
     job_wall_s: float | None = None
+    #: Which form of the model was measured: "deployed" (re-parameterised, as it is deployed for
+    #: inference) or "as built" (the training form, or a model that has no other).
+    form: str = "as built"
 
 
 # -- what one measuring process reports, cell by cell (the job assembles them) ------------------
@@ -351,6 +366,7 @@ class ProcessStatic(Struct, kw_only=True):
     timing_method: str
     weights: str = "random"
     memory_floor_bytes: int | None = None
+    form: str = "as built"
 
 
 class ProcessCell(Struct, kw_only=True):

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from tests.helpers import Service, start_service
+from tests.helpers import ROOT, Service, start_service
+
+UNBUILDABLE = ROOT / "tests" / "data" / "catalogue_failures.json"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,7 +28,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def service(tmp_path_factory) -> Service:
     """The whole service as `dnnprof serve` runs it: embedded Redis, a CPU worker, the API."""
-    svc = start_service(tmp_path_factory.mktemp("dnnprof-data"))
+    svc = start_service(
+        tmp_path_factory.mktemp("dnnprof-data"),
+        # As the catalogue sweep writes it: a model this host cannot build is refused at request time.
+        env={"DNNPROF_CATALOGUE_FAILURES": str(UNBUILDABLE)},
+    )
     yield svc
     svc.stop()
     if os.environ.get("DNNPROF_TEST_SHOW_LOG"):

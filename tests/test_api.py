@@ -115,6 +115,8 @@ def test_unknown_model_is_404_with_close_matches(client):
         ({"model": "resnet18", "weights_url": "http://x/y.pth"}, "weights_url", "fields:"),
         ({"batch_sizes": [1]}, "model", "catalogue name"),
         ({"model": "vit_base_patch16_224.augreg_in21k", "accuracy": True}, "accuracy", "ImageNet"),
+        # The catalogue sweep found it cannot be built here: refused now, not failed minutes later.
+        ({"model": "timm:test_vit"}, "model", "catalogue name"),
     ],
 )
 def test_bad_fields_are_422_naming_the_field_and_what_is_accepted(client, body, field, accepted_fragment):
@@ -123,9 +125,29 @@ def test_bad_fields_are_422_naming_the_field_and_what_is_accepted(client, body, 
     assert response.status_code == 422, response.text
     errors = response.json()["errors"]
     assert errors and errors[0]["field"].startswith(field)
+    if body.get("model") == "timm:test_vit":
+        assert "a kernel this host lacks" in errors[0]["message"]
     assert accepted_fragment in errors[0]["accepted"]
     assert field in response.json()["detail"]
     assert len(client.get("/v1/profiles", params={"limit": 1000}).json()) == before  # nothing queued
+
+
+def test_the_deployed_form_is_the_default_and_keys_apart_only_models_that_have_one(client):
+    """No jetson worker here: the jobs stay queued, which is all this needs (their settings)."""
+
+    def post(model: str, **fields) -> dict:
+        body = {"model": model, "device": "jetson", "batch_sizes": [1], **fields}
+        return client.post("/v1/profiles", json=body).json()
+
+    fused = post("timm:repvgg_a0")
+    unfused = post("timm:repvgg_a0", reparameterize=False)
+    assert fused["profile"]["settings"]["reparameterize"] is True
+    assert unfused["created"] and unfused["profile"]["settings"]["reparameterize"] is False
+    plain = post("resnet18")
+    same = post("resnet18", reparameterize=False)  # no fused form: the same job either way
+    assert plain["profile"]["settings"]["reparameterize"] is False and same["id"] == plain["id"]
+    for job in (fused, unfused, plain):
+        client.delete(f"/v1/profiles/{job['id']}")
 
 
 def test_malformed_json_is_a_4xx(client):

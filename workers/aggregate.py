@@ -231,4 +231,5 @@ def assemble(
         processes=processes,
         complete=complete,
         job_wall_s=job_wall_s,
+        form=static.form,
     )

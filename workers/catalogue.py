@@ -7,8 +7,12 @@ version already matches the installed packages.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import dnnprof
 from dnnprof.config import Settings, require_redis_url
@@ -17,7 +21,7 @@ from dnnprof.paper import PAPER_MODELS
 from dnnprof.store import ProfileStore
 
 #: Bump when what an entry holds changes, so workers republish a catalogue of the same packages.
-CATALOGUE_FORMAT = 2  # 2: timm's default tag and per-tag configs
+CATALOGUE_FORMAT = 4  # 2: timm's default tag and per-tag configs; 3: reparameterizable; 4: unavailable
 
 
 def catalogue_version() -> str:
@@ -27,6 +31,9 @@ def catalogue_version() -> str:
             parts.append(f"{dist}{metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             parts.append(f"{dist}-none")
+    failures = known_failures_path()
+    if failures.exists():
+        parts.append("failures" + hashlib.sha256(failures.read_bytes()).hexdigest()[:8])
     return "-".join(parts)
 
 
@@ -76,10 +83,37 @@ def _timm_feeding(cfg) -> dict:
     }
 
 
+#: What timm calls on a module to fuse it for inference (``timm.utils.reparameterize_model``).
+REPARAMETERIZE_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
+
+
+def _reparameterizable_timm_modules() -> set[str]:
+    """timm model modules (files) defining a module class that fuses for inference."""
+    import importlib
+    import inspect
+
+    import timm
+    from torch import nn
+
+    out = set()
+    for name in timm.list_modules():
+        module = importlib.import_module(f"timm.models.{name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (
+                cls.__module__ == module.__name__
+                and issubclass(cls, nn.Module)
+                and any(hasattr(cls, m) for m in REPARAMETERIZE_METHODS)
+            ):
+                out.add(name)
+                break
+    return out
+
+
 def _timm_entries() -> list[ModelInfo]:
     import timm
     from timm.models import get_pretrained_cfg
 
+    fusing = {a for module in _reparameterizable_timm_modules() for a in timm.list_models(module=module)}
     tags: dict[str, list[str]] = {}
     for full in timm.list_pretrained():
         arch, _, tag = full.partition(".")
@@ -107,6 +141,7 @@ def _timm_entries() -> list[ModelInfo]:
                 architecture=arch,
                 pretrained_tags=tags.get(arch, []),
                 tag_configs=tag_configs,
+                reparameterizable=arch in fusing,
                 **kwargs,
             )
         )
@@ -137,8 +172,26 @@ def _zoo_entries() -> list[ModelInfo]:
     ]
 
 
+#: Models the catalogue sweep found that cannot be built or run (``bench/catalogue_sweep.py
+#: --write-failures``): name -> reason.
+KNOWN_FAILURES = Path(__file__).parent / "data" / "catalogue_failures.json"
+
+
+def known_failures_path() -> Path:
+    """The sweep's file, or ``DNNPROF_CATALOGUE_FAILURES`` (a host that knows its own)."""
+    return Path(os.environ.get("DNNPROF_CATALOGUE_FAILURES") or KNOWN_FAILURES)
+
+
+def known_failures() -> dict[str, str]:
+    path = known_failures_path()
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def build_catalogue() -> list[ModelInfo]:
     entries = {e.name: e for e in (*_torchvision_entries(), *_timm_entries(), *_zoo_entries())}
+    for name, reason in known_failures().items():
+        if name in entries:
+            entries[name].unavailable = f"cannot be profiled with this worker's packages: {reason}"
     for paper_name, (qualified, input_size) in PAPER_MODELS.items():
         entry = entries.get(qualified)
         if entry is not None:

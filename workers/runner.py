@@ -157,7 +157,8 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
     skip = {bs for (p, bs) in stored.cells if p == process}
     skip |= {c.batch_size for c in stored.cells.values() if c.status != "ok"}
     flops = next(iter(stored.statics.values())).flops if stored.statics else None
-    cache_key = (s.model, s.input_size, COUNTING_VERSION)
+    form = ":deployed" if s.reparameterize else ""
+    cache_key = (s.model + form, s.input_size, COUNTING_VERSION)
     if flops is None:
         with contextlib.suppress(Exception):
             flops = store.cached_flops(*cache_key)

@@ -71,6 +71,11 @@ class ProfileController(Controller):
         self, data: JSONBody[ProfileRequest], services: NamedDependency[Services]
     ) -> Response[ProfileAccepted]:
         resolved = services.resolve(data.model)
+        if resolved.info.unavailable:
+            raise ValidationException(
+                detail=f"{resolved.qualified} cannot be profiled",
+                extra=[{"key": "model", "source": "body", "message": resolved.info.unavailable}],
+            )
         if data.accuracy and resolved.info.num_classes != IMAGENET_CLASSES:
             raise ValidationException(
                 detail="accuracy is measured on ImageNet-1k",
@@ -110,6 +115,8 @@ class ProfileController(Controller):
             channels_last=data.channels_last,
             accuracy=data.accuracy,
             accuracy_images=data.accuracy_images if data.accuracy else None,
+            # Only models that have a fused form differ by it (and only they key apart by it).
+            reparameterize=data.reparameterize and resolved.info.reparameterizable,
         )
         record = ProfileRecord(
             id=uuid.uuid4().hex,

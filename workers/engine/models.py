@@ -116,3 +116,14 @@ def parameter_file_bytes(model: nn.Module) -> int:
     sink = _CountingSink()
     torch.save(model.state_dict(), sink)
     return sink.size
+
+
+def deployed_form(model: nn.Module) -> tuple[nn.Module, int]:
+    """The model as it is deployed for inference: timm's re-parameterisation (RepVGG branches
+    merged, conv and batch norm fused, ...). Returns the model and how many modules changed."""
+    from timm.utils.model import reparameterize_model
+
+    before = sum(1 for _ in model.modules())
+    fused = reparameterize_model(model, inplace=True)
+    changed = before - sum(1 for _ in fused.modules())
+    return fused.eval(), changed

@@ -41,7 +41,7 @@ from workers.engine.accuracy import (
     evenly_spaced,
     open_val_set,
 )
-from workers.engine.energy import MIN_WINDOW_S, EnergyMeter, energy_meter
+from workers.engine.energy import MIN_WINDOW_S, NO_METER, EnergyMeter, energy_meter
 from workers.engine.fingerprint import fingerprint
 from workers.engine.flops import count_model_flops
 from workers.engine.host import HostLoadMeter, choose_threads
@@ -53,7 +53,7 @@ from workers.engine.memory import (
     probe_for,
     release,
 )
-from workers.engine.models import build_model, count_params, parameter_file_bytes
+from workers.engine.models import build_model, count_params, deployed_form, parameter_file_bytes
 from workers.engine.timing import Timer, WarmupPolicy, timer_for, warm_up
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
@@ -73,6 +73,8 @@ class ScenarioConfig:
     noisy_cv: float = aggregate.NOISY_CV
     #: Blocks of timed runs for one batch size while their spread stays over ``noisy_cv``.
     max_attempts: int = 3
+    #: Energy per image where the device has a meter (its windows last at least a second).
+    measure_energy: bool = True
     pretrained: bool = False
     imagenet_val: Path | None = None
     imagenet_labels: Path | None = None
@@ -213,6 +215,10 @@ def measure_process(
     if model is None:
         model = _load(info, pretrained, tag, settings.input_size)
     model.eval()
+    form = "as built"
+    if settings.reparameterize:
+        model, _ = deployed_form(model)
+        form = "deployed"
     params = count_params(model)
     file_bytes_fp32 = parameter_file_bytes(model.float())
     size = settings.input_size
@@ -251,6 +257,7 @@ def measure_process(
             timing_method=timer.method,
             weights="pretrained" if pretrained else "random",
             memory_floor_bytes=floor,
+            form=form,
         )
     )
 
@@ -258,7 +265,11 @@ def measure_process(
     with (
         torch.inference_mode(),
         autocast_for(settings.precision, device),
-        energy_meter(config.device_class, getattr(probe, "handle", None)) as energy,
+        (
+            energy_meter(config.device_class, getattr(probe, "handle", None))
+            if config.measure_energy
+            else contextlib.nullcontext(NO_METER)
+        ) as energy,
     ):
         cell.energy = energy
         for done, batch_size in enumerate(measuring):
