@@ -37,6 +37,8 @@ class Settings:
     rate_limit_per_minute: int = 1200
     worker_metrics_port: int = 9808
     weights_dir: Path | None = None
+    #: Load pretrained weights from the cache only, never from the network (air-gapped labs).
+    weights_offline: bool = False
     imagenet_val: Path | None = None
 
     @property
@@ -66,6 +68,7 @@ class Settings:
             worker_metrics_port=_env_int("DNNPROF_WORKER_METRICS_PORT", 9808),
             weights_dir=Path(env("DNNPROF_WEIGHTS_DIR")) if env("DNNPROF_WEIGHTS_DIR") else None,
             imagenet_val=Path(env("DNNPROF_IMAGENET_VAL")) if env("DNNPROF_IMAGENET_VAL") else None,
+            weights_offline=(env("DNNPROF_WEIGHTS_OFFLINE") or "").lower() in ("1", "true", "yes"),
         )
 
 

@@ -12,6 +12,9 @@ import matplotlib.pyplot as plt
 
 from dnnprof import analysis
 
+# Text stays text in SVG (searchable, selectable, read by screen readers), not glyph outlines.
+plt.rcParams["svg.fonttype"] = "none"
+
 COLOURS = {"cuda": "tab:green", "jetson": "tab:orange", "cpu": "tab:blue"}
 
 
@@ -107,6 +110,8 @@ def memory(ax, rows: Sequence[analysis.ModelRow], batch_size: int) -> None:
         [c.memory_mb for _, c in pts],
         c=[COLOURS.get(r.device, "grey") for r, _ in pts],
     )
+    for r, c in pts:
+        ax.annotate(_label(r), (r.param_file_mb, c.memory_mb), fontsize=7)
     for fit in analysis.memory_fits([r for r, _ in pts]):
         if fit.batch_size != batch_size:
             continue

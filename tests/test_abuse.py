@@ -3,6 +3,7 @@ nothing queued by bad input, one job per distinct request; API keys and rate lim
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import redis
 
 from dnnprof.queue import make_celery
-from tests.helpers import ROOT, start_service
+from tests.helpers import ROOT, start_service, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,11 +79,46 @@ def test_concurrent_duplicate_posts_make_one_job_per_distinct_request(service, c
         assert client.delete(f"/v1/profiles/{profile_id}").json()["outcome"] == "cancelled"
 
 
-def test_only_json_crosses_the_broker_and_the_store():
+def test_only_json_crosses_the_broker_and_the_store(service, client):
+    """No pickle anywhere: Celery is configured for JSON, and every value in the real store after
+    a profile (records, parts, dedupe and catalogue entries, queued task messages) parses as JSON
+    or is a plain id, count or flag."""
     from dnnprof.config import Settings
 
     conf = make_celery(Settings(redis_url="redis://127.0.0.1:1/0")).conf
     assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
+    assert conf.result_serializer == "json"
+
+    body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1, "force": True}
+    done = wait_for(client, client.post("/v1/profiles", json=body).json()["id"])
+    assert done["status"] == "succeeded"
+    queued = client.post(
+        "/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]}
+    ).json()
+    url = re.search(r"embedded Redis at (\S+)", service.log()).group(1)
+    store = redis.Redis.from_url(url)
+    values: list[bytes] = []
+    for key in store.scan_iter(count=1000):
+        kind = store.type(key).decode()
+        if kind == "string":
+            values.append(store.get(key))
+        elif kind == "hash":
+            values += store.hvals(key)
+        elif kind == "list":
+            values += store.lrange(key, 0, -1)
+        elif kind in ("set", "zset"):
+            values += store.smembers(key) if kind == "set" else store.zrange(key, 0, -1)
+    assert len(values) > 10
+    # ids, counters, flags, queue names, kombu's bindings (queue names joined by \x06\x16)
+    plain = re.compile(rb"^[A-Za-z0-9_.:@\-\x06\x16]*$")
+    for value in values:
+        if plain.match(value):
+            continue
+        json.loads(value)  # raises on anything that is not JSON (a pickle, say)
+    # The queued task's message is JSON inside, its body JSON-serialised task arguments.
+    messages = [json.loads(m) for m in store.lrange("dnnprof.jetson", 0, -1)]
+    assert messages and all(m["content-type"] == "application/json" for m in messages)
+    client.delete(f"/v1/profiles/{queued['id']}")
 
 
 @pytest.fixture(scope="module")

@@ -180,6 +180,8 @@ def test_accuracy_without_a_dataset_fails_before_loading_weights():
 
 
 def test_pretrained_weights_that_cannot_be_fetched_give_a_clear_reason(monkeypatch, tmp_path):
+    """Deterministic whatever the network: the cache is empty and downloads are off, so the loader
+    refuses (on a machine with a route to the weights host this used to download them)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
     imagenet_like = tmp_path / "val"  # labels up to 999: ImageNet-1k's classes, as the head has
     imagenet_like.mkdir()
@@ -198,8 +200,11 @@ def test_pretrained_weights_that_cannot_be_fetched_give_a_clear_reason(monkeypat
     )
     with pytest.raises(
         AccuracyUnavailableError, match="could not load the pretrained weights of tv:squeezenet1_1"
-    ):
-        run_profile(info, settings, ScenarioConfig(device_class="cpu", imagenet_val=imagenet_like))
+    ) as refused:
+        config = ScenarioConfig(device_class="cpu", imagenet_val=imagenet_like, weights_offline=True)
+        run_profile(info, settings, config)
+    assert "downloads are off (DNNPROF_WEIGHTS_OFFLINE)" in str(refused.value)
+    assert "squeezenet1_1-b8a52dc0.pth" in str(refused.value)
 
 
 def sample_image() -> Image.Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import numpy
 import pytest
 
 from tests.helpers import wait_for
@@ -150,9 +151,9 @@ def test_the_deployed_form_is_the_default_and_keys_apart_only_models_that_have_o
         client.delete(f"/v1/profiles/{job['id']}")
 
 
-def test_malformed_json_is_a_4xx(client):
+def test_malformed_json_is_a_400(client):
     response = client.post("/v1/profiles", content=b"{not json", headers={"content-type": "application/json"})
-    assert 400 <= response.status_code < 500
+    assert response.status_code == 400, response.text
 
 
 def test_models_catalogue_search_and_paper_names(client):
@@ -169,7 +170,9 @@ def test_models_catalogue_search_and_paper_names(client):
     assert client.get("/v1/models/resnet50").json()["source"] == "tv"  # torchvision first
     assert client.get("/v1/models/no-such-net").status_code == 404
     shufflenet = client.get("/v1/models/ShuffleNet").json()
-    assert shufflenet["params"] == 1_865_728 and shufflenet["params_source"] == "dnnprof-metadata"
+    # Megvii's reference implementation (ShuffleNet-Series, ShuffleNetV1 README): 1.0x, group=3,
+    # "1.9M" parameters, as published (rounded to 0.1 M).
+    assert round(shufflenet["params"] / 1e6, 1) == 1.9 and shufflenet["params_source"] == "dnnprof-metadata"
     resnet = client.get("/v1/models/resnet18").json()
     assert (resnet["params"], resnet["params_source"]) == (11_689_512, "tv-metadata")
     assert resnet["published_top1"] == 69.758 and resnet["crop_pct"] == 0.875 and resnet["mean"]
@@ -194,7 +197,7 @@ def test_job_for_a_class_without_workers_is_accepted_with_a_warning_and_cancella
     client.delete(f"/v1/profiles/{again.json()['id']}")
 
 
-def wait_for_cells(client, profile_id: str, cells: int, timeout: float = 300.0) -> dict:
+def wait_for_cells(client, profile_id: str, cells: int, timeout: float = 900.0) -> dict:
     """Until the job has stored ``cells`` finished batch sizes (its progress counts them)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -256,10 +259,10 @@ def test_oversized_body_is_rejected(client):
 
 def test_progress_is_reported_while_running(client):
     job = client.post(
-        "/v1/profiles", json={"model": "resnet34", "batch_sizes": [1, 4, 8], "runs": 20, "repeats": 2}
+        "/v1/profiles", json={"model": "resnet18", "batch_sizes": [1, 4, 8], "runs": 10, "repeats": 2}
     ).json()
     seen: set = set()
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900  # a ceiling for a busy machine, not a budget
     while time.monotonic() < deadline:
         body = client.get(f"/v1/profiles/{job['id']}").json()
         progress = body["progress"]
@@ -395,10 +398,47 @@ def test_analysis_endpoints_and_exports_over_real_profiles(client):
         "/v1/analysis/table3", params={"device": "cpu", "max_memory_mb": [100000], "min_fps": [0.01]}
     )
     assert t3.status_code == 200 and t3.json()[0]["cells"][0]["model"] is not None
-    assert client.get("/v1/analysis/density").json()
-    assert client.get("/v1/analysis/throughput", params={"device": "cpu"}).json()[0]["points"]
-    assert client.get("/v1/analysis/memory-fits").status_code == 200
-    assert client.get("/v1/analysis/compare", params={"a": "cuda", "b": "cpu"}).json() == []
+
+    # The analyses against values computed here from the stored profiles they summarise.
+    other = client.post(
+        "/v1/profiles", json={"model": "mobilenet_v3_small", "batch_sizes": [1, 2], "runs": 2, "repeats": 1}
+    ).json()
+    assert wait_for(client, other["id"])["status"] == "succeeded"
+    rows = {r["model"]: r for r in client.get("/v1/analysis/models", params={"device": "cpu"}).json()}
+    stored = {m: client.get(f"/v1/profiles/{r['profile_id']}").json()["result"] for m, r in rows.items()}
+    density = {d["model"]: d for d in client.get("/v1/analysis/density", params={"device": "cpu"}).json()}
+    for model, row in rows.items():
+        if row["top1"] is None:
+            continue
+        assert density[model]["top1_per_mparam"] == pytest.approx(
+            row["top1"] / (stored[model]["params"] / 1e6)
+        )
+    throughput = client.get("/v1/analysis/throughput", params={"device": "cpu", "batch_size": 2}).json()[0]
+    points = {p["model"]: p["images_per_s"] for p in throughput["points"]}
+    for model in ("tv:squeezenet1_0", "tv:mobilenet_v3_small"):
+        cell = next(b for b in stored[model]["batches"] if b["batch_size"] == 2)
+        assert points[model] == pytest.approx(cell["latency"]["images_per_s"])
+    assert (
+        throughput["intercept"]
+        >= max(p["top1"] - throughput["slope"] * p["images_per_s"] for p in throughput["points"]) - 1e-9
+    )
+    fit = next(
+        f
+        for f in client.get("/v1/analysis/memory-fits", params={"device": "cpu"}).json()
+        if f["batch_size"] == 1
+    )
+    xs, ys = [], []
+    for result in stored.values():
+        cell = next((b for b in result["batches"] if b["batch_size"] == 1), None)
+        if cell and cell["memory"] and cell["memory"]["total_bytes"]:
+            xs.append(result["param_file_bytes_fp32"] / 1e6)
+            ys.append(cell["memory"]["total_bytes"] / 1e6)
+    slope, intercept = numpy.polyfit(xs, ys, 1)
+    assert (fit["slope"], fit["intercept_mb"], fit["models"]) == (
+        pytest.approx(slope),
+        pytest.approx(intercept),
+        len(xs),
+    )
     assert client.get("/v1/analysis/table3", params={"batch_size": 0}).status_code == 422
 
     exported = client.get("/v1/export.json").json()

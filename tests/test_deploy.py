@@ -119,8 +119,31 @@ def test_grafana_dashboard_is_provisioned_with_a_fixed_uid_and_only_exported_met
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
-@pytest.mark.parametrize("job", ["dnnprof-api", "dnnprof-workers"])
-def test_prometheus_scrapes_the_api_and_the_workers(job):
+def listening_port(service: dict) -> int:
+    """The port a compose service's dnnprof process listens on: the API's DNNPROF_PORT, a
+    worker's DNNPROF_WORKER_METRICS_PORT, each with the default the code itself applies."""
+    from dnnprof.config import Settings
+
+    env = service.get("environment") or {}
+    defaults = Settings()
+    if service["build"]["target"] == "api":
+        return int(env.get("DNNPROF_PORT", defaults.port))
+    return int(env.get("DNNPROF_WORKER_METRICS_PORT", defaults.worker_metrics_port))
+
+
+@pytest.mark.parametrize(("job", "target"), [("dnnprof-api", "api"), ("dnnprof-workers", "worker")])
+def test_prometheus_scrapes_the_api_and_the_workers_on_the_ports_they_listen_on(job, target):
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert jobs[job]["static_configs"][0]["targets"]
+    services = compose_config("compose.yml")["services"]
+    targets = [t for c in jobs[job]["static_configs"] for t in c["targets"]]
+    assert targets
+    for address in targets:
+        host, _, port = address.partition(":")
+        assert host in services, f"{address}: no such compose service"
+        service = services[host]
+        assert service["build"]["target"] == target, f"{address} is a {service['build']['target']}"
+        assert int(port) == listening_port(service), f"{address}: {host} listens on {listening_port(service)}"
+    # The image's own healthcheck probes the same port.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"127.0.0.1:{listening_port(services[targets[0].partition(':')[0]])}/" in dockerfile

@@ -57,7 +57,8 @@ def test_a_model_that_hangs_fails_at_the_time_limit_and_the_worker_takes_the_nex
         hang = client.post("/v1/profiles", json=body).json()
         done = wait_for(client, hang["id"], timeout=240)
         assert done["status"] == "failed" and "time limit of 60 s" in done["error"]
-        assert done["finished_at"] - done["started_at"] < 120  # stopped at the soft limit, not later
+        # Stopped at the soft limit (plus the time to stop the measuring process), not at the hard one.
+        assert 60 <= done["finished_at"] - done["started_at"] < 100
         nxt = client.post(
             "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
         ).json()
@@ -242,7 +243,9 @@ def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_j
             spans = sorted((d["started_at"], d["finished_at"]) for d in done)
             for (_, end), (start, _) in itertools.pairwise(spans):
                 assert start >= end, f"two measurements overlapped on one device: {spans}"
-            assert len({d["worker"] for d in done}) >= 1
+            # Both workers took jobs (the one without the device retries its job until it is free).
+            workers_used = {d["worker"] for d in done}
+            assert None not in workers_used and len(workers_used) == 2, workers_used
 
             redis.Redis.from_url(url).shutdown(save=True)
             server.wait(timeout=20)

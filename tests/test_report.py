@@ -5,6 +5,7 @@ shows a model on hover, and its form profiles a model and shows it arriving."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -122,11 +123,21 @@ def test_report_profiles_a_model_from_its_form_and_shows_it(page, service, clien
     assert page.outside == []  # every asset from the service itself
 
 
-def test_figures_render_as_png_and_svg(client):
+def test_figures_render_as_png_and_svg_holding_the_stored_models(client):
+    body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
+    assert wait_for(client, client.post("/v1/profiles", json=body).json()["id"])["status"] == "succeeded"
+    rows = client.get("/v1/analysis/models", params={"device": "cpu"}).json()
+    labels = {r["paper_name"] or r["model"].split(":", 1)[1] for r in rows if r["top1"] is not None}
+    assert "SqueezeNet-v1.1" in labels
+    for figure in ("ball", "memory"):
+        svg = client.get(f"/v1/figures/{figure}.svg", params={"device": "cpu"})
+        assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+        drawn = set(re.findall(r"<text[^>]*>([^<]+)</text>", svg.text))
+        assert labels <= drawn, labels - drawn  # every stored model is labelled in the figure
+    empty = client.get("/v1/figures/ball.svg", params={"device": "cuda"}).text  # none stored on cuda
+    assert "no profiles with accuracy and FLOPs yet" in empty and "SqueezeNet-v1.1" not in empty
     png = client.get("/v1/figures/throughput.png", params={"device": "cpu"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
-    svg = client.get("/v1/figures/ball.svg")
-    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
-    assert b"<svg" in svg.content
+    assert png.content != client.get("/v1/figures/throughput.png", params={"device": "cuda"}).content
     assert client.get("/v1/figures/pie.png").status_code == 404

@@ -15,8 +15,9 @@ from workers.engine.fingerprint import jetson_power_mode, l4t_release
 from workers.telemetry import JetsonSysfs, PowerIntegrator, WorkerCollector, parse_tegrastats
 
 DATA = Path(__file__).parent / "data"
-ORIN = DATA / "jetson_orin_nano"
-NANO = DATA / "jetson_nano"
+ORIN = DATA / "jetson_orin_nano"  # JetPack 6 (L4T R36.4)
+AGX_JP5 = DATA / "jetson_agx_orin_jp5"  # JetPack 5 (L4T R35.4.1)
+NANO = DATA / "jetson_nano"  # JetPack 4 (L4T R32.7.1)
 
 
 def test_jetson_is_recognised_with_its_release_and_power_mode():
@@ -47,6 +48,36 @@ def test_nano_sysfs_iio_rails():
     assert sysfs.input_power_w() == 3.46
 
 
+def test_jetpack5_agx_orin_gpu_node_rails_without_an_input_rail_and_release():
+    """JetPack 5 names the GPU node after the GPU (17000000.ga10b, not bus@0/17000000.gpu) and the
+    AGX Orin's two monitors watch sub-rails only, with NC channels and the sum-of-shunts channel."""
+    assert l4t_release(AGX_JP5 / "etc/nv_tegra_release") == "R35.4.1"
+    assert is_jetson(AGX_JP5 / "missing", AGX_JP5 / "proc/device-tree/model")
+    sysfs = JetsonSysfs(AGX_JP5)
+    assert sysfs.gpu_load_ratio() == pytest.approx(0.312)
+    rails = sysfs.power_rails_w()
+    assert set(rails) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"}  # no NC, no sum
+    assert rails["VIN_SYS_5V0"] == pytest.approx(4.976 * 0.750)
+    assert sysfs.input_power_w() == pytest.approx(sum(rails.values()))  # no input rail: the sum
+    assert sysfs.temperatures_c()["gpu-thermal"] == 44.218
+
+
+def test_tegrastats_lines_of_each_jetpack_generation():
+    jp5 = parse_tegrastats((AGX_JP5 / "tegrastats.txt").read_text())
+    assert jp5["gpu_load_ratio"] == pytest.approx(0.31)  # "GR3D_FREQ 31%@[305,305]"
+    assert jp5["ram_bytes"] == (2448 * 2**20, 30589 * 2**20)
+    assert jp5["rails_w"] == {
+        "VDD_GPU_SOC": 2.797,
+        "VDD_CPU_CV": 0.799,
+        "VIN_SYS_5V0": 3.732,
+        "VDDQ_VDD2_1V8AO": 0.497,
+    }
+    assert jp5["temperatures_c"]["GPU"] == 44.218 and jp5["temperatures_c"]["CV0"] == -256.0
+    jp4 = parse_tegrastats((NANO / "tegrastats.txt").read_text())
+    assert jp4["rails_w"] == {"POM_5V_IN": 4.52, "POM_5V_GPU": 0.0, "POM_5V_CPU": 1.078}  # no unit: mW
+    assert jp4["ram_bytes"] == (1180 * 2**20, 3965 * 2**20) and jp4["gpu_load_ratio"] == 0.0
+
+
 def test_a_machine_without_those_interfaces_reports_nothing(tmp_path):
     sysfs = JetsonSysfs(tmp_path)
     assert sysfs.gpu_load_ratio() is None and sysfs.temperatures_c() == {}
@@ -61,14 +92,23 @@ def test_tegrastats_line():
     assert parsed["rails_w"] == {"VDD_IN": 5.682, "VDD_CPU_GPU_CV": 1.612, "VDD_SOC": 2.233}
 
 
+def test_power_integrator_integrates_readings_over_the_clock():
+    """Driven by an injected clock: the trapezoid rule over known readings, whatever the host's load."""
+    times, watts = iter([0.0, 0.1, 0.3, 0.6]), iter([5.0, 5.0, 7.0, None])
+    meter = PowerIntegrator(lambda: next(watts), clock=lambda: next(times))
+    for _ in range(4):
+        meter.sample()
+    assert meter.read() == pytest.approx(5.0 * 0.1 + (5.0 + 7.0) / 2 * 0.2)  # no reading: no area
+    assert (meter.first_t, meter.last_t) == (0.0, 0.6)
+
+
 def test_power_integrator_turns_the_input_rail_into_joules():
     sysfs = JetsonSysfs(ORIN)
     with PowerIntegrator(sysfs.input_power_w, period_s=0.01) as meter:
-        started = time.perf_counter()
-        time.sleep(0.3)
-        elapsed = time.perf_counter() - started
-    # Constant 5.68 W over the sampled span (which ends within one period of `elapsed`).
-    assert meter.read() == pytest.approx(5.68064 * elapsed, rel=0.15)
+        time.sleep(0.05)
+    # Constant 5.68 W over exactly the span it sampled, from entering to leaving.
+    assert meter.last_t > meter.first_t
+    assert meter.read() == pytest.approx(5.68064 * (meter.last_t - meter.first_t), rel=1e-9)
 
 
 def scrape(collector) -> dict:

@@ -170,6 +170,7 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
         device_class=s.device,
         memory_limit_mb=settings.memory_limit_mb,
         imagenet_val=settings.imagenet_val,
+        weights_offline=settings.weights_offline,
     )
     tag = s.model.partition(".")[2]  # "timm:resnet50.a1_in1k": pretrained tag
     plan = ProcessPlan(process=process, skip=frozenset(skip), flops=flops, accuracy=process == 0)

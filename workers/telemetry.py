@@ -33,9 +33,15 @@ def _read(path: Path) -> str | None:
 
 
 class JetsonSysfs:
+    #: The integrated GPU's load file (per mille), by generation: gpu.0 on JetPack 4 (Nano, TX1/2);
+    #: named after the GPU on JetPack 5 (17000000.ga10b on Orin, 17000000.gv11b on Xavier); under
+    #: bus@0 and named "gpu" on JetPack 6 (jetson-stats' jtop/core/gpu.py finds the same nodes).
     GPU_LOAD_GLOBS = (
         "sys/devices/gpu.0/load",
         "sys/devices/platform/gpu.0/load",
+        "sys/devices/platform/*.ga10b/load",
+        "sys/devices/platform/*.gv11b/load",
+        "sys/devices/platform/*.gp10b/load",
         "sys/devices/platform/*.gpu/load",
         "sys/devices/platform/bus@0/*.gpu/load",
     )
@@ -60,12 +66,15 @@ class JetsonSysfs:
         return out
 
     def power_rails_w(self) -> dict[str, float]:
-        """Instantaneous power per INA3221 rail, in watts."""
+        """Instantaneous power per INA3221 rail, in watts. Channels labelled ``NC`` (not connected,
+        AGX Orin's second monitor) and channel 7 (the driver's "sum of shunt voltages") are no rails."""
         rails: dict[str, float] = {}
         # JetPack 5/6: hwmon, in<N>_label / in<N>_input (mV) / curr<N>_input (mA)
         for hwmon in sorted(self.root.glob("sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*")):
             for label_file in sorted(hwmon.glob("in*_label")):
                 n = label_file.name[2:].split("_")[0]
+                if n == "7" or _read(label_file) == "NC":
+                    continue
                 label, mv, ma = (
                     _read(label_file),
                     _read(hwmon / f"in{n}_input"),
@@ -83,11 +92,13 @@ class JetsonSysfs:
         return rails
 
     def input_power_w(self) -> float | None:
+        """The module's input rail where it has one; else (AGX Orin, whose monitors watch its
+        sub-rails only) the sum of its rails, as jetson-stats totals them."""
         rails = self.power_rails_w()
         for name in INPUT_RAILS:
             if name in rails:
                 return rails[name]
-        return None
+        return sum(rails.values()) if rails else None
 
     def memory_bytes(self) -> tuple[int, int] | None:
         """(total, used) of the unified memory."""
@@ -105,7 +116,8 @@ class JetsonSysfs:
 _TEGRA_RAM = re.compile(r"RAM (\d+)/(\d+)MB")
 _TEGRA_GPU = re.compile(r"GR3D_FREQ (\d+)%")
 _TEGRA_TEMP = re.compile(r"(\w+)@(-?[\d.]+)C")
-_TEGRA_RAIL = re.compile(r"(\w+) (\d+)mW/(\d+)mW")
+#: "VDD_IN 5682mW/5682mW" (JetPack 5/6) or "POM_5V_IN 4520/4680" (JetPack 4: no unit, mW).
+_TEGRA_RAIL = re.compile(r"(\w+) (\d+)(?:mW)?/(\d+)(?:mW)?\b")
 
 
 def parse_tegrastats(line: str) -> dict:
@@ -118,36 +130,54 @@ def parse_tegrastats(line: str) -> dict:
     for name, value in _TEGRA_TEMP.findall(line):
         out["temperatures_c"][name] = float(value)
     for name, current, _avg in _TEGRA_RAIL.findall(line):
-        out["rails_w"][name] = int(current) / 1000.0
+        if name != "NC":  # an unconnected monitor channel
+            out["rails_w"][name] = int(current) / 1000.0
     return out
 
 
 class PowerIntegrator:
     """Integrates a power reading (W) over time in a background thread: cumulative joules, for
-    devices with a power sensor but no energy counter (Jetson's INA3221)."""
+    devices with a power sensor but no energy counter (Jetson's INA3221). The clock is injected
+    so the integration can be checked without depending on how fast a busy host runs the thread."""
 
-    def __init__(self, read_watts: Callable[[], float | None], period_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        read_watts: Callable[[], float | None],
+        period_s: float = 0.05,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.read_watts = read_watts
         self.period_s = period_s
+        self.clock = clock
         self.joules = 0.0
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+        self._last_w: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="power-integrator", daemon=True)
 
+    def sample(self) -> None:
+        """One reading, integrated with the previous one (trapezoid)."""
+        t, w = self.clock(), self.read_watts()
+        if self.last_t is not None and w is not None and self._last_w is not None:
+            self.joules += (w + self._last_w) / 2 * (t - self.last_t)
+        if self.first_t is None:
+            self.first_t = t
+        self.last_t, self._last_w = t, w
+
     def _run(self) -> None:
-        last_t, last_w = time.perf_counter(), self.read_watts()
         while not self._stop.wait(self.period_s):
-            t, w = time.perf_counter(), self.read_watts()
-            if w is not None and last_w is not None:
-                self.joules += (w + last_w) / 2 * (t - last_t)  # trapezoid
-            last_t, last_w = t, w
+            self.sample()
 
     def __enter__(self) -> PowerIntegrator:
+        self.sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self.sample()  # the span ends now, not at the thread's last period
 
     def read(self) -> float:
         return self.joules

@@ -4,6 +4,7 @@ sends can point the builder at a URL or a path."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -12,14 +13,53 @@ from torch import nn
 from dnnprof.contract import ModelInfo
 
 
+class WeightsNotCachedError(RuntimeError):
+    """Pretrained weights are not in the cache and downloads are off."""
+
+
+@contextlib.contextmanager
+def no_downloads() -> Iterator[None]:
+    """Pretrained weights from the cache only: torch.hub (torchvision, timm's URL weights, the
+    zoo) refuses to download, and the Hugging Face hub runs offline. Whatever the network."""
+    import torch.hub
+
+    def refuse(url: str, dst: str, *args, **kwargs) -> None:
+        raise WeightsNotCachedError(
+            f"{url} is not in the weights cache ({torch.hub.get_dir()}) and downloads are off "
+            "(DNNPROF_WEIGHTS_OFFLINE): put the file there first"
+        )
+
+    original = torch.hub.download_url_to_file
+    offline = os.environ.get("HF_HUB_OFFLINE")
+    torch.hub.download_url_to_file = refuse
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        torch.hub.download_url_to_file = original
+        if offline is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = offline
+
+
 def build_model(
-    info: ModelInfo, *, pretrained: bool = False, tag: str | None = None, input_size: int | None = None
+    info: ModelInfo,
+    *,
+    pretrained: bool = False,
+    tag: str | None = None,
+    input_size: int | None = None,
+    offline: bool = False,
 ) -> nn.Module:
     """An eval-mode fp32 model on the CPU, with random weights unless ``pretrained``.
 
     ``input_size`` (default: the entry's own) matters to models built for one input size, whose
     position embeddings are sized by it (ViTs): they are built for the size they will be fed.
+    ``offline``: pretrained weights from the cache only (:func:`no_downloads`).
     """
+    if pretrained and offline:
+        with no_downloads():
+            return build_model(info, pretrained=True, tag=tag, input_size=input_size)
     size = input_size or info.input_size
     if info.source == "tv":
         import torchvision

@@ -76,6 +76,8 @@ class ScenarioConfig:
     #: Energy per image where the device has a meter (its windows last at least a second).
     measure_energy: bool = True
     pretrained: bool = False
+    #: Pretrained weights from the cache only, never downloaded (DNNPROF_WEIGHTS_OFFLINE).
+    weights_offline: bool = False
     imagenet_val: Path | None = None
     imagenet_labels: Path | None = None
     loader_workers: int = 2
@@ -213,7 +215,7 @@ def measure_process(
         )
         check_head(info, val_set)
     if model is None:
-        model = _load(info, pretrained, tag, settings.input_size)
+        model = _load(info, pretrained, tag, settings.input_size, config.weights_offline)
     model.eval()
     form = "as built"
     if settings.reparameterize:
@@ -298,11 +300,11 @@ def measure_process(
     return end
 
 
-def _load(info: ModelInfo, pretrained: bool, tag: str | None, input_size: int) -> nn.Module:
+def _load(info: ModelInfo, pretrained: bool, tag: str | None, input_size: int, offline: bool) -> nn.Module:
     if not pretrained:
         return build_model(info, tag=tag, input_size=input_size)
     try:
-        return build_model(info, pretrained=True, tag=tag, input_size=input_size)
+        return build_model(info, pretrained=True, tag=tag, input_size=input_size, offline=offline)
     except Exception as exc:
         raise AccuracyUnavailableError(
             f"could not load the pretrained weights of {info.name} "
