@@ -20,7 +20,8 @@ import time
 
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES
-from dnnprof.embedded import EmbeddedRedis
+from dnnprof.embedded import EmbeddedRedis, RedisSupervisor
+from dnnprof.process import DataDirInUseError, DataDirLock, die_with_parent
 
 
 def _run_api(settings: Settings) -> None:
@@ -29,7 +30,17 @@ def _run_api(settings: Settings) -> None:
     from service.app import create_app
 
     print(f"dnnprof: API on http://{settings.host}:{settings.port} (OpenAPI: /schema)", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from the proxies
+    # named in DNNPROF_TRUSTED_PROXIES, and without any, from no one.
+    trusted = list(settings.trusted_proxies)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+    )
 
 
 def _stop_worker(worker: subprocess.Popen) -> None:
@@ -64,6 +75,7 @@ class WorkerSupervisor(threading.Thread):
             [sys.executable, "-m", "dnnprof.cli", "worker", "--device", self.device],
             env=dict(os.environ),
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a SIGKILL of serve takes the worker (and its children) too
         )
 
     def run(self) -> None:
@@ -108,11 +120,19 @@ def serve(args: argparse.Namespace) -> int:
         _run_api(settings)
         return 0
 
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DataDirInUseError as exc:
+        print(f"dnnprof serve: {exc}", file=sys.stderr, flush=True)
+        return 2
     redis_server = EmbeddedRedis(settings.data_dir / "redis")
     url = redis_server.start()
     os.environ["DNNPROF_REDIS_URL"] = url
-    settings = _replace(settings, redis_url=url)
+    settings = _replace(settings, redis_url=url, embedded_store=True)
     print(f"dnnprof: embedded Redis at {url} (data in {redis_server.data_dir})", flush=True)
+    redis_supervisor = RedisSupervisor(redis_server)
+    redis_supervisor.start()
     supervisor = None
     try:
         if args.device != "none":
@@ -122,7 +142,8 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         if supervisor is not None:
             supervisor.stop()
-        redis_server.stop()
+        redis_supervisor.stop()
+        lock.release()
         print("dnnprof: stopped", flush=True)
     return 0
 

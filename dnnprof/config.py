@@ -17,6 +17,16 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "dnnprof"
@@ -25,6 +35,8 @@ def _default_data_dir() -> Path:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
+    #: The store is the embedded Redis this process supervises (dnnprof serve), part of the service.
+    embedded_store: bool = False
     data_dir: Path = field(default_factory=_default_data_dir)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -32,9 +44,17 @@ class Settings:
     time_limit_s: int = 3600
     max_attempts: int = 3
     heartbeat_s: int = 5
+    #: How long a job's final write retries while Redis is away before it waits in the spool.
+    store_retry_s: int = 600
     memory_limit_mb: int = 0
     api_keys: frozenset[str] = frozenset()
     rate_limit_per_minute: int = 1200
+    #: Failed authentications one address may make per minute before it is answered 429.
+    auth_failures_per_minute: int = 10
+    #: Addresses whose X-Forwarded-For is believed (a reverse proxy); no one's by default.
+    trusted_proxies: tuple[str, ...] = ()
+    #: The most memory (GB) one request may need by the engine's estimate (see dnnprof/cost.py).
+    max_request_cost_gb: float = 80.0
     worker_metrics_port: int = 9808
     weights_dir: Path | None = None
     #: Load pretrained weights from the cache only, never from the network (air-gapped labs).
@@ -62,9 +82,15 @@ class Settings:
             time_limit_s=hard,
             max_attempts=_env_int("DNNPROF_MAX_ATTEMPTS", 3),
             heartbeat_s=_env_int("DNNPROF_HEARTBEAT_S", 5),
+            store_retry_s=_env_int("DNNPROF_STORE_RETRY_S", 600),
             memory_limit_mb=_env_int("DNNPROF_MEMORY_LIMIT_MB", 0),
             api_keys=frozenset(k.strip() for k in (env("DNNPROF_API_KEYS") or "").split(",") if k.strip()),
             rate_limit_per_minute=_env_int("DNNPROF_RATE_LIMIT_PER_MINUTE", 1200),
+            auth_failures_per_minute=_env_int("DNNPROF_AUTH_FAILURES_PER_MINUTE", 10),
+            trusted_proxies=tuple(
+                p.strip() for p in (env("DNNPROF_TRUSTED_PROXIES") or "").split(",") if p.strip()
+            ),
+            max_request_cost_gb=_env_float("DNNPROF_MAX_REQUEST_COST_GB", 80.0),
             worker_metrics_port=_env_int("DNNPROF_WORKER_METRICS_PORT", 9808),
             weights_dir=Path(env("DNNPROF_WEIGHTS_DIR")) if env("DNNPROF_WEIGHTS_DIR") else None,
             imagenet_val=Path(env("DNNPROF_IMAGENET_VAL")) if env("DNNPROF_IMAGENET_VAL") else None,

@@ -38,8 +38,9 @@ MAX_ACCURACY_IMAGES = 50_000  # the ImageNet validation set
 IMAGENET_CLASSES = 1000  # accuracy is measured on ImageNet-1k: the model's head must have these
 
 #: Model names: letters, digits and the punctuation the paper's names use. No slashes, so no
-#: path or URL (``hf-hub:org/name``, ``../x``) can even be named.
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:()+=,\-]*$"
+#: path or URL (``hf-hub:org/name``, ``../x``) can even be named. ``(?!\n)`` because Python's
+#: ``$`` also matches before a final newline (ECMAScript's does not; the lookahead is harmless there).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:()+=,\-]*(?!\n)$"
 
 BatchSize = Annotated[int, Meta(ge=1, le=MAX_BATCH_SIZE)]
 
@@ -450,3 +451,5 @@ class WorkerInfo(Struct, kw_only=True):
     started_at: float
     seen_at: float
     busy_with: str | None = None
+    #: The memory of the device it measures on (GPU memory, or the host's for a CPU or a Jetson).
+    device_memory_bytes: int | None = None

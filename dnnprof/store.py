@@ -10,6 +10,8 @@ Keys (all under ``dnnprof:``):
                         ``static:<p>``, ``cell:<p>:<batch size>``, ``end:<p>`` (see contract.py)
 - ``flops:v<n>:<model>:<input size>``  the model's :class:`FlopCount`, counted once
 - ``worker:<class>:<hostname>``  JSON :class:`WorkerInfo`, expiring unless renewed
+- ``busy:<hostname>``   the id of the job that worker is measuring, expiring unless renewed
+- ``authfail:<address>``  failed authentications of one client address in the current minute
 - ``stats:jobs``        hash "<status>:count" / "<status>:seconds" of ended jobs
 - ``catalogue``         hash name -> JSON :class:`ModelInfo`; ``catalogue:version`` its version
 - ``published:<source>`` hash model -> JSON :class:`PublishedResult`; ``published:sources`` the set
@@ -17,6 +19,7 @@ Keys (all under ``dnnprof:``):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -95,6 +98,21 @@ class ProfileStore:
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
+
+    def probe(self, timeout_s: float = 2.0) -> bool:
+        """PING on a connection of its own with a short timeout, for health checks that must answer
+        quickly when the server hangs (the store's own connections wait socket_timeout)."""
+        if getattr(self, "_probe", None) is None:
+            pool = self.redis.connection_pool
+            kwargs = {
+                **pool.connection_kwargs,
+                "socket_timeout": timeout_s,
+                "socket_connect_timeout": timeout_s,
+            }
+            self._probe = redis.Redis(
+                connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+            )
+        return bool(self._probe.ping())
 
     # -- profile records ---------------------------------------------------------------------
 
@@ -262,11 +280,85 @@ class ProfileStore:
     def cache_flops(self, model: str, input_size: int, version: int, count: FlopCount) -> None:
         self.redis.set(self._flops_key(model, input_size, version), _encode(count))
 
+    # -- what each worker is busy with -----------------------------------------------------------
+
+    def mark_busy(self, hostname: str, profile_id: str, ttl_s: int) -> None:
+        self.redis.set(f"{PREFIX}busy:{hostname}", profile_id, ex=ttl_s)
+
+    def busy_with(self, hostname: str) -> str | None:
+        raw = self.redis.get(f"{PREFIX}busy:{hostname}")
+        return raw.decode() if raw is not None else None
+
+    def clear_busy(self, hostname: str, profile_id: str) -> None:
+        self.redis.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+            1,
+            f"{PREFIX}busy:{hostname}",
+            profile_id,
+        )
+
+    # -- the broker's messages (kombu's Redis layout), for what no job refers to any more ----------
+
+    def queued_task_ids(self, queue: str) -> list[str]:
+        """Task ids (= profile ids) of the messages waiting in a Celery queue."""
+        return [i for i in (_task_id(m) for m in self.redis.lrange(queue, 0, -1)) if i]
+
+    def purge_task_messages(self, queue: str, task_ids: Iterable[str]) -> int:
+        """Remove the waiting messages of these tasks from a queue; returns how many."""
+        wanted = set(task_ids)
+        removed = 0
+        for message in self.redis.lrange(queue, 0, -1):
+            if _task_id(message) in wanted:
+                removed += int(self.redis.lrem(queue, 1, message))
+        return removed
+
+    def unacked_task_ids(self) -> dict[str, float]:
+        """Task ids delivered to a worker and not acknowledged yet (running, or held for a retry),
+        with when they were delivered (kombu's ``unacked_index``)."""
+        delivered_at = {
+            tag.decode(): score for tag, score in self.redis.zrange("unacked_index", 0, -1, withscores=True)
+        }
+        out: dict[str, float] = {}
+        for tag, raw in self.redis.hgetall("unacked").items():
+            with contextlib.suppress(msgspec.DecodeError):
+                entry = msgspec.json.decode(raw)
+                if isinstance(entry, list) and entry and (task_id := _headers_id(entry[0])):
+                    out[task_id] = max(out.get(task_id, 0.0), delivered_at.get(tag.decode(), 0.0))
+        return out
+
+    def purge_unacked(self, task_id: str) -> int:
+        """Forget the delivered-but-unacknowledged copies of a task (a dead worker's), which kombu
+        would otherwise give back only after the visibility timeout."""
+        removed = 0
+        for tag, raw in self.redis.hgetall("unacked").items():
+            with contextlib.suppress(msgspec.DecodeError):
+                entry = msgspec.json.decode(raw)  # [message, exchange, routing key]
+                if isinstance(entry, list) and entry and _headers_id(entry[0]) == task_id:
+                    with self.redis.pipeline() as pipe:
+                        pipe.hdel("unacked", tag)
+                        pipe.zrem("unacked_index", tag)
+                        pipe.execute()
+                    removed += 1
+        return removed
+
     def request_cancel(self, profile_id: str, ttl_s: int = 86400) -> None:
         self.redis.set(f"{PREFIX}cancel:{profile_id}", "1", ex=ttl_s)
 
     def cancel_requested(self, profile_id: str) -> bool:
         return bool(self.redis.exists(f"{PREFIX}cancel:{profile_id}"))
+
+    # -- failed authentications, per client address (shared by every API replica) ---------------
+
+    def count_auth_failure(self, address: str, window_s: int = 60) -> int:
+        key = f"{PREFIX}authfail:{address}"
+        with self.redis.pipeline() as pipe:
+            pipe.set(key, 0, ex=window_s, nx=True)  # the window starts at the first failure
+            pipe.incr(key)
+            _, count = pipe.execute()
+        return int(count)
+
+    def auth_failures(self, address: str) -> int:
+        return int(self.redis.get(f"{PREFIX}authfail:{address}") or 0)
 
     # -- job statistics (monotonic, for Prometheus counters) ----------------------------------
 
@@ -369,3 +461,40 @@ class ProfileStore:
 
 def now() -> float:
     return time.time()
+
+
+def _headers_id(message: object) -> str | None:
+    """The task id in a decoded kombu message (Celery's protocol 2 puts it in the headers)."""
+    if not isinstance(message, dict) or not isinstance(message.get("headers"), dict):
+        return None
+    return message["headers"].get("id")
+
+
+def _task_id(raw: bytes) -> str | None:
+    try:
+        return _headers_id(msgspec.json.decode(raw))
+    except msgspec.DecodeError:
+        return None
+
+
+def with_retries(
+    action: Callable[[], Any],
+    *,
+    until_s: float,
+    what: str,
+    log: Callable[[str], None] = lambda m: None,
+    max_backoff_s: float = 5.0,
+) -> Any:
+    """``action()``, again with back-off while Redis is away, for up to ``until_s`` seconds; then
+    the last error is raised. For writes that must not be lost to a Redis pause."""
+    deadline = time.monotonic() + until_s
+    backoff = 0.2
+    while True:
+        try:
+            return action()
+        except redis.exceptions.RedisError as exc:
+            if time.monotonic() + backoff > deadline:
+                raise
+            log(f"{what} failed ({type(exc).__name__}: {exc}); retrying in {backoff:.1f} s")
+            time.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)

@@ -10,6 +10,7 @@ from litestar.openapi.config import OpenAPIConfig
 import dnnprof
 from dnnprof.catalogue import CatalogueCache
 from dnnprof.config import Settings, require_redis_url
+from dnnprof.contract import ProfileRequest
 from dnnprof.queue import make_celery
 from dnnprof.store import ProfileStore
 from service.controllers.analysis import AnalysisController, ExportController, FiguresController
@@ -21,6 +22,7 @@ from service.controllers.results import PublishedResultsController
 from service.deps import Services
 from service.errors import EXCEPTION_HANDLERS
 from service.metrics import PROMETHEUS, MetricsController, register_store_collector
+from service.openapi import complete_struct, raw_body
 from service.security import api_key_guard, rate_limit
 
 MAX_BODY_BYTES = 64 * 1024
@@ -49,8 +51,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             static_router,
         ],
         middleware=[PROMETHEUS.middleware]
-        + ([limit.middleware] if (limit := rate_limit(settings.rate_limit_per_minute)) else []),
-        guards=[api_key_guard(settings.api_keys)],
+        + (
+            [limit.middleware]
+            if (limit := rate_limit(settings.rate_limit_per_minute, settings.api_keys))
+            else []
+        ),
+        guards=[api_key_guard(settings.api_keys, settings.auth_failures_per_minute)],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
@@ -65,4 +71,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     register_store_collector(store)
     app = Litestar.from_config(config)
     app.state.services = services
+    complete_struct(app, ProfileRequest)
+    raw_body(
+        app,
+        "/v1/results/published/{source}",
+        "post",
+        "text/csv",
+        "A results table in timm's shape (model,img_size,top1,top5,param_count,...), UTF-8",
+    )
     return app

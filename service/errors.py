@@ -9,15 +9,46 @@ import redis
 from kombu.exceptions import OperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from msgspec import Struct
 
 from dnnprof.catalogue import UnknownModelError
 from dnnprof.contract import ACCEPTED_VALUES
 from service.deps import CatalogueNotReadyError
+
+
+class ErrorBody(Struct, kw_only=True):
+    """Every 4xx and 5xx: the status, what was wrong and, for 422s, each field with what it accepts."""
+
+    status_code: int
+    detail: str
+    errors: list[dict] | None = None
+    suggestions: list[str] | None = None
+
+
+#: What each error status means on this API, for the OpenAPI document.
+ERROR_MEANINGS = {
+    400: "Malformed body: not UTF-8, not JSON, nested too deep, or empty",
+    401: "An API key is needed (X-API-Key or Authorization: Bearer)",
+    404: "No such model (with close matches) or profile",
+    413: "The body is larger than this endpoint takes",
+    415: "The body's Content-Type is not the one this endpoint takes",
+    422: "A field is invalid: each error names it and what it accepts",
+    429: "Too many requests, or too many failed authentications, from this client",
+    503: "The store (Redis) is unreachable, or no worker has published the catalogue yet",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=meaning, generate_examples=False)
+        for code, meaning in ((c, ERROR_MEANINGS[c]) for c in codes)
+    }
 
 
 def _field_of(key: str) -> str:

@@ -160,6 +160,11 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ("metrics",)  # type: ignore[assignment]
 
-    @get(summary="Prometheus metrics", sync_to_thread=True, include_in_schema=True)
+    @get(
+        summary="Prometheus metrics",
+        sync_to_thread=True,
+        include_in_schema=True,
+        media_type=CONTENT_TYPE_LATEST,
+    )
     def metrics(self) -> Response[bytes]:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,9 +1,13 @@
 """Who may change things, and how often anyone may ask.
 
 - API keys (``DNNPROF_API_KEYS``, comma-separated): when set, POST and DELETE need one, in
-  ``X-API-Key`` or ``Authorization: Bearer``; reads stay open. Compared in constant time.
-- Rate limiting (``DNNPROF_RATE_LIMIT_PER_MINUTE``): per API key, else per client address, with
-  Litestar's rate-limit middleware; health, readiness and metrics are not limited.
+  ``X-API-Key`` or ``Authorization: Bearer``; reads stay open. Compared in constant time. An
+  address that fails ``DNNPROF_AUTH_FAILURES_PER_MINUTE`` times in a minute is answered 429 for
+  the rest of it (counted in Redis, so every API replica sees it), so keys cannot be guessed.
+- Rate limiting (``DNNPROF_RATE_LIMIT_PER_MINUTE``): per verified API key, else per client
+  address, with Litestar's rate-limit middleware; a made-up key buys no bucket of its own. The
+  client address is the peer's; ``X-Forwarded-For`` counts only from ``DNNPROF_TRUSTED_PROXIES``
+  (uvicorn is told so, see ``dnnprof.cli``). Health, readiness and metrics are not limited.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import hashlib
 import hmac
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 
@@ -29,12 +33,30 @@ def presented_key(connection: ASGIConnection) -> str | None:
     return None
 
 
-def api_key_guard(keys: frozenset[str]):
+def verified(key: str | None, keys: frozenset[str]) -> bool:
+    return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
+
+
+def peer_address(connection: ASGIConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+def api_key_guard(keys: frozenset[str], failures_per_minute: int = 10):
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         if not keys or connection.scope.get("method") not in WRITE_METHODS:
             return
+        store = connection.app.state.services.store
+        address = peer_address(connection)
+        if failures_per_minute > 0 and store.auth_failures(address) >= failures_per_minute:
+            raise TooManyRequestsException(
+                detail=f"too many failed authentications from {address}: {failures_per_minute} a minute "
+                "are allowed (DNNPROF_AUTH_FAILURES_PER_MINUTE); retry in a minute",
+                headers={"Retry-After": "60"},
+            )
         key = presented_key(connection)
-        if key is None or not any(hmac.compare_digest(key, k) for k in keys):
+        if not verified(key, keys):
+            if failures_per_minute > 0:
+                store.count_auth_failure(address)
             raise NotAuthorizedException(
                 "this service needs an API key to change things: send it as 'X-API-Key: <key>' "
                 "or 'Authorization: Bearer <key>'",
@@ -44,19 +66,24 @@ def api_key_guard(keys: frozenset[str]):
     return guard
 
 
-def client_identity(request) -> str:
-    """The rate-limit bucket: a hash of the API key when one is sent, else the client address."""
-    key = presented_key(request)
-    if key:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    return "addr:" + get_remote_address(request)
+def identity_for(keys: frozenset[str]):
+    """The rate-limit bucket: a verified API key's own, else the client address (a key that is not
+    one of ours, made up anew for each request, must not buy a fresh bucket)."""
+
+    def identity(request) -> str:
+        key = presented_key(request)
+        if verified(key, keys):
+            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        return "addr:" + get_remote_address(request)
+
+    return identity
 
 
-def rate_limit(per_minute: int) -> RateLimitConfig | None:
+def rate_limit(per_minute: int, keys: frozenset[str] = frozenset()) -> RateLimitConfig | None:
     if per_minute <= 0:
         return None
     return RateLimitConfig(
         rate_limit=("minute", per_minute),
         exclude=["^/healthz$", "^/readyz$", "^/metrics$", "^/static/"],
-        identifier_for_request=client_identity,
+        identifier_for_request=identity_for(keys),
     )

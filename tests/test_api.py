@@ -322,8 +322,12 @@ def test_published_results_import_in_timms_table_shape(client):
         headers={"content-type": "text/csv"},
     )
     assert bad.status_code == 422 and "line 2" in bad.json()["detail"]
-    no_header = client.post("/v1/results/published/broken", content=b"name,acc\nx,1\n")
+    no_header = client.post(
+        "/v1/results/published/broken", content=b"name,acc\nx,1\n", headers={"content-type": "text/csv"}
+    )
     assert no_header.status_code == 422 and "'model' and 'top1'" in no_header.json()["detail"]
+    untyped = client.post("/v1/results/published/broken", content=b"model,top1\nx,1\n")
+    assert untyped.status_code == 415 and "text/csv" in untyped.json()["detail"]
     assert client.delete("/v1/results/published/timm-2026-08").status_code == 204
     assert client.get("/v1/results/published", params={"source": "timm-2026-08"}).json() == []
 
@@ -418,10 +422,23 @@ def test_analysis_endpoints_and_exports_over_real_profiles(client):
     for model in ("tv:squeezenet1_0", "tv:mobilenet_v3_small"):
         cell = next(b for b in stored[model]["batches"] if b["batch_size"] == 2)
         assert points[model] == pytest.approx(cell["latency"]["images_per_s"])
-    assert (
-        throughput["intercept"]
-        >= max(p["top1"] - throughput["slope"] * p["images_per_s"] for p in throughput["points"]) - 1e-9
+    expected_frontier = sorted(
+        p["model"]
+        for p in throughput["points"]
+        if not any(
+            (q["images_per_s"] >= p["images_per_s"] and q["top1"] > p["top1"])
+            or (q["images_per_s"] > p["images_per_s"] and q["top1"] >= p["top1"])
+            for q in throughput["points"]
+        )
     )
+    assert sorted(p["model"] for p in throughput["frontier"]) == expected_frontier
+    if len(expected_frontier) < 2:  # one model faster and more accurate than the rest: no line
+        assert throughput["slope"] is None and throughput["intercept"] is None
+    else:
+        assert (
+            throughput["intercept"]
+            >= max(p["top1"] - throughput["slope"] * p["images_per_s"] for p in throughput["points"]) - 1e-9
+        )
     fit = next(
         f
         for f in client.get("/v1/analysis/memory-fits", params={"device": "cpu"}).json()

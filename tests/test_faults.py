@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from dnnprof.embedded import _alive
+from dnnprof.process import pid_alive
 from tests.helpers import ROOT, free_port, start_service, wait_for
 
 pytestmark = pytest.mark.slow
@@ -275,7 +275,7 @@ def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_j
             stop(w)
         server.terminate()
         server.wait(timeout=20)
-    assert not any(_alive(w.pid) for w in workers)
+    assert not any(pid_alive(w.pid) for w in workers)
 
 
 def test_metrics_say_when_the_store_is_down(tmp_path):

@@ -44,6 +44,15 @@ def test_cpu_memory_is_each_batch_sizes_own_peak_over_a_reported_floor():
     assert all(b.memory.method == "peak_rss" for b in after.batches)
 
 
+def test_cpu_floor_does_not_count_heap_an_earlier_user_freed():
+    """A process that held and freed 1 GB of small blocks before (glibc keeps them) reports the
+    floor it holds now, below the batch's own peak (CI saw a floor 160 MB above it)."""
+    junk = [torch.ones(4000) for _ in range(60000)]
+    del junk
+    profile = resnet18_profile((1,))
+    assert 0 < profile.memory_floor_bytes < profile.batches[0].memory.total_bytes
+
+
 class CountingNet(nn.Module):
     def __init__(self, log: list[str]) -> None:
         super().__init__()

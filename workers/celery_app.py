@@ -19,11 +19,12 @@ import time
 from celery import signals
 
 from dnnprof.config import Settings
-from dnnprof.contract import DEVICE_CLASSES, WorkerInfo
+from dnnprof.contract import DEVICE_CLASSES, TERMINAL_STATUSES, WorkerInfo
+from dnnprof.process import die_with_parent, remove_dead_owners, run_dir
 from dnnprof.queue import PROFILE_TASK, make_celery, queue_for
 from dnnprof.store import ProfileStore
-from workers.devices import detect_device_class, device_name
-from workers.jobs import DeviceBusyError, ProfileJob
+from workers.devices import detect_device_class, device_memory_bytes, device_name
+from workers.jobs import DeviceBusyError, ProfileJob, flush_spool
 
 log = logging.getLogger("dnnprof.worker")
 
@@ -91,6 +92,7 @@ class Heartbeat(threading.Thread):
             hostname=hostname,
             device_class=DEVICE_CLASS,  # type: ignore[arg-type]
             device_name=device_name(DEVICE_CLASS),
+            device_memory_bytes=device_memory_bytes(DEVICE_CLASS),
             pid=os.getpid(),
             started_at=started,
             seen_at=started,
@@ -101,15 +103,19 @@ class Heartbeat(threading.Thread):
             try:
                 self.info.seen_at = time.time()
                 store().heartbeat(self.info, ttl_s=3 * settings.heartbeat_s)
+                flush_spool(store(), settings.data_dir)
                 self.sweep()
+                self.resend_lost_messages()
+                self.purge_stale_messages()
             except Exception as exc:  # noqa: BLE001 - Redis may be away; keep trying
                 log.warning("heartbeat failed: %s", exc)
             self.stopped.wait(settings.heartbeat_s)
 
     def sweep(self) -> None:
-        """A job marked running whose worker stopped beating (killed, machine gone) goes back to
-        its queue, or fails once it has used its attempts; one of ours past the hard time limit
-        fails (its pool process was killed). Nothing stays ``running`` for ever."""
+        """Nothing stays ``running`` for ever. A job whose worker stopped beating (killed, machine
+        gone), or whose worker beats but is not busy with it (its outcome was lost while Redis was
+        away), goes back to its queue, or fails once it has used its attempts; one of ours past the
+        hard time limit fails (its pool process was killed)."""
         alive = {w.hostname for w in store().workers()}
         orphan_after = time.time() - 3 * settings.heartbeat_s
         overdue_after = time.time() - settings.time_limit_s - 60
@@ -120,16 +126,62 @@ class Heartbeat(threading.Thread):
                 job._end(
                     rec.id, "failed", error=f"killed at the hard time limit of {settings.time_limit_s} s"
                 )
-            elif rec.worker not in alive and started < orphan_after:
-                if rec.attempts >= settings.max_attempts:
-                    job._end(
-                        rec.id,
-                        "failed",
-                        error=f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times",
-                    )
-                elif job.requeue(rec.id, from_worker=rec.worker):
-                    app.send_task(PROFILE_TASK, args=[rec.id], queue=queue_for(rec.settings.device))
-                    log.warning("requeued %s: its worker %s stopped beating", rec.id, rec.worker)
+                continue
+            if started >= orphan_after:
+                continue  # just claimed: its worker may not have marked itself busy yet
+            if rec.worker not in alive:
+                why = f"its worker {rec.worker} stopped beating"
+            elif store().busy_with(rec.worker or "") != rec.id:
+                why = f"its worker {rec.worker} is alive but not measuring it"
+            else:
+                continue
+            if rec.attempts >= settings.max_attempts:
+                job._end(
+                    rec.id,
+                    "failed",
+                    error=f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times",
+                )
+            elif job.requeue(rec.id, from_worker=rec.worker):
+                store().purge_unacked(rec.id)  # the lost delivery: it would come back in an hour
+                app.send_task(
+                    PROFILE_TASK, args=[rec.id], queue=queue_for(rec.settings.device), task_id=rec.id
+                )
+                log.warning("requeued %s: %s", rec.id, why)
+
+    def resend_lost_messages(self) -> None:
+        """A job queued for a while whose message is neither waiting nor freshly delivered is sent
+        again: its message was lost with a Redis that died, or is held by a worker that was killed
+        (kombu would give it back only after the visibility timeout, an hour). A live worker claims
+        a delivered job at once or hands it back within seconds (the device busy: a retry)."""
+        now_s = time.time()
+        older = now_s - 3 * settings.heartbeat_s
+        queued = [r for r in store().list(status="queued", limit=1000) if r.created_at < older]
+        if not queued:
+            return
+        delivered = store().unacked_task_ids()
+        held_too_long = now_s - max(60, 6 * settings.heartbeat_s)
+        waiting = {d: set(store().queued_task_ids(queue_for(d))) for d in DEVICE_CLASSES}
+        for rec in queued:
+            if rec.id in waiting.get(rec.settings.device, set()):
+                continue
+            if rec.id in delivered and delivered[rec.id] > held_too_long:
+                continue
+            store().purge_unacked(rec.id)
+            app.send_task(PROFILE_TASK, args=[rec.id], queue=queue_for(rec.settings.device), task_id=rec.id)
+            log.warning("sent %s again: queued, but its message was lost or held by a dead worker", rec.id)
+
+    def purge_stale_messages(self) -> None:
+        """Queued messages whose job was cancelled or deleted (a class no worker serves keeps them
+        for ever otherwise, and /metrics counts them)."""
+        for device in DEVICE_CLASSES:
+            queue = queue_for(device)
+            ids = store().queued_task_ids(queue)
+            if not ids:
+                continue
+            records = {i: store().get(i) for i in set(ids)}
+            stale = {i for i, rec in records.items() if rec is None or rec.status in TERMINAL_STATUSES}
+            if stale and (removed := store().purge_task_messages(queue, stale)):
+                log.info("removed %d messages of ended jobs from %s", removed, queue)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -140,9 +192,19 @@ class Heartbeat(threading.Thread):
 _heartbeat: Heartbeat | None = None
 
 
+@signals.worker_process_init.connect
+def _pool_process_dies_with_worker(**_: object) -> None:
+    """A pool process killed with its worker (SIGKILL of the worker or of dnnprof serve) takes its
+    measuring process with it (the runner dies with its parent too)."""
+    die_with_parent()
+
+
 @signals.worker_ready.connect
 def _on_ready(sender=None, **_: object) -> None:
     global _heartbeat
+    removed = remove_dead_owners(run_dir(settings.data_dir), "dnnprof-")
+    if removed:
+        log.info("removed %d folders of killed pool processes from %s", removed, run_dir(settings.data_dir))
     # The catalogue needs torch/timm: build it in a fresh interpreter, never in this parent.
     result = subprocess.run([sys.executable, "-m", "workers.catalogue"], check=False)
     if result.returncode != 0:

@@ -65,3 +65,19 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
             if line.lower().startswith(("model name", "hardware", "cpu model")):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or None
+
+
+def device_memory_bytes(device_class: str) -> int | None:
+    """The first visible GPU's memory (NVML, no CUDA context), or the host's for CPU and Jetson."""
+    if device_class == "cuda":
+        from workers import nvml
+
+        module = nvml.load()
+        handle = nvml.visible_handle(module, 0) if module is not None else None
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                return int(module.nvmlDeviceGetMemoryInfo(handle).total)
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None

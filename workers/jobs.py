@@ -17,11 +17,56 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from dnnprof.config import Settings
-from dnnprof.contract import ACTIVE_STATUSES, TERMINAL_STATUSES, ProfileRecord, Progress
-from dnnprof.store import ConflictError, ProfileStore, now
+from dnnprof.contract import ACTIVE_STATUSES, TERMINAL_STATUSES, ProfileRecord, ProfileResult, Progress
+from dnnprof.process import run_dir
+from dnnprof.store import ConflictError, ProfileStore, now, with_retries
 from workers.aggregate import assemble
 
 log = logging.getLogger(__name__)
+
+
+class SpooledEnd(msgspec.Struct, kw_only=True):
+    """A job's outcome that could not be written while Redis was away."""
+
+    profile_id: str
+    status: str
+    error: str | None = None
+    result: ProfileResult | None = None
+
+
+def write_end(store: ProfileStore, outcome: SpooledEnd) -> str:
+    """The job's final record, and its count in the job statistics."""
+    try:
+        record = store.update(
+            outcome.profile_id,
+            _finish(outcome.status, error=outcome.error, result=outcome.result),
+            allowed_from=ACTIVE_STATUSES,
+        )
+    except (ConflictError, KeyError):
+        return "skipped"
+    store.count_finished(outcome.status, (record.finished_at or 0) - (record.started_at or record.created_at))
+    return outcome.status
+
+
+def spool(data_dir: Path, outcome: SpooledEnd) -> Path:
+    path = data_dir / "spool" / f"{outcome.profile_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.encode(outcome))
+    tmp.replace(path)
+    return path
+
+
+def flush_spool(store: ProfileStore, data_dir: Path) -> int:
+    """Write the outcomes that waited for Redis (called by the worker's heartbeat)."""
+    written = 0
+    for path in sorted((data_dir / "spool").glob("*.json")):
+        outcome = msgspec.json.decode(path.read_bytes(), type=SpooledEnd)
+        write_end(store, outcome)  # raises while Redis is still away: the file stays
+        path.unlink()
+        written += 1
+        log.warning("wrote the spooled outcome of %s (%s)", outcome.profile_id, outcome.status)
+    return written
 
 
 class DeviceBusyError(Exception):
@@ -90,9 +135,22 @@ class ProfileJob:
             return rec
 
         try:
-            record = self.store.update(profile_id, claim, allowed_from=ACTIVE_STATUSES)
+            # Only a queued job is claimed: a second delivery of one that is running elsewhere is a
+            # duplicate (a job whose worker died is put back to queued by the sweep first).
+            record = self.store.update(profile_id, claim, allowed_from=("queued",))
         except (ConflictError, KeyError):
             return "skipped"
+        # What this worker measures, for the sweep: a record 'running' on a live worker that is
+        # not busy with it (its outcome was lost) goes back to its queue.
+        self.store.mark_busy(self.hostname, profile_id, self.lease_s)
+        self._busy_with = profile_id
+        try:
+            return self._claimed(profile_id, record)
+        finally:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self.store.clear_busy(self.hostname, profile_id)
+
+    def _claimed(self, profile_id: str, record: ProfileRecord) -> str:
         if record.attempts > self.settings.max_attempts:
             return self._end(
                 profile_id,
@@ -168,23 +226,37 @@ class ProfileJob:
             return False
 
     def _end(self, profile_id: str, status: str, *, error: str | None = None, result=None) -> str:
+        """Write the outcome; while Redis is away, retry (DNNPROF_STORE_RETRY_S), then keep it in
+        the spool for the worker's heartbeat to write when Redis is back. Never lost."""
+        outcome = SpooledEnd(profile_id=profile_id, status=status, error=error, result=result)
         try:
-            record = self.store.update(
-                profile_id, _finish(status, error=error, result=result), allowed_from=ACTIVE_STATUSES
+            return with_retries(
+                lambda: write_end(self.store, outcome),
+                until_s=self.settings.store_retry_s,
+                what=f"writing the outcome of {profile_id}",
+                log=log.warning,
             )
-        except (ConflictError, KeyError):
-            return "skipped"
-        self.store.count_finished(
-            status, (record.finished_at or 0) - (record.started_at or record.created_at)
-        )
-        return status
+        except redis.exceptions.RedisError as exc:
+            path = spool(self.settings.data_dir, outcome)
+            log.error(
+                "Redis away for %s s: the outcome of %s waits in %s (%s)",
+                self.settings.store_retry_s,
+                profile_id,
+                path,
+                exc,
+            )
+            return status
 
     def _measure_in_child(self, profile_id: str, process: int):
         """(status, error, outcome) of one measuring process; the outcome is what it measured,
         also when it failed or was stopped (whatever reached the store is merged by the caller)."""
         from workers.runner import Outcome
 
-        with tempfile.TemporaryDirectory(prefix="dnnprof-") as tmp:
+        # Under the data directory, named after this process, so a pool process killed mid-job
+        # leaves nothing in /tmp and its folder is removed when the worker next starts.
+        with tempfile.TemporaryDirectory(
+            prefix=f"dnnprof-{os.getpid()}-", dir=run_dir(self.settings.data_dir)
+        ) as tmp:
             outcome_path = Path(tmp) / "outcome.json"
             log_path = Path(tmp) / "child.log"
             env = dict(os.environ, DNNPROF_REDIS_URL=self.settings.redis_url or "")
@@ -245,6 +317,7 @@ class ProfileJob:
             return
         try:
             lock.reacquire()
+            self.store.mark_busy(self.hostname, self._busy_with, self.lease_s)
             self._renewed = now_s
         except (redis.exceptions.LockError, redis.exceptions.RedisError) as exc:
             log.warning("could not renew the device lease %s: %s", self.lock_name, exc)

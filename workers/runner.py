@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -26,7 +24,8 @@ import msgspec
 
 from dnnprof.config import Settings, require_redis_url
 from dnnprof.contract import ProcessCell, ProcessEnd, ProcessStatic, Progress
-from dnnprof.store import ConflictError, Parts, ProfileStore
+from dnnprof.process import die_with_parent  # killed with the pool process (time limit, SIGKILL)
+from dnnprof.store import ConflictError, Parts, ProfileStore, with_retries
 
 log = logging.getLogger("dnnprof.runner")
 
@@ -44,17 +43,6 @@ class Outcome(msgspec.Struct, kw_only=True):
         for part in (*self.statics, *self.cells, *([self.end] if self.end else [])):
             parts.add(part)
         return parts
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill us if the Celery pool process that started us dies (hard time limit,
-    SIGKILL), so no orphan keeps measuring on the GPU."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:
-        os._exit(1)
 
 
 class StoreWriter(threading.Thread):
@@ -147,12 +135,15 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
     from workers.engine.flops import COUNTING_VERSION
     from workers.engine.scenario import ProcessPlan, ScenarioConfig, measure_process
 
-    record = store.get(profile_id)
+    def read(action, what: str):  # a Redis pause at the start must not fail the job either
+        return with_retries(action, until_s=settings.store_retry_s, what=what, log=log.warning)
+
+    record = read(lambda: store.get(profile_id), "reading the job")
     if record is None:
         outcome.error = "the profile was deleted before it was measured"
         return
     s = record.settings
-    stored = store.parts(profile_id)
+    stored = read(lambda: store.parts(profile_id), "reading what was measured before")
     # Done by this process on an earlier delivery, or settled by another (out of memory, failed).
     skip = {bs for (p, bs) in stored.cells if p == process}
     skip |= {c.batch_size for c in stored.cells.values() if c.status != "ok"}

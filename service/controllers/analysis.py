@@ -249,7 +249,12 @@ class ExportController(Controller):
     def export_json(self, services: NamedDependency[Services]) -> list[ProfileRecord]:
         return services.store.list(limit=1_000_000)
 
-    @get("/export.csv", summary="Every measured cell (profile x batch size), as CSV", sync_to_thread=True)
+    @get(
+        "/export.csv",
+        summary="Every measured cell (profile x batch size), as CSV",
+        sync_to_thread=True,
+        media_type="text/csv",
+    )
     def export_csv(self, services: NamedDependency[Services]) -> Response[str]:
         out = io.StringIO()
         writer = csv.writer(out)

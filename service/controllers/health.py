@@ -23,9 +23,25 @@ class Readiness(Struct, kw_only=True):
 class HealthController(Controller):
     tags = ("health",)  # type: ignore[assignment]
 
-    @get("/healthz", summary="The API process is up", sync_to_thread=False)
-    def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
+    @get(
+        "/healthz",
+        summary="The API process is up, and, with the embedded default, so is its store",
+        description="With `dnnprof serve`'s embedded Redis the store is part of this service: a dead "
+        "or unresponsive one makes this 503. With an external Redis this is liveness only (see /readyz).",
+        sync_to_thread=True,
+    )
+    def healthz(self, services: NamedDependency[Services]) -> Response[dict[str, str]]:
+        if not services.settings.embedded_store:
+            return Response({"status": "ok"})
+        try:
+            services.store.ping()
+        except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
+            body = {
+                "status": "store down",
+                "detail": f"the embedded Redis does not answer: {type(exc).__name__}",
+            }
+            return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"status": "ok"})
 
     @get("/readyz", summary="Redis reachable and workers alive, per device class", sync_to_thread=True)
     def readyz(self, services: NamedDependency[Services]) -> Response[Readiness]:

@@ -24,8 +24,12 @@ from dnnprof.contract import (
     ProfileSettings,
     Progress,
 )
+from dnnprof.cost import GB, too_costly
+from dnnprof.queue import queue_for
 from dnnprof.store import ConflictError, now
+from service.bodies import strict_json
 from service.deps import Services
+from service.errors import error_responses
 
 
 class ProfileAccepted(Struct, kw_only=True):
@@ -66,6 +70,8 @@ class ProfileController(Controller):
         description="Queues a profile, or returns the stored one (200) or the equal job in flight (202) "
         "unless `force`. Unknown model: 404 with close matches; bad fields: 422 naming the field.",
         sync_to_thread=True,
+        before_request=strict_json(ProfileRequest),
+        responses=error_responses(400, 401, 404, 413, 415, 422, 429, 503),
     )
     def create(
         self, data: JSONBody[ProfileRequest], services: NamedDependency[Services]
@@ -118,6 +124,7 @@ class ProfileController(Controller):
             # Only models that have a fused form differ by it (and only they key apart by it).
             reparameterize=data.reparameterize and resolved.info.reparameterizable,
         )
+        self._check_cost(services, resolved.info, settings)
         record = ProfileRecord(
             id=uuid.uuid4().hex,
             status="queued",
@@ -157,6 +164,32 @@ class ProfileController(Controller):
         )
         status_code = HTTP_200_OK if record.status == "succeeded" else HTTP_202_ACCEPTED
         return Response(body, status_code=status_code, headers={"Location": location})
+
+    @staticmethod
+    def _check_cost(services: Services, info, settings: ProfileSettings) -> None:
+        """Refuse what no worker of the device could hold (DNNPROF_MAX_REQUEST_COST_GB, and the
+        largest memory a live worker of that device reports)."""
+        limit = services.settings.max_request_cost_gb * GB
+        cap = services.settings.max_request_cost_gb
+        source = f"the most one request may ask (DNNPROF_MAX_REQUEST_COST_GB={cap:g})"
+        memories = [
+            w.device_memory_bytes
+            for w in services.store.workers()
+            if w.device_class == settings.device and w.device_memory_bytes
+        ]
+        if memories and max(memories) < limit:
+            limit = max(memories)
+            source = (
+                f"the largest {settings.device} worker's memory (DNNPROF_MAX_REQUEST_COST_GB caps it too)"
+            )
+        reason = too_costly(
+            info, max(settings.batch_sizes), settings.input_size, settings.precision, limit, source
+        )
+        if reason:
+            raise ValidationException(
+                detail="the request needs more memory than any device here has",
+                extra=[{"key": "batch_sizes", "source": "body", "message": reason}],
+            )
 
     @get("/{profile_id:str}", summary="A profile job and its result", sync_to_thread=True)
     def read(self, profile_id: FromPath[str], services: NamedDependency[Services]) -> ProfileRecord:
@@ -205,6 +238,8 @@ class ProfileController(Controller):
         try:
             cancelled = store.update(profile_id, cancel_queued, allowed_from=("queued",))
             store.count_finished("cancelled", (cancelled.finished_at or 0) - cancelled.created_at)
+            # Its message would wait for ever where no worker serves the class: take it out now.
+            store.purge_task_messages(queue_for(cancelled.settings.device), [profile_id])
             return Response(DeleteOutcome(id=profile_id, outcome="cancelled"))
         except ConflictError:
             # Running: the worker sees the flag within a second, stops the measuring process and

@@ -19,7 +19,9 @@ from dnnprof.analysis import is_published_of
 from dnnprof.catalogue import UnknownModelError
 from dnnprof.contract import PublishedResult
 from dnnprof.store import now
+from service.bodies import csv_body
 from service.deps import CatalogueNotReadyError, Services
+from service.errors import error_responses
 
 MAX_CSV_BYTES = 8 * 1024 * 1024
 SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -86,16 +88,15 @@ class PublishedResultsController(Controller):
         summary="Import a published accuracy table (CSV, timm's results shape) under a source label",
         request_max_body_size=MAX_CSV_BYTES,
         sync_to_thread=True,
+        before_request=csv_body,
+        responses=error_responses(400, 401, 413, 415, 422, 429, 503),
     )
     def import_csv(
         self, source: FromPath[str], body: RawBody, services: NamedDependency[Services]
     ) -> ImportSummary:
         if not re.match(SOURCE_PATTERN, source):
             raise ValidationException("source: 1-64 letters, digits, '.', '_' or '-'")
-        try:
-            text = body.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise ValidationException("the CSV must be UTF-8") from exc
+        text = body.decode("utf-8-sig")  # checked by csv_body: UTF-8 sent as text/csv
         results = parse_results_csv(text, source)
         try:
             catalogue = services.catalogue()

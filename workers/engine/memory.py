@@ -84,6 +84,10 @@ class CpuMemoryProbe:
         self.method = "peak_rss"
 
     def floor(self) -> int | None:
+        """What the process holds with its freed heap returned: without the trim, heap an
+        earlier user of the process freed but glibc kept would count as floor, and the floor
+        could exceed a batch's own peak (read after its own trim)."""
+        release(torch.device("cpu"))
         return rss_bytes()
 
     def prepare(self) -> None:

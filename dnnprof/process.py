@@ -1,0 +1,102 @@
+"""Process hygiene shared by every dnnprof process: children that die with their parent, one
+`dnnprof serve` per data directory, and runtime files kept under the data directory.
+
+Linux's ``PR_SET_PDEATHSIG`` asks the kernel to kill a process when the thread that started it
+exits, so a SIGKILL of ``dnnprof serve`` takes its Redis, its worker, the worker's pool process
+and the measuring process with it (each sets it on its own children), instead of leaving orphans
+that a later start would attach to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import shutil
+import signal
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+try:  # resolved here, once: a preexec_fn after fork should not load libraries
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """In a child (or as a ``preexec_fn``): be sent ``sig`` when the parent dies; no-op where prctl
+    is missing. A child whose parent already died before this ran exits at once."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+class DataDirInUseError(RuntimeError):
+    """Another live ``dnnprof serve`` owns this data directory."""
+
+
+class DataDirLock:
+    """An exclusive lock on ``<data dir>/serve.lock`` for the life of this process. The kernel
+    drops it when the holder dies, however it dies, so a lock can never go stale."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "serve.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise DataDirInUseError(
+                    f"the data directory {self.path.parent} is in use by a running dnnprof serve "
+                    f"(pid {holder}): stop it first, or give this one another DNNPROF_DATA_DIR"
+                ) from exc
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return True
+
+
+def run_dir(data_dir: Path) -> Path:
+    """Where processes keep files that live as long as they do (``<data dir>/run``)."""
+    path = data_dir / "run"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def remove_dead_owners(directory: Path, prefix: str) -> int:
+    """Remove ``<prefix><pid>-*`` entries whose process is gone (left by a killed process)."""
+    removed = 0
+    for entry in directory.glob(f"{prefix}*"):
+        pid = entry.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -1,0 +1,210 @@
+"""Hostile input, round two: malformed bodies are 400s, other content types 415s, lax coercions and
+a trailing newline are refused, requests no device could hold are refused up front, rate limits
+cannot be dodged with made-up keys or forwarded headers, and the OpenAPI document says all of it.
+Real service, real HTTP on loopback; each rate-limit test speaks from its own loopback address."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT, start_service
+
+pytestmark = pytest.mark.slow
+
+JSON = {"content-type": "application/json"}
+
+
+def post_raw(client, body: bytes, headers=JSON, path: str = "/v1/profiles") -> httpx.Response:
+    return client.post(path, content=body, headers=headers)
+
+
+def queued_ids(client) -> set[str]:
+    return {p["id"] for p in client.get("/v1/profiles", params={"limit": 1000}).json()}
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"model": "res\xffnet18", "device": "jetson"}', "UTF-8"),
+        (b'{"model": "resnet18", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nested"),
+        (b"[" * 32000 + b"]" * 32000, "nested"),
+        (b"{not json", "JSON"),
+        (b"", "empty"),
+    ],
+    ids=["invalid-utf8", "nested-1000-in-a-field", "nested-32000", "not-json", "empty"],
+)
+def test_malformed_bodies_are_a_400_that_says_what_is_wrong(client, body, says):
+    before = queued_ids(client)
+    response = post_raw(client, body)
+    assert response.status_code == 400, response.text
+    assert says.lower() in response.json()["detail"].lower()
+    assert queued_ids(client) == before
+
+
+def test_a_csv_import_that_is_not_utf8_is_a_400(client):
+    response = post_raw(
+        client, b"model,top1\nres\xffnet,70\n", {"content-type": "text/csv"}, "/v1/results/published/x"
+    )
+    assert response.status_code == 400 and "UTF-8" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/v1/profiles", "text/plain", b'{"model": "resnet18", "device": "jetson"}'),
+        ("/v1/profiles", "application/x-www-form-urlencoded", b"model=resnet18"),
+        ("/v1/profiles", None, b'{"model": "resnet18", "device": "jetson"}'),
+        ("/v1/results/published/x", "text/plain", b"model,top1\nresnet18,70\n"),
+        ("/v1/results/published/x", "application/json", b"model,top1\nresnet18,70\n"),
+    ],
+)
+def test_writes_need_their_own_content_type_so_no_web_page_can_send_them(client, path, content_type, body):
+    """A cross-site form or `fetch` without a CORS preflight can only send text/plain, form or
+    multipart bodies: requiring application/json (and text/csv for imports) refuses them."""
+    before = queued_ids(client)
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    expected = "text/csv" if "results" in path else "application/json"
+    assert expected in response.json()["detail"]
+    assert queued_ids(client) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "resnet18\n", "device": "jetson"}, "model"),
+        ({"model": "resnet18", "device": "jetson", "batch_sizes": ["1"]}, "batch_sizes"),
+        ({"model": "resnet18", "device": "jetson", "runs": "10"}, "runs"),
+        ({"model": "resnet18", "device": "jetson", "force": "true"}, "force"),
+    ],
+)
+def test_strict_types_no_lax_coercion_and_no_trailing_newline(client, body, field):
+    before = queued_ids(client)
+    response = client.post("/v1/profiles", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"].startswith(field)
+    assert queued_ids(client) == before
+
+
+def test_a_request_no_device_could_hold_is_refused_before_it_is_queued(client):
+    before = queued_ids(client)
+    response = client.post(
+        "/v1/profiles",
+        json={"model": "resnet18", "device": "jetson", "batch_sizes": [1024], "input_size": 1024},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["errors"][0]
+    assert error["field"] == "batch_sizes" and "GB" in error["message"]
+    assert "DNNPROF_MAX_REQUEST_COST" in error["message"]
+    assert queued_ids(client) == before
+    # What fits is accepted, and so is a big batch of a small image.
+    fits = client.post("/v1/profiles", json={"model": "resnet18", "device": "jetson", "batch_sizes": [64]})
+    assert fits.status_code == 202
+    client.delete(f"/v1/profiles/{fits.json()['id']}")
+
+
+def test_the_openapi_document_states_ranges_strictness_answers_and_content_types(client):
+    schema = client.get("/schema/openapi.json").json()
+    request = schema["components"]["schemas"]["ProfileRequest"]
+    assert request["additionalProperties"] is False
+    props = request["properties"]
+    batch = next(s for s in props["batch_sizes"]["oneOf"] if s.get("type") == "array")
+    assert (batch["items"]["minimum"], batch["items"]["maximum"]) == (1, 1024)
+    size = next(s for s in props["input_size"]["oneOf"] if s.get("type") == "integer")
+    assert (size["minimum"], size["maximum"]) == (16, 1024)
+    post = schema["paths"]["/v1/profiles"]["post"]
+    assert {"400", "401", "404", "413", "415", "422", "429", "503"} <= set(post["responses"])
+    assert list(post["requestBody"]["content"]) == ["application/json"]
+    imports = schema["paths"]["/v1/results/published/{source}"]["post"]
+    assert list(imports["requestBody"]["content"]) == ["text/csv"]
+    metrics = schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert [t.split(";")[0] for t in metrics] == ["text/plain"]
+    assert "text/csv" in schema["paths"]["/v1/export.csv"]["get"]["responses"]["200"]["content"]
+
+
+# -- rate limits that cannot be dodged ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    svc = start_service(
+        tmp_path_factory.mktemp("limited"),
+        device="none",
+        wait_for_worker=False,
+        env={
+            "DNNPROF_API_KEYS": "alpha-key",
+            "DNNPROF_RATE_LIMIT_PER_MINUTE": "30",
+            "DNNPROF_AUTH_FAILURES_PER_MINUTE": "10",
+            "DNNPROF_TRUSTED_PROXIES": "127.0.0.9",
+        },
+    )
+    url = re.search(r"embedded Redis at (\S+)", svc.log()).group(1)
+    subprocess.run(  # no worker here: publish the catalogue as a worker does when it starts
+        [sys.executable, "-m", "workers.catalogue"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DNNPROF_REDIS_URL": url},
+    )
+    yield svc
+    svc.stop()
+
+
+def from_address(service, address: str) -> httpx.Client:
+    """A client whose connections come from ``address`` (any of 127.0.0.0/8 reaches the server)."""
+    return httpx.Client(
+        base_url=service.base_url, timeout=30, transport=httpx.HTTPTransport(local_address=address)
+    )
+
+
+def test_made_up_keys_share_the_callers_bucket(limited):
+    with from_address(limited, "127.0.0.2") as client:
+        codes = [
+            client.get("/v1/profiles", headers={"X-API-Key": f"made-up-{i}"}).status_code for i in range(35)
+        ]
+        assert codes.count(200) == 30 and codes[-1] == 429, codes
+        codes = [
+            client.get("/v1/profiles", headers={"Authorization": f"Bearer made-up-{i}"}).status_code
+            for i in range(3)
+        ]
+        assert codes == [429] * 3
+        # A verified key has a bucket of its own.
+        assert client.get("/v1/profiles", headers={"X-API-Key": "alpha-key"}).status_code == 200
+
+
+def test_forwarded_headers_count_only_from_a_trusted_proxy(limited):
+    with from_address(limited, "127.0.0.3") as client:
+        codes = [
+            client.get("/v1/profiles", headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
+            for i in range(35)
+        ]
+        assert codes.count(200) == 30 and codes[-1] == 429, codes
+    with from_address(limited, "127.0.0.9") as proxy:  # DNNPROF_TRUSTED_PROXIES: its clients apart
+        codes = [
+            proxy.get("/v1/profiles", headers={"X-Forwarded-For": f"10.0.1.{i}"}).status_code
+            for i in range(35)
+        ]
+        assert codes == [200] * 35
+
+
+def test_failed_authentications_are_limited_per_address(limited):
+    body = {"model": "resnet18", "device": "jetson", "batch_sizes": [1]}
+    with from_address(limited, "127.0.0.4") as client:
+        codes = [
+            client.post("/v1/profiles", json=body, headers={"X-API-Key": f"guess-{i}"}).status_code
+            for i in range(15)
+        ]
+        assert codes[:10] == [401] * 10 and codes[10:] == [429] * 5, codes
+        refused = client.post("/v1/profiles", json=body, headers={"X-API-Key": "alpha-key"})
+        assert refused.status_code == 429 and "authentication" in refused.json()["detail"].lower()
+    with from_address(limited, "127.0.0.5") as other:  # another address is not affected
+        accepted = other.post("/v1/profiles", json=body, headers={"X-API-Key": "alpha-key"})
+        assert accepted.status_code == 202
+        other.delete(f"/v1/profiles/{accepted.json()['id']}", headers={"X-API-Key": "alpha-key"})

@@ -1,0 +1,238 @@
+"""Faults, round two: Redis paused, killed or gone while jobs run; `dnnprof serve` killed with
+SIGKILL; debris. Nothing stays stuck, nothing is lost, nothing is left running. Real processes
+throughout; every wait is on a state, with a generous ceiling, never a budget."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from dnnprof.contract import ProfileRecord
+from dnnprof.process import pid_alive
+from tests.helpers import ROOT, start_service, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    out = subprocess.run(
+        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True
+    )
+    return [
+        (int(line.split()[0]), line.split(None, 1)[1]) for line in out.stdout.splitlines() if line.strip()
+    ]
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    found = []
+    for child in children(pid):
+        found.append(child)
+        found += descendants(child[0])
+    return found
+
+
+def redis_pid(service) -> int:
+    [pid] = [p for p, args in children(service.process.pid) if "redis-server" in args]
+    return pid
+
+
+def store_of(service) -> redis.Redis:
+    url = re.search(r"embedded Redis at (\S+)", service.log()).group(1)
+    return redis.Redis.from_url(url)
+
+
+def until(predicate, ceiling_s: float = 300.0, what: str = "the state"):
+    deadline = time.monotonic() + ceiling_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not reached within {ceiling_s:.0f} s"
+        time.sleep(0.2)
+
+
+def measuring(client, profile_id: str) -> bool:
+    rec = client.get(f"/v1/profiles/{profile_id}").json()
+    return rec["status"] == "running" and (rec["progress"] or {}).get("stage") == "batch"
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    svc = start_service(tmp_path / "data")
+    yield svc
+    svc.stop()
+
+
+def test_a_redis_pause_of_20_s_does_not_fail_the_running_job(embedded):
+    """It used to: 'failed: TimeoutError: Timeout reading from socket', attempt 1, no retry."""
+    with embedded.client() as client:
+        body = {"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 40, "repeats": 1}
+        job = client.post("/v1/profiles", json=body).json()
+        until(lambda: measuring(client, job["id"]), what="measuring")
+        pid = redis_pid(embedded)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(20)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        done = wait_for(client, job["id"], timeout=600)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 1 and [b["status"] for b in done["result"]["batches"]] == ["ok"] * 3
+
+
+def test_a_long_redis_pause_keeps_the_outcome_and_nothing_stays_running(embedded):
+    """A 90 s pause used to lose the final write: the record stayed 'running' for an hour."""
+    with embedded.client() as client:
+        body = {"model": "squeezenet1_1", "batch_sizes": [1, 2], "runs": 5, "repeats": 1}
+        job = client.post("/v1/profiles", json=body).json()
+        until(lambda: measuring(client, job["id"]), what="measuring")
+        pid = redis_pid(embedded)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(90)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        done = wait_for(client, job["id"], timeout=600)
+        assert done["status"] == "succeeded", done["error"]
+        assert [b["status"] for b in done["result"]["batches"]] == ["ok", "ok"]
+
+
+def test_a_running_record_its_live_worker_is_not_busy_with_goes_back_to_its_queue(embedded):
+    """As a record left 'running' by a lost outcome: the sweep requeues it within a minute."""
+    with embedded.client() as client:
+        job = client.post(
+            "/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]}
+        ).json()
+        store = store_of(embedded)
+        [worker] = [w["hostname"] for w in client.get("/readyz").json()["worker_details"]]
+        key = f"dnnprof:profile:{job['id']}"
+        record = msgspec.json.decode(store.get(key), type=ProfileRecord)
+        record.status, record.worker, record.attempts = "running", worker, 1
+        record.started_at = time.time() - 60
+        store.set(key, msgspec.json.encode(record))
+        requeued = until(
+            lambda: (r := client.get(f"/v1/profiles/{job['id']}").json())["status"] == "queued" and r,
+            ceiling_s=120,
+            what="requeued",
+        )
+        assert requeued["worker"] is None
+        client.delete(f"/v1/profiles/{job['id']}")
+
+
+def test_the_embedded_redis_comes_back_on_the_same_data_after_it_is_killed(embedded):
+    with embedded.client() as client:
+        body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
+        done = wait_for(client, client.post("/v1/profiles", json=body).json()["id"])
+        time.sleep(1.5)  # appendfsync everysec: what was written a second ago is on disk
+        old = redis_pid(embedded)
+        os.kill(old, signal.SIGKILL)
+        until(lambda: "embedded Redis restarted" in embedded.log(), ceiling_s=120, what="Redis restarted")
+        assert "embedded Redis died" in embedded.log()
+        again = until(lambda: (r := client.get(f"/v1/profiles/{done['id']}")).status_code == 200 and r.json())
+        assert again["result"] == done["result"]
+        assert redis_pid(embedded) != old
+        # And the service goes on: the worker reconnects and measures.
+        nxt = client.post("/v1/profiles", json={**body, "batch_sizes": [2]}).json()
+        assert wait_for(client, nxt["id"], timeout=600)["status"] == "succeeded"
+
+
+def test_healthz_reflects_a_store_that_does_not_answer(embedded):
+    with embedded.client() as client:
+        assert client.get("/healthz").status_code == 200
+        pid = redis_pid(embedded)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            down = client.get("/healthz")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert down.status_code == 503 and down.json()["status"] == "store down"
+        assert until(lambda: client.get("/healthz").status_code == 200)
+
+
+def test_sigkill_of_serve_leaves_no_orphans_and_a_live_data_dir_is_not_shared(tmp_path):
+    data = tmp_path / "data"
+    first = start_service(data)
+    with first.client() as client:
+        body = {"model": "resnet50", "batch_sizes": [8], "runs": 1000, "repeats": 1}
+        job = client.post("/v1/profiles", json=body).json()
+        until(lambda: measuring(client, job["id"]), what="measuring")
+    family = descendants(first.process.pid)
+    kinds = " ".join(args for _, args in family)
+    assert "redis-server" in kinds and "dnnprof.cli worker" in kinds and "workers.runner" in kinds, family
+
+    second = subprocess.run(
+        [sys.executable, "-m", "dnnprof.cli", "serve", "--device", "none"],
+        cwd=ROOT,
+        env={**os.environ, "DNNPROF_DATA_DIR": str(data), "DNNPROF_PORT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode == 2, second.stderr
+    assert f"in use by a running dnnprof serve (pid {first.process.pid})" in second.stderr
+
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    until(lambda: not any(pid_alive(pid) for pid, _ in family), ceiling_s=120, what="every child gone")
+
+    again = start_service(data)  # the lock died with its holder: the same data dir starts again
+    try:
+        workers = [p for p, args in children(again.process.pid) if "dnnprof.cli worker" in args]
+        assert len(workers) == 1
+    finally:
+        again.stop()
+
+
+def test_runtime_files_live_under_the_data_dir_and_stale_messages_are_purged(embedded):
+    data = embedded.data_dir
+    assert (data / "redis" / "redis.conf").exists() and (data / "redis" / "redis.log").exists()
+    assert oct((data / "redis").stat().st_mode & 0o777) == "0o700"
+    with embedded.client() as client:
+        store = store_of(embedded)
+        job = client.post(
+            "/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]}
+        ).json()
+        assert store.llen("dnnprof.jetson") == 1
+        assert 'dnnprof_queue_length{device="jetson"} 1.0' in client.get("/metrics").text
+        client.delete(f"/v1/profiles/{job['id']}")  # cancelled while queued: its message goes too
+        assert store.llen("dnnprof.jetson") == 0
+        assert 'dnnprof_queue_length{device="jetson"} 0.0' in client.get("/metrics").text
+        # A message whose job ended some other way is purged by the workers' sweep.
+        stale = client.post(
+            "/v1/profiles", json={"model": "vgg11", "device": "jetson", "batch_sizes": [1]}
+        ).json()
+        store.delete(f"dnnprof:profile:{stale['id']}")
+        until(lambda: store.llen("dnnprof.jetson") == 0, ceiling_s=120, what="the stale message purged")
+
+
+def test_a_killed_pool_process_leaves_nothing_in_tmp(embedded):
+    before = {p.name for p in Path("/tmp").glob("dnnprof-*")}
+    with embedded.client() as client:
+        body = {"model": "resnet50", "batch_sizes": [8], "runs": 1000, "repeats": 1}
+        job = client.post("/v1/profiles", json=body).json()
+        until(lambda: measuring(client, job["id"]), what="measuring")
+        run = embedded.data_dir / "run"
+        assert [p.name for p in run.iterdir() if p.name.startswith("dnnprof-")], "the job's folder"
+        [worker] = [p for p, args in children(embedded.process.pid) if "dnnprof.cli worker" in args]
+        os.killpg(worker, signal.SIGKILL)  # worker, pool process and measuring process
+        until(lambda: "restarting" in embedded.log(), what="the worker restarted")
+        until(
+            lambda: not [p for p in run.iterdir() if p.name.startswith("dnnprof-") and not _owner_alive(p)],
+            what="the dead pool's folder removed",
+        )
+        client.delete(f"/v1/profiles/{job['id']}")
+    assert {p.name for p in Path("/tmp").glob("dnnprof-*")} == before
+
+
+def _owner_alive(path: Path) -> bool:
+    pid = path.name.split("-")[1]
+    return pid.isdigit() and pid_alive(int(pid))
