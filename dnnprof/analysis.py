@@ -5,7 +5,11 @@
 - Accuracy density: top-1 per million parameters (Fig. 2).
 - Accuracy vs images/s: the Pareto frontier and its linear upper bound (Fig. 3).
 - Memory vs parameter size: a least-squares line per batch size, with R² (Fig. 4).
-- Cross-device: one model on two device classes, side by side.
+- Cross-device: one model on two devices (targets, or classes), side by side, per batch size.
+
+Every row is one model on one device target (``cuda/nvidia-l4-24gb``: see :mod:`dnnprof.targets`);
+the groups (frontier, fits, Table 3) are per target, so two GPUs of one class are never mixed. A
+``device`` filter takes a class (all its targets, each apart) or one target.
 
 Accuracy comes from a measured profile when one exists, else from an imported published table,
 else from the package's own metadata (torchvision's weights); every row says which.
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from msgspec import Struct
 
 from dnnprof.contract import ModelInfo, ProfileRecord, PublishedResult
+from dnnprof.targets import class_of, matches, target_of
 
 MB = 1_000_000  # memory bounds and sizes are in megabytes (10^6 bytes), as the paper's tables
 
@@ -35,7 +40,8 @@ class BatchCell(Struct, kw_only=True):
 class ModelRow(Struct, kw_only=True):
     model: str
     paper_name: str | None
-    device: str
+    device: str  # the class
+    target: str  # the device target it ran on
     device_name: str
     precision: str
     profile_id: str
@@ -46,6 +52,7 @@ class ModelRow(Struct, kw_only=True):
     top5: float | None
     accuracy_source: str | None
     batches: list[BatchCell]
+    measured_at: float = 0.0  # when its profile was asked for (the newest one is the row)
 
     def cell(self, batch_size: int) -> BatchCell | None:
         return next((c for c in self.batches if c.batch_size == batch_size), None)
@@ -111,7 +118,8 @@ def model_rows(
     device: str | None = None,
     precision: str | None = None,
 ) -> list[ModelRow]:
-    """One row per (model, device class, precision): the newest succeeded profile."""
+    """One row per (model, device target, precision): the newest succeeded profile. ``device``
+    selects a class (every target of it) or one target."""
     by_model = best_published(published)
     catalogue = catalogue or {}
     rows: dict[tuple[str, str, str], ModelRow] = {}
@@ -120,9 +128,10 @@ def model_rows(
         if record.status != "succeeded" or result is None:
             continue
         s = record.settings
-        if (device and s.device != device) or (precision and s.precision != precision):
+        target = target_of(record)
+        if not matches(device, target) or (precision and s.precision != precision):
             continue
-        key = (s.model, s.device, s.precision)
+        key = (s.model, target, s.precision)
         if key in rows:
             continue
         top1, top5, source = accuracy_for(record, by_model, catalogue)
@@ -143,6 +152,7 @@ def model_rows(
             model=s.model,
             paper_name=record.model.paper_name,
             device=s.device,
+            target=target,
             device_name=result.fingerprint.device_name,
             precision=s.precision,
             profile_id=record.id,
@@ -153,8 +163,9 @@ def model_rows(
             top5=top5,
             accuracy_source=source,
             batches=sorted(cells, key=lambda c: c.batch_size),
+            measured_at=record.created_at,
         )
-    return sorted(rows.values(), key=lambda r: (r.device, r.model))
+    return sorted(rows.values(), key=lambda r: (r.target, r.model))
 
 
 # -- Table 3 -----------------------------------------------------------------------------------
@@ -214,6 +225,7 @@ def best_under_constraints(
 class DensityRow(Struct, kw_only=True):
     model: str
     device: str
+    target: str
     top1: float
     params_m: float
     top1_per_mparam: float
@@ -225,6 +237,7 @@ def accuracy_density(rows: Sequence[ModelRow]) -> list[DensityRow]:
         DensityRow(
             model=r.model,
             device=r.device,
+            target=r.target,
             top1=r.top1,
             params_m=r.params / 1e6,
             top1_per_mparam=r.top1 / (r.params / 1e6),
@@ -269,7 +282,8 @@ class FrontierPoint(Struct, kw_only=True):
 
 
 class ThroughputBound(Struct, kw_only=True):
-    device: str
+    device: str  # the class
+    target: str
     batch_size: int
     points: list[FrontierPoint]
     frontier: list[FrontierPoint]
@@ -292,11 +306,13 @@ def pareto_frontier(points: Sequence[FrontierPoint]) -> list[FrontierPoint]:
     return frontier
 
 
-def throughput_bound(rows: Sequence[ModelRow], device: str, batch_size: int = 1) -> ThroughputBound:
+def throughput_bound(rows: Sequence[ModelRow], target: str, batch_size: int = 1) -> ThroughputBound:
+    """The frontier and bound of one device target (the service asks per target, so two GPUs'
+    models are never on one frontier; a class here puts all its targets' rows on one)."""
     points = []
     for r in rows:
         cell = r.cell(batch_size)
-        if r.device == device and r.top1 is not None and cell and cell.images_per_s:
+        if matches(target, r.target) and r.top1 is not None and cell and cell.images_per_s:
             points.append(FrontierPoint(model=r.model, images_per_s=cell.images_per_s, top1=r.top1))
     frontier = pareto_frontier(points)
     intercept = slope = None
@@ -305,7 +321,8 @@ def throughput_bound(rows: Sequence[ModelRow], device: str, batch_size: int = 1)
         slope = fit.slope
         intercept = max(p.top1 - slope * p.images_per_s for p in points)  # the bound holds for all
     return ThroughputBound(
-        device=device,
+        device=class_of(target),
+        target=target,
         batch_size=batch_size,
         points=points,
         frontier=frontier,
@@ -315,7 +332,8 @@ def throughput_bound(rows: Sequence[ModelRow], device: str, batch_size: int = 1)
 
 
 class MemoryFit(Struct, kw_only=True):
-    device: str
+    device: str  # the class
+    target: str
     batch_size: int
     slope: float  # MB of memory per MB of parameters
     intercept_mb: float  # memory of a (hypothetical) parameter-free model: context + runtime
@@ -324,21 +342,22 @@ class MemoryFit(Struct, kw_only=True):
 
 
 def memory_fits(rows: Sequence[ModelRow]) -> list[MemoryFit]:
-    """Memory vs parameter-file size, one least-squares line per device class and batch size."""
+    """Memory vs parameter-file size, one least-squares line per device target and batch size."""
     groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for r in rows:
         for c in r.batches:
             if c.status == "ok" and c.memory_mb is not None:
-                groups.setdefault((r.device, c.batch_size), []).append((r.param_file_mb, c.memory_mb))
+                groups.setdefault((r.target, c.batch_size), []).append((r.param_file_mb, c.memory_mb))
     out = []
-    for (device, batch_size), pts in sorted(groups.items()):
+    for (target, batch_size), pts in sorted(groups.items()):
         try:
             fit = least_squares([p[0] for p in pts], [p[1] for p in pts])
         except ValueError:
             continue
         out.append(
             MemoryFit(
-                device=device,
+                device=class_of(target),
+                target=target,
                 batch_size=batch_size,
                 slope=fit.slope,
                 intercept_mb=fit.intercept,
@@ -350,38 +369,56 @@ def memory_fits(rows: Sequence[ModelRow]) -> list[MemoryFit]:
 
 
 class Comparison(Struct, kw_only=True):
+    """One model at one batch size on devices a and b (the paper's Titan Xp vs TX1 discussion)."""
+
     model: str
     batch_size: int
-    a_device: str
+    precision: str
+    a_device: str  # as asked: a class or a target
     b_device: str
+    a_target: str  # where each side's profile ran
+    b_target: str
     a_ms_per_image: float
     b_ms_per_image: float
-    b_over_a: float
+    b_over_a: float  # > 1: b is slower
     a_device_name: str
     b_device_name: str
 
 
-def compare_devices(rows: Sequence[ModelRow], a: str, b: str, batch_size: int = 1) -> list[Comparison]:
-    by_key = {(r.model, r.device, r.precision): r for r in rows}
+def compare_devices(
+    rows: Sequence[ModelRow], a: str, b: str, batch_size: int | None = None
+) -> list[Comparison]:
+    """Per model and batch size (one, or every one both sides measured), the time on b over the
+    time on a. ``a`` and ``b`` are classes or targets; a class stands for its newest profile of
+    the model on any of its targets (never the target the other side stands for)."""
+    by_model: dict[tuple[str, str], list[ModelRow]] = {}
+    for r in sorted(rows, key=lambda r: r.measured_at, reverse=True):
+        by_model.setdefault((r.model, r.precision), []).append(r)
     out = []
-    for (model, device, precision), ra in sorted(by_key.items()):
-        rb = by_key.get((model, b, precision))
-        if device != a or rb is None:
+    for (model, precision), candidates in sorted(by_model.items()):
+        rb = next((r for r in candidates if matches(b, r.target)), None)
+        ra = next((r for r in candidates if matches(a, r.target) and rb and r.target != rb.target), None)
+        if ra is None or rb is None:
             continue
-        ca, cb = ra.cell(batch_size), rb.cell(batch_size)
-        if not (ca and cb and ca.ms_per_image and cb.ms_per_image):
-            continue
-        out.append(
-            Comparison(
-                model=model,
-                batch_size=batch_size,
-                a_device=a,
-                b_device=b,
-                a_ms_per_image=ca.ms_per_image,
-                b_ms_per_image=cb.ms_per_image,
-                b_over_a=cb.ms_per_image / ca.ms_per_image,
-                a_device_name=ra.device_name,
-                b_device_name=rb.device_name,
+        sizes = [batch_size] if batch_size is not None else sorted({c.batch_size for c in ra.batches})
+        for size in sizes:
+            ca, cb = ra.cell(size), rb.cell(size)
+            if not (ca and cb and ca.ms_per_image and cb.ms_per_image):
+                continue
+            out.append(
+                Comparison(
+                    model=model,
+                    batch_size=size,
+                    precision=precision,
+                    a_device=a,
+                    b_device=b,
+                    a_target=ra.target,
+                    b_target=rb.target,
+                    a_ms_per_image=ca.ms_per_image,
+                    b_ms_per_image=cb.ms_per_image,
+                    b_over_a=cb.ms_per_image / ca.ms_per_image,
+                    a_device_name=ra.device_name,
+                    b_device_name=rb.device_name,
+                )
             )
-        )
     return out

@@ -172,13 +172,21 @@ def worker(args: argparse.Namespace) -> int:
 
         args.device = detect_device_class()
     os.environ["DNNPROF_WORKER_DEVICE"] = args.device
+    from workers.devices import worker_target
+
+    try:
+        target = worker_target(args.device)
+    except ValueError as exc:
+        print(f"dnnprof worker: {exc}", file=sys.stderr)
+        return 2
+    os.environ["DNNPROF_WORKER_TARGET"] = target
     from dnnprof.queue import queue_for
     from workers.celery_app import app
 
     argv = [
         "worker",
-        "--queues",
-        queue_for(args.device),
+        "--queues",  # its class's jobs (any worker of the class) and its target's (only its own)
+        f"{queue_for(args.device)},{queue_for(target)}",
         "--pool",
         "prefork",  # keeps time limits; CUDA is only ever touched in a spawned child
         "--concurrency",

@@ -22,6 +22,11 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "amp")
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
+#: A device target (``cuda/nvidia-h100-80gb-hbm3``: see :mod:`dnnprof.targets`), or a class alone.
+TARGET_PATTERN = r"^(cpu|cuda|jetson)/[a-z0-9][a-z0-9._-]{0,79}(?!\n)$"
+DEVICE_PATTERN = r"^(cpu|cuda|jetson)(/[a-z0-9][a-z0-9._-]{0,79})?(?!\n)$"
+DeviceTarget = Annotated[str, Meta(max_length=87, pattern=TARGET_PATTERN)]
+DeviceOrTarget = Annotated[str, Meta(max_length=87, pattern=DEVICE_PATTERN)]
 
 #: The paper's batch sizes (Section IV-C).
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -48,9 +53,11 @@ BatchSize = Annotated[int, Meta(ge=1, le=MAX_BATCH_SIZE)]
 ACCEPTED_VALUES: dict[str, str] = {
     "model": "a catalogue name (GET /v1/models?q=...), "
     "e.g. 'resnet18', 'timm:resnet50', 'SE-ResNeXt-50 (32x4d)'",
-    "device": "one of "
+    "device": "a class, one of "
     + ", ".join(DEVICE_CLASSES)
-    + " (or omit it to use the best class with a live worker)",
+    + " (any worker of it), or a device target such as 'cuda/nvidia-h100-80gb-hbm3' (GET /v1/devices), "
+    "or omit it to use the best class with a live worker",
+    "any_target": "true or false (a device class may be answered from a stored profile of any target)",
     "batch_sizes": f"1 to {MAX_BATCH_SIZE_COUNT} integers, each in 1..{MAX_BATCH_SIZE}",
     "runs": f"an integer in 1..{MAX_RUNS}",
     "repeats": f"an integer in 1..{MAX_REPEATS} (fresh measuring processes; 1 is the paper's single run)",
@@ -68,7 +75,7 @@ class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /v1/profiles``."""
 
     model: Annotated[str, Meta(min_length=1, max_length=120, pattern=MODEL_NAME_PATTERN)]
-    device: DeviceClass | None = None
+    device: DeviceOrTarget | None = None
     batch_sizes: Annotated[list[BatchSize], Meta(min_length=1, max_length=MAX_BATCH_SIZE_COUNT)] | None = None
     runs: Annotated[int, Meta(ge=1, le=MAX_RUNS)] = DEFAULT_RUNS
     repeats: Annotated[int, Meta(ge=1, le=MAX_REPEATS)] = DEFAULT_REPEATS
@@ -81,6 +88,9 @@ class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     #: Re-parameterisable models (RepVGG, MobileOne, FastViT, ...) are deployed fused: profile that
     #: form unless this is false.
     reparameterize: bool = True
+    #: A class may be answered from a stored profile of any of its targets (else it is measured on
+    #: the target it is routed to, or answered from that target's stored profile).
+    any_target: bool = False
 
 
 class ProfileSettings(Struct, kw_only=True, frozen=True):
@@ -103,9 +113,16 @@ class ProfileSettings(Struct, kw_only=True, frozen=True):
     #: Measured in the fused (deployed) form. True only for models that have one; false for
     #: profiles stored before this existed (they were measured as built).
     reparameterize: bool = False
+    #: The device target it is sent to; None for a class with no live target (any worker of it).
+    target: str | None = None
 
     def dedupe_key(self) -> str:
-        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:32]
+        """Equal settings, equal key; ``target`` only where set, so keys stored before targets
+        existed stay what they were."""
+        fields = msgspec.structs.asdict(self)
+        if fields["target"] is None:
+            del fields["target"]
+        return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()[:32]
 
 
 class TagConfig(Struct, kw_only=True, omit_defaults=True):
@@ -305,6 +322,8 @@ class DeviceFingerprint(Struct, kw_only=True):
     float32_matmul_precision: str | None = None
     autocast_dtype: str | None = None
     gpu_clocks: GpuClocks | None = None
+    #: The target the worker advertised (None before targets existed: derived when read).
+    device_target: str | None = None
 
 
 class ProfileResult(Struct, kw_only=True):
@@ -453,3 +472,17 @@ class WorkerInfo(Struct, kw_only=True):
     busy_with: str | None = None
     #: The memory of the device it measures on (GPU memory, or the host's for a CPU or a Jetson).
     device_memory_bytes: int | None = None
+    #: Its device target (see :mod:`dnnprof.targets`); it consumes that queue and its class's.
+    device_target: str | None = None
+
+
+class DeviceSeen(Struct, kw_only=True):
+    """A device target as its workers last advertised it (kept after they stop)."""
+
+    target: str
+    device_class: DeviceClass
+    device_name: str | None = None
+    device_memory_bytes: int | None = None
+    first_seen: float
+    last_seen: float
+    hostnames: list[str] = []

@@ -1,4 +1,8 @@
-"""The Celery wiring both sides agree on: task names, one queue per device class, transport options.
+"""The Celery wiring both sides agree on: task names, a queue per device class and one per device
+target, transport options.
+
+A worker consumes its class's queue (``dnnprof.cuda``: any worker of the class may take the job)
+and its target's (``dnnprof.cuda.nvidia-l4-24gb``: only workers of that target).
 
 The API builds this app to *send* tasks by name (it never imports ``workers``); the workers
 build the same app and register the tasks on it.
@@ -9,12 +13,25 @@ from __future__ import annotations
 from celery import Celery
 
 from dnnprof.config import Settings, require_redis_url
+from dnnprof.contract import ProfileRecord, ProfileSettings
 
 PROFILE_TASK = "dnnprof.profile"
 
 
-def queue_for(device_class: str) -> str:
-    return f"dnnprof.{device_class}"
+def queue_for(device: str) -> str:
+    """The queue of a class (``cpu`` -> ``dnnprof.cpu``) or of a target (``cpu/intel-xeon-x2`` ->
+    ``dnnprof.cpu.intel-xeon-x2``)."""
+    return "dnnprof." + device.replace("/", ".", 1)
+
+
+def route_of(settings: ProfileSettings) -> str:
+    """Where a job goes: its target's queue when it names one, else its class's."""
+    return queue_for(settings.target or settings.device)
+
+
+def send_profile(app: Celery, record: ProfileRecord) -> None:
+    """Queue a job by its id (also the task id, so the store can find its message)."""
+    app.send_task(PROFILE_TASK, args=[record.id], queue=route_of(record.settings), task_id=record.id)
 
 
 def celery_url(url: str) -> str:

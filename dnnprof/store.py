@@ -29,15 +29,18 @@ import redis
 
 from dnnprof.contract import (
     ACTIVE_STATUSES,
+    DeviceSeen,
     FlopCount,
     ModelInfo,
     ProcessCell,
     ProcessEnd,
     ProcessStatic,
     ProfileRecord,
+    ProfileSettings,
     PublishedResult,
     WorkerInfo,
 )
+from dnnprof.targets import matches, target_of
 
 PREFIX = "dnnprof:"
 _record_decoder = msgspec.json.Decoder(ProfileRecord)
@@ -48,6 +51,7 @@ _static_decoder = msgspec.json.Decoder(ProcessStatic)
 _cell_decoder = msgspec.json.Decoder(ProcessCell)
 _end_decoder = msgspec.json.Decoder(ProcessEnd)
 _flops_decoder = msgspec.json.Decoder(FlopCount)
+_device_decoder = msgspec.json.Decoder(DeviceSeen)
 _encode = msgspec.json.encode
 
 
@@ -153,6 +157,17 @@ class ProfileStore:
                 except redis.WatchError:
                     continue
 
+    def stored_for(
+        self, candidates: Iterable[ProfileSettings], accept: Callable[[ProfileRecord], bool] = bool
+    ) -> ProfileRecord | None:
+        """The newest succeeded profile stored under any of these settings that ``accept`` takes
+        (a class answered from any of its targets; a target from a profile stored before targets)."""
+        keys = [f"{PREFIX}dedupe:{c.dedupe_key()}" for c in candidates]
+        ids = [i.decode() for i in self.redis.mget(keys) if i is not None] if keys else []
+        found = [self.get(i) for i in dict.fromkeys(ids)]
+        ok = [r for r in found if r is not None and r.status == "succeeded" and accept(r)]
+        return max(ok, key=lambda r: r.created_at, default=None)
+
     def update(
         self,
         profile_id: str,
@@ -199,7 +214,8 @@ class ProfileStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[ProfileRecord]:
-        """Newest first, filtered by resolved model name, device class and status."""
+        """Newest first, filtered by resolved model name, device (a class, or a target: where it
+        ran, else where it was sent) and status."""
         ids = self.redis.zrevrange(f"{PREFIX}profiles", 0, -1)
         out: list[ProfileRecord] = []
         skipped = 0
@@ -211,7 +227,7 @@ class ProfileStore:
                 rec = _record_decoder.decode(raw)
                 if model is not None and rec.settings.model != model:
                     continue
-                if device is not None and rec.settings.device != device:
+                if device is not None and not matches(device, target_of(rec)):
                     continue
                 if status is not None and rec.status != status:
                     continue
@@ -386,6 +402,39 @@ class ProfileStore:
 
     def heartbeat(self, info: WorkerInfo, ttl_s: int) -> None:
         self.redis.set(f"{PREFIX}worker:{info.device_class}:{info.hostname}", _encode(info), ex=ttl_s)
+        if info.device_target:
+            self.see_device(info)
+
+    def see_device(self, info: WorkerInfo) -> DeviceSeen:
+        """Record the worker's target in the device registry (kept when its workers are gone)."""
+        key = f"{PREFIX}devices"
+        raw = self.redis.hget(key, info.device_target)
+        seen = _device_decoder.decode(raw) if raw else None
+        if seen is None:
+            seen = DeviceSeen(
+                target=info.device_target,
+                device_class=info.device_class,
+                first_seen=info.seen_at,
+                last_seen=info.seen_at,
+            )
+        seen.device_name = info.device_name or seen.device_name
+        seen.device_memory_bytes = info.device_memory_bytes or seen.device_memory_bytes
+        seen.last_seen = max(seen.last_seen, info.seen_at)
+        seen.hostnames = [*[h for h in seen.hostnames if h != info.hostname][-7:], info.hostname]
+        self.redis.hset(key, info.device_target, _encode(seen))
+        return seen
+
+    def devices(self) -> dict[str, DeviceSeen]:
+        return {
+            k.decode(): _device_decoder.decode(v) for k, v in self.redis.hgetall(f"{PREFIX}devices").items()
+        }
+
+    def live_targets(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for w in self.workers():
+            if w.device_target:
+                counts[w.device_target] = counts.get(w.device_target, 0) + 1
+        return counts
 
     def forget_worker(self, info: WorkerInfo) -> None:
         self.redis.delete(f"{PREFIX}worker:{info.device_class}:{info.hostname}")

@@ -14,6 +14,7 @@ from dnnprof.contract import ProfileRequest
 from dnnprof.queue import make_celery
 from dnnprof.store import ProfileStore
 from service.controllers.analysis import AnalysisController, ExportController, FiguresController
+from service.controllers.devices import DeviceController
 from service.controllers.health import HealthController
 from service.controllers.models import ModelController
 from service.controllers.profiles import ProfileController
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             ProfileController,
             ModelController,
+            DeviceController,
             PublishedResultsController,
             HealthController,
             MetricsController,

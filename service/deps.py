@@ -8,7 +8,8 @@ from celery import Celery
 
 from dnnprof.catalogue import Catalogue, CatalogueCache, Resolved, UnknownModelError
 from dnnprof.config import Settings
-from dnnprof.queue import PROFILE_TASK, queue_for
+from dnnprof.contract import ProfileRecord
+from dnnprof.queue import send_profile
 from dnnprof.store import ProfileStore
 
 
@@ -40,7 +41,5 @@ class Services:
         except (UnknownModelError, CatalogueNotReadyError):
             return name
 
-    def enqueue(self, profile_id: str, device_class: str) -> None:
-        self.celery.send_task(
-            PROFILE_TASK, args=[profile_id], queue=queue_for(device_class), task_id=profile_id
-        )
+    def enqueue(self, record: ProfileRecord) -> None:
+        send_profile(self.celery, record)

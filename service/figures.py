@@ -67,14 +67,15 @@ def density(ax, rows: Sequence[analysis.ModelRow], batch_size: int) -> None:
 def throughput(ax, rows: Sequence[analysis.ModelRow], batch_size: int) -> None:
     """Fig. 3: top-1 vs images/s with the linear upper bound (a curve on the log axis)."""
     drew = False
-    for device in sorted({r.device for r in rows}):
-        bound = analysis.throughput_bound(rows, device, batch_size)
+    for target in sorted({r.target for r in rows}):
+        bound = analysis.throughput_bound(rows, target, batch_size)
+        device = bound.device
         if not bound.points:
             continue
         drew = True
         colour = COLOURS.get(device, "grey")
         ax.scatter(
-            [p.images_per_s for p in bound.points], [p.top1 for p in bound.points], c=colour, label=device
+            [p.images_per_s for p in bound.points], [p.top1 for p in bound.points], c=colour, label=target
         )
         for p in bound.points:
             ax.annotate(p.model.split(":", 1)[-1], (p.images_per_s, p.top1), fontsize=7)
@@ -86,7 +87,7 @@ def throughput(ax, rows: Sequence[analysis.ModelRow], batch_size: int) -> None:
                 [bound.intercept + bound.slope * x for x in xs],
                 color=colour,
                 linestyle="--",
-                label=f"{device} bound: {bound.intercept:.1f} {bound.slope:+.4f}·x",
+                label=f"{target} bound: {bound.intercept:.1f} {bound.slope:+.4f}·x",
             )
     if not drew:
         return _empty(ax, "accuracy and timings")
@@ -121,7 +122,7 @@ def memory(ax, rows: Sequence[analysis.ModelRow], batch_size: int) -> None:
             [fit.intercept_mb + fit.slope * x for x in xs],
             linestyle="--",
             color=COLOURS.get(fit.device, "grey"),
-            label=f"{fit.device}: {fit.intercept_mb:.0f} MB + {fit.slope:.2f}·size (R² {fit.r2:.2f})",
+            label=f"{fit.target}: {fit.intercept_mb:.0f} MB + {fit.slope:.2f}·size (R² {fit.r2:.2f})",
         )
     ax.set(
         xlabel="Parameter file (MB)", ylabel="Memory (MB)", title=f"Memory vs model size, batch {batch_size}"

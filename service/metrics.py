@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from dnnprof.contract import DEVICE_CLASSES
 from dnnprof.queue import queue_for
 from dnnprof.store import ProfileStore
+from dnnprof.targets import class_of, target_of
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class StoreCollector(Collector):
         yield from families
 
     def _families(self) -> Iterator[Metric]:
-        batch_labels = ["model", "device", "batch_size", "precision"]
+        batch_labels = ["model", "device", "target", "batch_size", "precision"]
         latency = GaugeMetricFamily(
             "dnnprof_profile_latency_seconds",
             "Per-image inference time, mean of the timed runs",
@@ -86,8 +87,9 @@ class StoreCollector(Collector):
                 record.settings.device,
                 record.settings.precision,
             )
+            target = target_of(record)
             for batch in result.batches:
-                key = (model, device, str(batch.batch_size), precision)
+                key = (model, device, target, str(batch.batch_size), precision)
                 if key in seen_batches:
                     continue
                 seen_batches.add(key)
@@ -133,15 +135,25 @@ class StoreCollector(Collector):
         yield in_flight
 
         queue = GaugeMetricFamily(
-            "dnnprof_queue_length", "Messages waiting per device class", labels=["device"]
+            "dnnprof_queue_length",
+            "Messages waiting per queue: a device class's (target empty) or a device target's",
+            labels=["device", "target"],
         )
         workers = GaugeMetricFamily("dnnprof_workers", "Live workers per device class", labels=["device"])
+        target_workers = GaugeMetricFamily(
+            "dnnprof_target_workers", "Live workers per device target", labels=["device", "target"]
+        )
         live = self.store.live_device_classes()
         for device in DEVICE_CLASSES:
-            queue.add_metric([device], self.store.queue_length(queue_for(device)))
+            queue.add_metric([device, ""], self.store.queue_length(queue_for(device)))
             workers.add_metric([device], live.get(device, 0))
+        live_targets = self.store.live_targets()
+        for target in sorted(set(self.store.devices()) | set(live_targets)):
+            queue.add_metric([class_of(target), target], self.store.queue_length(queue_for(target)))
+            target_workers.add_metric([class_of(target), target], live_targets.get(target, 0))
         yield queue
         yield workers
+        yield target_workers
 
 
 _registered: StoreCollector | None = None

@@ -98,6 +98,17 @@ def start_service(
     raise RuntimeError(f"dnnprof serve not ready after {ready_timeout}s:\n{service.log()}")
 
 
+def until(predicate, ceiling_s: float = 300.0, what: str = "the state"):
+    """Wait on a state (the predicate's truthy value is returned), with a generous ceiling."""
+    deadline = time.monotonic() + ceiling_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not reached within {ceiling_s:.0f} s"
+        time.sleep(0.2)
+
+
 def wait_for(
     client: httpx.Client,
     profile_id: str,

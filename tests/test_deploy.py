@@ -107,6 +107,11 @@ def test_grafana_dashboard_is_provisioned_with_a_fixed_uid_and_only_exported_met
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"dnnprof_[a-z0-9_]+", e)}
     assert used and used <= exported_metric_names(), used - exported_metric_names()
+    # The device variable lists device targets, and the profile panels filter by it.
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["target"]["query"]["query"] == "label_values(dnnprof_profile_latency_seconds, target)"
+    assert '"target"' in (ROOT / "service" / "metrics.py").read_text()
+    assert all('target=~"$target"' in e for e in exprs if e.startswith("dnnprof_profile_"))
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
     for view in ("inference time", "memory", "accuracy", "queue", "workers"):
         assert view in titles

@@ -18,7 +18,7 @@ import redis
 
 from dnnprof.contract import ProfileRecord
 from dnnprof.process import pid_alive
-from tests.helpers import ROOT, start_service, wait_for
+from tests.helpers import ROOT, start_service, until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +48,6 @@ def redis_pid(service) -> int:
 def store_of(service) -> redis.Redis:
     url = re.search(r"embedded Redis at (\S+)", service.log()).group(1)
     return redis.Redis.from_url(url)
-
-
-def until(predicate, ceiling_s: float = 300.0, what: str = "the state"):
-    deadline = time.monotonic() + ceiling_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not reached within {ceiling_s:.0f} s"
-        time.sleep(0.2)
 
 
 def measuring(client, profile_id: str) -> bool:
@@ -202,10 +192,10 @@ def test_runtime_files_live_under_the_data_dir_and_stale_messages_are_purged(emb
             "/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]}
         ).json()
         assert store.llen("dnnprof.jetson") == 1
-        assert 'dnnprof_queue_length{device="jetson"} 1.0' in client.get("/metrics").text
+        assert 'dnnprof_queue_length{device="jetson",target=""} 1.0' in client.get("/metrics").text
         client.delete(f"/v1/profiles/{job['id']}")  # cancelled while queued: its message goes too
         assert store.llen("dnnprof.jetson") == 0
-        assert 'dnnprof_queue_length{device="jetson"} 0.0' in client.get("/metrics").text
+        assert 'dnnprof_queue_length{device="jetson",target=""} 0.0' in client.get("/metrics").text
         # A message whose job ended some other way is purged by the workers' sweep.
         stale = client.post(
             "/v1/profiles", json={"model": "vgg11", "device": "jetson", "batch_sizes": [1]}

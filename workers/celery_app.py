@@ -21,9 +21,9 @@ from celery import signals
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES, TERMINAL_STATUSES, WorkerInfo
 from dnnprof.process import die_with_parent, remove_dead_owners, run_dir
-from dnnprof.queue import PROFILE_TASK, make_celery, queue_for
+from dnnprof.queue import PROFILE_TASK, make_celery, queue_for, route_of, send_profile
 from dnnprof.store import ProfileStore
-from workers.devices import detect_device_class, device_memory_bytes, device_name
+from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
 from workers.jobs import DeviceBusyError, ProfileJob, flush_spool
 
 log = logging.getLogger("dnnprof.worker")
@@ -34,6 +34,10 @@ if DEVICE_CLASS not in DEVICE_CLASSES:
     raise SystemExit(
         f"DNNPROF_WORKER_DEVICE must be one of {', '.join(DEVICE_CLASSES)}, got {DEVICE_CLASS!r}"
     )
+
+#: The device target this worker advertises (set by `dnnprof worker` from the device or from
+#: DNNPROF_DEVICE_TARGET); its queue is consumed beside the class's.
+DEVICE_TARGET = os.environ.get("DNNPROF_WORKER_TARGET") or worker_target(DEVICE_CLASS)
 
 app = make_celery(settings)
 app.conf.task_default_queue = queue_for(DEVICE_CLASS)
@@ -74,6 +78,7 @@ def profile(self, profile_id: str) -> str:
         DEVICE_CLASS,
         self.request.hostname or socket.gethostname(),
         device_lock_name(socket.gethostname()),
+        target=DEVICE_TARGET,
     )
     try:
         return job.run(profile_id)
@@ -93,6 +98,7 @@ class Heartbeat(threading.Thread):
             device_class=DEVICE_CLASS,  # type: ignore[arg-type]
             device_name=device_name(DEVICE_CLASS),
             device_memory_bytes=device_memory_bytes(DEVICE_CLASS),
+            device_target=DEVICE_TARGET,
             pid=os.getpid(),
             started_at=started,
             seen_at=started,
@@ -119,7 +125,7 @@ class Heartbeat(threading.Thread):
         alive = {w.hostname for w in store().workers()}
         orphan_after = time.time() - 3 * settings.heartbeat_s
         overdue_after = time.time() - settings.time_limit_s - 60
-        job = ProfileJob(store(), settings, DEVICE_CLASS, self.info.hostname, "")
+        job = ProfileJob(store(), settings, DEVICE_CLASS, self.info.hostname, "", target=DEVICE_TARGET)
         for rec in store().list(status="running", limit=1000):
             started = rec.started_at or rec.created_at
             if rec.worker == self.info.hostname and started < overdue_after:
@@ -143,9 +149,7 @@ class Heartbeat(threading.Thread):
                 )
             elif job.requeue(rec.id, from_worker=rec.worker):
                 store().purge_unacked(rec.id)  # the lost delivery: it would come back in an hour
-                app.send_task(
-                    PROFILE_TASK, args=[rec.id], queue=queue_for(rec.settings.device), task_id=rec.id
-                )
+                send_profile(app, rec)
                 log.warning("requeued %s: %s", rec.id, why)
 
     def resend_lost_messages(self) -> None:
@@ -160,20 +164,20 @@ class Heartbeat(threading.Thread):
             return
         delivered = store().unacked_task_ids()
         held_too_long = now_s - max(60, 6 * settings.heartbeat_s)
-        waiting = {d: set(store().queued_task_ids(queue_for(d))) for d in DEVICE_CLASSES}
+        waiting = {q: set(store().queued_task_ids(q)) for q in {route_of(r.settings) for r in queued}}
         for rec in queued:
-            if rec.id in waiting.get(rec.settings.device, set()):
+            if rec.id in waiting[route_of(rec.settings)]:
                 continue
             if rec.id in delivered and delivered[rec.id] > held_too_long:
                 continue
             store().purge_unacked(rec.id)
-            app.send_task(PROFILE_TASK, args=[rec.id], queue=queue_for(rec.settings.device), task_id=rec.id)
+            send_profile(app, rec)
             log.warning("sent %s again: queued, but its message was lost or held by a dead worker", rec.id)
 
     def purge_stale_messages(self) -> None:
         """Queued messages whose job was cancelled or deleted (a class no worker serves keeps them
         for ever otherwise, and /metrics counts them)."""
-        for device in DEVICE_CLASSES:
+        for device in (*DEVICE_CLASSES, *store().devices()):
             queue = queue_for(device)
             ids = store().queued_task_ids(queue)
             if not ids:
@@ -213,7 +217,13 @@ def _on_ready(sender=None, **_: object) -> None:
     _heartbeat = Heartbeat(hostname)
     _heartbeat.start()
     start_metrics_server(hostname)
-    log.info("dnnprof worker ready: device class %s, queue %s", DEVICE_CLASS, queue_for(DEVICE_CLASS))
+    log.info(
+        "dnnprof worker ready: device class %s, target %s, queues %s and %s",
+        DEVICE_CLASS,
+        DEVICE_TARGET,
+        queue_for(DEVICE_CLASS),
+        queue_for(DEVICE_TARGET),
+    )
 
 
 def start_metrics_server(hostname: str) -> None:

@@ -1,11 +1,18 @@
-"""Which device class this machine serves, found without initialising CUDA (safe before fork)."""
+"""Which device class and device target this machine serves, found without initialising CUDA
+(safe before fork)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import re
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+
+from dnnprof.contract import TARGET_PATTERN
+from dnnprof.targets import derive_target
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
@@ -50,9 +57,14 @@ def detect_device_class() -> str:
 
 def device_name(device_class: str) -> str:
     if device_class == "cuda":
-        names = nvml_gpu_names()
-        if names:
-            return names[0]
+        from workers import nvml
+
+        module = nvml.load()  # the GPU torch will use (CUDA_VISIBLE_DEVICES), not NVML's index 0
+        handle = nvml.visible_handle(module, 0) if module is not None else None
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                name = module.nvmlDeviceGetName(handle)
+                return name.decode() if isinstance(name, bytes) else name
     if device_class == "jetson":
         with contextlib.suppress(OSError):
             return DEVICE_TREE_MODEL.read_text(errors="ignore").strip("\x00 \n")
@@ -81,3 +93,45 @@ def device_memory_bytes(device_class: str) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return None
+
+
+def jetson_power_mode(nvpmodel_output: str | None = None) -> str | None:
+    """From ``nvpmodel -q``: 'NV Power Mode: MAXN' -> 'MAXN'."""
+    if nvpmodel_output is None:
+        try:
+            nvpmodel_output = subprocess.run(
+                ["nvpmodel", "-q"], capture_output=True, text=True, timeout=5, check=False
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+    for line in nvpmodel_output.splitlines():
+        if "power mode" in line.lower() and ":" in line:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def worker_target(device_class: str, env: Mapping[str, str] = os.environ) -> str:
+    """This worker's device target: ``DNNPROF_DEVICE_TARGET`` (with or without its class prefix)
+    where set, else derived from the device (see :mod:`dnnprof.targets`). Raises ValueError for
+    an override that is not a valid target of this class."""
+    override = (env.get("DNNPROF_DEVICE_TARGET") or "").strip()
+    if override:
+        target = override if "/" in override else f"{device_class}/{override}"
+        if not re.match(TARGET_PATTERN, target) or not target.startswith(device_class + "/"):
+            raise ValueError(
+                f"DNNPROF_DEVICE_TARGET={override!r} is not a {device_class} target: lower-case letters, "
+                f"digits, '.', '-', '_' after '{device_class}/' (e.g. {device_class}/my-host), at most 80"
+            )
+        return target
+    threads = None
+    if device_class == "cpu":
+        from workers.engine.host import choose_threads
+
+        threads = choose_threads()[0]
+    return derive_target(
+        device_class,
+        device_name(device_class),
+        memory_bytes=device_memory_bytes(device_class),
+        power_mode=jetson_power_mode() if device_class == "jetson" else None,
+        threads=threads,
+    )

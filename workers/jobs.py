@@ -90,8 +90,16 @@ def _finish(status: str, *, error: str | None = None, result=None):
 
 class ProfileJob:
     def __init__(
-        self, store: ProfileStore, settings: Settings, device_class: str, hostname: str, lock_name: str
+        self,
+        store: ProfileStore,
+        settings: Settings,
+        device_class: str,
+        hostname: str,
+        lock_name: str,
+        *,
+        target: str | None = None,
     ):
+        self.target = target
         self.store = store
         self.settings = settings
         self.device_class = device_class
@@ -193,6 +201,8 @@ class ProfileJob:
             list(parts.ends.values()),
             job_wall_s=time.monotonic() - started,
         )
+        if result is not None:
+            result.fingerprint.device_target = self.target  # where it ran, as this worker names it
         if status == "succeeded" and result is not None and result.batches:
             failed = [b for b in result.batches if b.status == "error"]
             if len(failed) == len(result.batches):

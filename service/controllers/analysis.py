@@ -14,8 +14,10 @@ from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
 from dnnprof import analysis
-from dnnprof.contract import DeviceClass, Precision, ProfileRecord
+from dnnprof.contract import Precision, ProfileRecord
+from dnnprof.targets import class_of, target_of
 from service.deps import Services
+from service.params import DeviceFilter, DeviceSide
 
 BatchQuery = Annotated[int, QueryParameter(ge=1, le=1024)]
 
@@ -24,6 +26,7 @@ class Table1Row(Struct, kw_only=True):
     model: str
     paper_name: str | None
     device: str
+    target: str
     device_name: str
     precision: str
     ms_per_image: dict[int, float | None]
@@ -35,6 +38,7 @@ class Table2Row(Struct, kw_only=True):
     model: str
     paper_name: str | None
     device: str
+    target: str
     device_name: str
     precision: str
     param_file_mb: float
@@ -44,6 +48,7 @@ class Table2Row(Struct, kw_only=True):
 
 class Table3(Struct, kw_only=True):
     device: str
+    target: str
     batch_size: int
     cells: list[analysis.ConstrainedBest]
 
@@ -56,8 +61,11 @@ def load_rows(services: Services, device: str | None = None, precision: str | No
     )
 
 
-def _devices(rows, device: str | None) -> list[str]:
-    return [device] if device else sorted({r.device for r in rows})
+def _targets(rows, device: str | None) -> list[str]:
+    """The groups of a per-device analysis: each target in the rows (a class asked for gives each
+    of its targets apart); where nothing is stored, the one device asked for, empty."""
+    targets = sorted({r.target for r in rows})
+    return targets or ([device] if device else [])
 
 
 class AnalysisController(Controller):
@@ -72,7 +80,7 @@ class AnalysisController(Controller):
     def models(
         self,
         services: NamedDependency[Services],
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
         precision: Annotated[Precision | None, QueryParameter()] = None,
     ) -> list[analysis.ModelRow]:
         return load_rows(services, device, precision)
@@ -85,7 +93,7 @@ class AnalysisController(Controller):
     def table1(
         self,
         services: NamedDependency[Services],
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
         precision: Annotated[Precision | None, QueryParameter()] = None,
     ) -> list[Table1Row]:
         return [
@@ -93,6 +101,7 @@ class AnalysisController(Controller):
                 model=r.model,
                 paper_name=r.paper_name,
                 device=r.device,
+                target=r.target,
                 device_name=r.device_name,
                 precision=r.precision,
                 ms_per_image={c.batch_size: c.ms_per_image for c in r.batches},
@@ -106,7 +115,7 @@ class AnalysisController(Controller):
     def table2(
         self,
         services: NamedDependency[Services],
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
         precision: Annotated[Precision | None, QueryParameter()] = None,
     ) -> list[Table2Row]:
         return [
@@ -114,6 +123,7 @@ class AnalysisController(Controller):
                 model=r.model,
                 paper_name=r.paper_name,
                 device=r.device,
+                target=r.target,
                 device_name=r.device_name,
                 precision=r.precision,
                 param_file_mb=r.param_file_mb,
@@ -133,7 +143,7 @@ class AnalysisController(Controller):
     def table3(
         self,
         services: NamedDependency[Services],
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
         precision: Annotated[Precision | None, QueryParameter()] = None,
         max_memory_mb: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
         min_fps: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
@@ -144,13 +154,14 @@ class AnalysisController(Controller):
         fps = min_fps or analysis.DEFAULT_FPS_BOUNDS
         return [
             Table3(
-                device=d,
+                device=class_of(t),
+                target=t,
                 batch_size=batch_size,
                 cells=analysis.best_under_constraints(
-                    [r for r in rows if r.device == d], memory, fps, batch_size
+                    [r for r in rows if r.target == t], memory, fps, batch_size
                 ),
             )
-            for d in _devices(rows, device)
+            for t in _targets(rows, device)
         ]
 
     @get(
@@ -161,7 +172,7 @@ class AnalysisController(Controller):
     def density(
         self,
         services: NamedDependency[Services],
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
     ) -> list[analysis.DensityRow]:
         return analysis.accuracy_density(load_rows(services, device))
 
@@ -173,12 +184,12 @@ class AnalysisController(Controller):
     def throughput(
         self,
         services: NamedDependency[Services],
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
         precision: Annotated[Precision | None, QueryParameter()] = None,
         batch_size: BatchQuery = 1,
     ) -> list[analysis.ThroughputBound]:
         rows = load_rows(services, device, precision)
-        return [analysis.throughput_bound(rows, d, batch_size) for d in _devices(rows, device)]
+        return [analysis.throughput_bound(rows, t, batch_size) for t in _targets(rows, device)]
 
     @get(
         "/memory-fits",
@@ -188,23 +199,26 @@ class AnalysisController(Controller):
     def memory_fits(
         self,
         services: NamedDependency[Services],
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
         precision: Annotated[Precision | None, QueryParameter()] = None,
     ) -> list[analysis.MemoryFit]:
         return analysis.memory_fits(load_rows(services, device, precision))
 
     @get(
         "/compare",
-        summary="One model on two device classes side by side, with the time ratio b/a",
+        summary="Each model on two devices side by side, per batch size, with the time ratio b/a",
+        description="a and b are device targets (GET /v1/devices) or classes (a class stands for its "
+        "newest profile of the model on any of its targets). Without batch_size, every batch size "
+        "both sides measured.",
         sync_to_thread=True,
     )
     def compare(
         self,
         services: NamedDependency[Services],
-        a: Annotated[DeviceClass, QueryParameter()],
-        b: Annotated[DeviceClass, QueryParameter()],
+        a: DeviceSide,
+        b: DeviceSide,
         precision: Annotated[Precision | None, QueryParameter()] = None,
-        batch_size: BatchQuery = 1,
+        batch_size: Annotated[int | None, QueryParameter(ge=1, le=1024)] = None,
     ) -> list[analysis.Comparison]:
         return analysis.compare_devices(load_rows(services, precision=precision), a, b, batch_size)
 
@@ -226,7 +240,7 @@ class FiguresController(Controller):
         self,
         name: FromPath[str],
         services: NamedDependency[Services],
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
         batch_size: BatchQuery = 1,
     ) -> Response[bytes]:
         from service import figures
@@ -264,6 +278,7 @@ class ExportController(Controller):
                 "model",
                 "paper_name",
                 "device",
+                "target",
                 "device_name",
                 "precision",
                 "input_size",
@@ -304,6 +319,7 @@ class ExportController(Controller):
                         rec.settings.model,
                         rec.model.paper_name or "",
                         rec.settings.device,
+                        target_of(rec),
                         r.fingerprint.device_name,
                         rec.settings.precision,
                         r.input_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
@@ -25,11 +26,13 @@ from dnnprof.contract import (
     Progress,
 )
 from dnnprof.cost import GB, too_costly
-from dnnprof.queue import queue_for
-from dnnprof.store import ConflictError, now
+from dnnprof.queue import queue_for, route_of
+from dnnprof.store import ConflictError, ProfileStore, now
+from dnnprof.targets import class_of, is_target, target_of
 from service.bodies import strict_json
 from service.deps import Services
 from service.errors import error_responses
+from service.params import DeviceFilter
 
 
 class ProfileAccepted(Struct, kw_only=True):
@@ -40,6 +43,8 @@ class ProfileAccepted(Struct, kw_only=True):
     created: bool
     location: str
     device: DeviceClass
+    #: The device target it is sent to (or ran on); None where no worker of the class is live.
+    target: str | None
     workers_serving_device: int
     warning: str | None = None
     profile: ProfileRecord
@@ -52,11 +57,62 @@ class DeleteOutcome(Struct, kw_only=True):
 
 def _pick_device(requested: str | None, live: dict[str, int]) -> str:
     if requested is not None:
-        return requested
+        return class_of(requested)
     for device in DEVICE_CLASSES:  # cuda, jetson, cpu: the fastest class with a live worker
         if live.get(device):
             return device
     return "cpu"
+
+
+def _route_target(store: ProfileStore, device_class: str, live_targets: dict[str, int]) -> str | None:
+    """For a request naming a class: the live target of that class with the fewest jobs waiting
+    per worker (then the most workers, then by name), so its result is keyed to where it runs.
+    With none live, the class's only target ever seen (a one-device deployment between restarts);
+    else None: the class queue, whichever target starts first."""
+    candidates = [t for t in live_targets if class_of(t) == device_class]
+    if not candidates:
+        known = [t for t in store.devices() if class_of(t) == device_class]
+        return known[0] if len(known) == 1 else None
+    return min(
+        candidates,
+        key=lambda t: (store.queue_length(queue_for(t)) / live_targets[t], -live_targets[t], t),
+    )
+
+
+def _stored_elsewhere(
+    store: ProfileStore, settings: ProfileSettings, *, any_target: bool
+) -> ProfileRecord | None:
+    """A stored profile that answers the request though its dedupe key differs: with
+    ``any_target``, one of any target of the class (or of the class alone); for a target, one
+    stored before targets existed that ran there (its fingerprint says so)."""
+    if any_target:
+        targets = {t for t in store.devices() if class_of(t) == settings.device} | {settings.target}
+        candidates = [msgspec.structs.replace(settings, target=t) for t in sorted(targets, key=str)]
+        found = store.stored_for([msgspec.structs.replace(settings, target=None), *candidates])
+        if found is not None:
+            return found
+    if settings.target is None:
+        return None
+    return store.stored_for(
+        [msgspec.structs.replace(settings, target=None)], lambda r: target_of(r) == settings.target
+    )
+
+
+def _accepted(record: ProfileRecord, *, created: bool, serving: int, warning: str | None) -> Response:
+    location = f"/v1/profiles/{record.id}"
+    body = ProfileAccepted(
+        id=record.id,
+        status=record.status,
+        created=created,
+        location=location,
+        device=record.settings.device,
+        target=target_of(record) if record.result is not None or record.settings.target else None,
+        workers_serving_device=serving,
+        warning=warning,
+        profile=record,
+    )
+    status_code = HTTP_200_OK if record.status == "succeeded" else HTTP_202_ACCEPTED
+    return Response(body, status_code=status_code, headers={"Location": location})
 
 
 class ProfileController(Controller):
@@ -95,8 +151,15 @@ class ProfileController(Controller):
                     }
                 ],
             )
-        live = services.store.live_device_classes()
+        store = services.store
+        live = store.live_device_classes()
         device = _pick_device(data.device, live)
+        live_targets = store.live_targets()
+        target = (
+            data.device
+            if data.device and is_target(data.device)
+            else _route_target(store, device, live_targets)
+        )
         if data.precision == "fp16" and device == "cpu":
             raise ValidationException(
                 detail="fp16 is not measured on a CPU",
@@ -123,8 +186,12 @@ class ProfileController(Controller):
             accuracy_images=data.accuracy_images if data.accuracy else None,
             # Only models that have a fused form differ by it (and only they key apart by it).
             reparameterize=data.reparameterize and resolved.info.reparameterizable,
+            target=target,
         )
         self._check_cost(services, resolved.info, settings)
+        stored = None if data.force else _stored_elsewhere(store, settings, any_target=data.any_target)
+        if stored is not None:
+            return _accepted(stored, created=False, serving=live.get(device, 0), warning=None)
         record = ProfileRecord(
             id=uuid.uuid4().hex,
             status="queued",
@@ -137,33 +204,27 @@ class ProfileController(Controller):
                 processes=settings.repeats,
             ),
         )
-        record, created = services.store.create_or_get(record, force=data.force)
+        record, created = store.create_or_get(record, force=data.force)
         if created:
             try:
-                services.enqueue(record.id, device)
+                services.enqueue(record)
             except Exception:
-                services.store.delete(record.id)  # never leave a job that no worker will see
+                store.delete(record.id)  # never leave a job that no worker will see
                 raise
-        serving = live.get(device, 0)
+        serving = live_targets.get(target, 0) if target else live.get(device, 0)
         warning = None
         if serving == 0 and record.status not in TERMINAL_STATUSES:
-            warning = (
-                f"no worker is serving device class {device!r} right now; the job waits in its queue "
-                f"until one starts (dnnprof worker --device {device})"
+            who = f"device target {target!r}" if target else f"device class {device!r}"
+            start = (
+                f"DNNPROF_DEVICE_TARGET={target} dnnprof worker --device {device}"
+                if target
+                else f"dnnprof worker --device {device}"
             )
-        location = f"/v1/profiles/{record.id}"
-        body = ProfileAccepted(
-            id=record.id,
-            status=record.status,
-            created=created,
-            location=location,
-            device=device,  # type: ignore[arg-type]
-            workers_serving_device=serving,
-            warning=warning,
-            profile=record,
-        )
-        status_code = HTTP_200_OK if record.status == "succeeded" else HTTP_202_ACCEPTED
-        return Response(body, status_code=status_code, headers={"Location": location})
+            warning = (
+                f"no worker is serving {who} right now; the job waits in its queue "
+                f"({route_of(settings)}) until one starts (on that device: {start})"
+            )
+        return _accepted(record, created=created, serving=serving, warning=warning)
 
     @staticmethod
     def _check_cost(services: Services, info, settings: ProfileSettings) -> None:
@@ -172,16 +233,16 @@ class ProfileController(Controller):
         limit = services.settings.max_request_cost_gb * GB
         cap = services.settings.max_request_cost_gb
         source = f"the most one request may ask (DNNPROF_MAX_REQUEST_COST_GB={cap:g})"
+        where = settings.target or settings.device
         memories = [
             w.device_memory_bytes
             for w in services.store.workers()
-            if w.device_class == settings.device and w.device_memory_bytes
+            if (w.device_target == settings.target if settings.target else w.device_class == settings.device)
+            and w.device_memory_bytes
         ]
         if memories and max(memories) < limit:
             limit = max(memories)
-            source = (
-                f"the largest {settings.device} worker's memory (DNNPROF_MAX_REQUEST_COST_GB caps it too)"
-            )
+            source = f"the largest {where} worker's memory (DNNPROF_MAX_REQUEST_COST_GB caps it too)"
         reason = too_costly(
             info, max(settings.batch_sizes), settings.input_size, settings.precision, limit, source
         )
@@ -203,7 +264,7 @@ class ProfileController(Controller):
         self,
         services: NamedDependency[Services],
         model: Annotated[str | None, QueryParameter(max_length=120)] = None,
-        device: Annotated[DeviceClass | None, QueryParameter()] = None,
+        device: DeviceFilter = None,
         status: Annotated[JobStatus | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
@@ -239,7 +300,7 @@ class ProfileController(Controller):
             cancelled = store.update(profile_id, cancel_queued, allowed_from=("queued",))
             store.count_finished("cancelled", (cancelled.finished_at or 0) - cancelled.created_at)
             # Its message would wait for ever where no worker serves the class: take it out now.
-            store.purge_task_messages(queue_for(cancelled.settings.device), [profile_id])
+            store.purge_task_messages(route_of(cancelled.settings), [profile_id])
             return Response(DeleteOutcome(id=profile_id, outcome="cancelled"))
         except ConflictError:
             # Running: the worker sees the flag within a second, stops the measuring process and

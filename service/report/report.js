@@ -144,7 +144,7 @@ function showTip(ev, p, bs) {
   const tip = $("tooltip");
   tip.textContent = [
     `${r.paper_name ? r.paper_name + " · " : ""}${r.model}`,
-    `${r.device} (${r.device_name}) · ${r.precision}`,
+    `${r.target} (${r.device_name}) · ${r.precision}`,
     `params ${fmt(r.params / 1e6)} M · ${fmt(r.gflops)} G-FLOPs`,
     `top-1 ${fmt(r.top1)} %${r.accuracy_source ? " (" + r.accuracy_source + ")" : ""}`,
     c ? `batch ${bs}: ${fmt(c.ms_per_image)} ms/image · ${fmt(c.images_per_s)} images/s · ${fmt(c.memory_mb)} MB` : `batch ${bs}: not measured`,
@@ -159,7 +159,7 @@ function tableRows(bs) {
   return rows.map((r) => {
     const c = cellAt(r, bs);
     return {
-      model: r.model, label: r.paper_name ? `${r.model} (${r.paper_name})` : r.model, device: r.device,
+      model: r.model, label: r.paper_name ? `${r.model} (${r.paper_name})` : r.model, device: r.device, target: r.target,
       precision: r.precision, params: r.params / 1e6, gflops: r.gflops, top1: r.top1, source: r.accuracy_source || "",
       ms: c ? c.ms_per_image : null, ips: c ? c.images_per_s : null, mem: c ? c.memory_mb : null,
       oom: c && c.status === "oom",
@@ -181,7 +181,7 @@ function drawTable(bs) {
   for (const d of data) {
     const tr = document.createElement("tr");
     if (highlight === d.model) tr.classList.add("new");
-    const cells = [d.label, d.device, d.precision, fmt(d.params), fmt(d.gflops), fmt(d.top1), d.source,
+    const cells = [d.label, d.target, d.precision, fmt(d.params), fmt(d.gflops), fmt(d.top1), d.source,
       d.oom ? "OOM" : fmt(d.ms), d.oom ? "OOM" : fmt(d.ips), d.oom ? "OOM" : fmt(d.mem)];
     cells.forEach((text, i) => {
       const td = document.createElement("td");
@@ -205,7 +205,7 @@ function drawTable3(t3) {
     const fps = [...new Set(dev.cells.map((c) => c.min_fps))];
     const mem = [...new Set(dev.cells.map((c) => c.max_memory_mb))];
     const hr = document.createElement("tr");
-    [`${dev.device}: memory ≤ / images/s ≥`, ...fps.map((f) => `${f}`)].forEach((t) => {
+    [`${dev.target}: memory ≤ / images/s ≥`, ...fps.map((f) => `${f}`)].forEach((t) => {
       const th = document.createElement("th"); th.textContent = t; hr.appendChild(th);
     });
     head.appendChild(hr);
@@ -270,4 +270,21 @@ for (const th of document.querySelectorAll("#models th[data-key]")) {
   });
 }
 $("profile-form").addEventListener("submit", submitProfile);
+
+// The device targets seen (GET /v1/devices) join the classes in both device menus.
+async function addTargets() {
+  const seen = await getJSON("/v1/devices");
+  for (const id of ["device", "form-device"]) {
+    const select = $(id);
+    const have = new Set([...select.options].map((o) => o.value));
+    for (const d of seen) {
+      if (have.has(d.target)) continue;
+      const option = document.createElement("option");
+      option.value = d.target;
+      option.textContent = `${d.target}${d.status === "gone" ? " (gone)" : ""}`;
+      select.appendChild(option);
+    }
+  }
+}
+addTargets().catch(() => {});
 load().catch((e) => { $("summary").textContent = `could not load: ${e.message}`; });

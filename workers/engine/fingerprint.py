@@ -7,7 +7,6 @@ import contextlib
 import os
 import platform
 import socket
-import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 
 from dnnprof.contract import DeviceFingerprint, GpuClocks
 from workers import nvml
-from workers.devices import TEGRA_RELEASE, cpu_model
+from workers.devices import TEGRA_RELEASE, cpu_model, jetson_power_mode
 from workers.engine.host import usable_cpus
 
 
@@ -33,21 +32,6 @@ def l4t_release(release_file: Path = TEGRA_RELEASE) -> str | None:
         major = first.split("(")[0].replace("#", "").strip()
         revision = first.split("REVISION:")[1].split(",")[0].strip()
         return f"{major}.{revision}"
-    return None
-
-
-def jetson_power_mode(nvpmodel_output: str | None = None) -> str | None:
-    """From ``nvpmodel -q``: 'NV Power Mode: MAXN' -> 'MAXN'."""
-    if nvpmodel_output is None:
-        try:
-            nvpmodel_output = subprocess.run(
-                ["nvpmodel", "-q"], capture_output=True, text=True, timeout=5, check=False
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-    for line in nvpmodel_output.splitlines():
-        if "power mode" in line.lower() and ":" in line:
-            return line.split(":", 1)[1].strip()
     return None
 
 

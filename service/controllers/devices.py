@@ -1,0 +1,109 @@
+"""``/v1/devices``: every device target seen (by a worker's heartbeat or in a stored profile), with
+its live workers, queue depth, profiles and the fingerprint of its newest profile."""
+
+from __future__ import annotations
+
+import re
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from msgspec import Struct
+
+from dnnprof.contract import TARGET_PATTERN, DeviceFingerprint, DeviceSeen, WorkerInfo
+from dnnprof.queue import queue_for
+from dnnprof.targets import class_of, target_of
+from service.deps import Services
+from service.errors import error_responses
+
+
+class DeviceView(Struct, kw_only=True):
+    target: str
+    device_class: str
+    status: str  # "live": a worker beats now; "gone": seen before (its profiles are kept)
+    live_workers: list[str]
+    queue: str
+    queue_depth: int
+    profiles: int
+    device_name: str | None = None
+    device_memory_bytes: int | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None
+    #: Of its newest stored profile: drivers, libraries, clocks, threads.
+    fingerprint: DeviceFingerprint | None = None
+
+
+def device_views(services: Services) -> list[DeviceView]:
+    store = services.store
+    seen: dict[str, DeviceSeen] = store.devices()
+    workers: dict[str, list[WorkerInfo]] = {}
+    for w in store.workers():
+        if w.device_target:
+            workers.setdefault(w.device_target, []).append(w)
+    counts: dict[str, int] = {}
+    newest: dict[str, DeviceFingerprint] = {}
+    for rec in store.list(status="succeeded", limit=1_000_000):  # newest first
+        if rec.result is None:
+            continue
+        target = target_of(rec)
+        counts[target] = counts.get(target, 0) + 1
+        newest.setdefault(target, rec.result.fingerprint)
+    views = []
+    for target in sorted(set(seen) | set(workers) | set(counts)):
+        registry, live, fp = seen.get(target), workers.get(target, []), newest.get(target)
+        views.append(
+            DeviceView(
+                target=target,
+                device_class=class_of(target),
+                status="live" if live else "gone",
+                live_workers=sorted(w.hostname for w in live),
+                queue=queue_for(target),
+                queue_depth=store.queue_length(queue_for(target)),
+                profiles=counts.get(target, 0),
+                device_name=(registry and registry.device_name) or (fp and fp.device_name),
+                device_memory_bytes=(registry and registry.device_memory_bytes)
+                or (fp and fp.device_memory_bytes),
+                first_seen=registry.first_seen if registry else None,
+                last_seen=max(
+                    [w.seen_at for w in live] + ([registry.last_seen] if registry else []), default=None
+                ),
+                fingerprint=fp,
+            )
+        )
+    return views
+
+
+class DeviceController(Controller):
+    path = "/v1/devices"
+    tags = ("devices",)  # type: ignore[assignment]
+
+    @get(
+        "/",
+        summary="Every device target seen, with live workers, queue depth and stored profiles",
+        description="A target is a class and a device (cuda/nvidia-h100-80gb-hbm3): workers derive it "
+        "from their device or take DNNPROF_DEVICE_TARGET. Targets whose workers stopped stay listed "
+        "as gone, with their profiles.",
+        sync_to_thread=True,
+    )
+    def list_devices(self, services: NamedDependency[Services]) -> list[DeviceView]:
+        return device_views(services)
+
+    @get(
+        "/{target:path}",
+        summary="One device target",
+        sync_to_thread=True,
+        responses=error_responses(404),
+    )
+    def read_device(self, target: FromPath[str], services: NamedDependency[Services]) -> DeviceView:
+        target = target.lstrip("/")
+        if not re.match(TARGET_PATTERN, target):
+            raise NotFoundException(
+                f"{target!r} is not a device target: a class (cpu, cuda, jetson), '/', then lower-case "
+                "letters, digits, '.', '-', '_' (GET /v1/devices lists them)"
+            )
+        view = next((v for v in device_views(services) if v.target == target), None)
+        if view is None:
+            known = ", ".join(v.target for v in device_views(services)) or "none yet"
+            raise NotFoundException(f"no device target {target!r} seen; known: {known}")
+        return view
