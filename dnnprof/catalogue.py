@@ -6,8 +6,10 @@ import difflib
 import threading
 from dataclasses import dataclass
 
+import msgspec
+
 from dnnprof.contract import ModelInfo
-from dnnprof.paper import PAPER_MODELS, normalise, paper_name_for
+from dnnprof.paper import PAPER_MODELS, normalise, paper_name_for, paper_tag
 from dnnprof.store import ProfileStore
 
 SOURCE_PREFIXES = {"tv": "tv", "torchvision": "tv", "timm": "timm", "dnnprof": "dnnprof"}
@@ -25,11 +27,13 @@ class UnknownModelError(LookupError):
 @dataclass
 class Resolved:
     info: ModelInfo
-    tag: str | None = None  # a timm pretrained tag, "resnet50.a1_in1k" -> "a1_in1k"
+    #: A pretrained tag: timm's "resnet50.a1_in1k" -> "a1_in1k", torchvision's "IMAGENET1K_V1".
+    tag: str | None = None
 
     @property
     def qualified(self) -> str:
-        """The name profiles and imported results are stored under: "timm:resnet50.a1_in1k"."""
+        """The name profiles and imported results are stored under: "timm:resnet50.a1_in1k",
+        "tv:resnet50.IMAGENET1K_V1" (the paper's ResNet-50)."""
         return self.info.name + (f".{self.tag}" if self.tag else "")
 
 
@@ -63,13 +67,17 @@ class Catalogue:
                 return self._with_tag(hit, tag or None)
             raise UnknownModelError(name, self.suggest(rest))
         paper = paper_name_for(raw)
-        if paper is not None:
+        if paper is not None and raw.partition(".")[0] not in self._by_arch:  # "resnet50" is a plain name
             qualified, _ = PAPER_MODELS[paper]
             if qualified in self.entries:
-                return Resolved(self.entries[qualified])
+                entry = self.entries[qualified]
+                return self._with_tag(entry, paper_tag(entry))  # the paper's weights
         arch, _, tag = raw.partition(".")
         if arch in self._by_arch:
             candidates = self._by_arch[arch]
+            tv = candidates.get("tv")
+            if tag and tv is not None and tag in tv.pretrained_tags:  # torchvision's weights names
+                return self._with_tag(tv, tag)
             if tag and "timm" in candidates:  # "arch.tag" is timm's spelling of pretrained weights
                 return self._with_tag(candidates["timm"], tag)
             return self._with_tag(self._prefer(candidates), tag or None)
@@ -79,9 +87,14 @@ class Catalogue:
         raise UnknownModelError(name, self.suggest(raw))
 
     def _with_tag(self, info: ModelInfo, tag: str | None) -> Resolved:
+        """The entry as ``tag`` feeds it. The paper's name stays only on the paper's weights: plain
+        ``resnet50`` is torchvision's default (V2), not the paper's ResNet-50 (V1)."""
+        paper = paper_tag(info)
+        if paper is not None and tag != paper:
+            info = msgspec.structs.replace(info, paper_name=None)
         if tag is None:
             return Resolved(info)
-        if info.source != "timm" or tag not in info.pretrained_tags:
+        if info.source not in ("timm", "tv") or tag not in info.pretrained_tags:
             raise UnknownModelError(
                 f"{info.name}.{tag}", [f"{info.name}.{t}" for t in info.pretrained_tags[:5]]
             )

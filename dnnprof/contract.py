@@ -126,8 +126,9 @@ class ProfileSettings(Struct, kw_only=True, frozen=True):
 
 
 class TagConfig(Struct, kw_only=True, omit_defaults=True):
-    """Where one timm pretrained tag is fed differently from its architecture's default tag
-    (``efficientnet_b3.ra2_in1k`` and ``.tf_in1k``, say): only the fields that differ are set."""
+    """Where one pretrained tag differs from its architecture's default weights (timm's
+    ``efficientnet_b3.ra2_in1k`` and ``.tf_in1k``; torchvision's ``resnet50.IMAGENET1K_V1`` and
+    ``.IMAGENET1K_V2``): only the fields that differ are set."""
 
     input_size: int | None = None
     interpolation: str | None = None
@@ -136,6 +137,9 @@ class TagConfig(Struct, kw_only=True, omit_defaults=True):
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     num_classes: int | None = None
+    weights_url: str | None = None
+    published_top1: float | None = None
+    published_top5: float | None = None
 
 
 class ModelInfo(Struct, kw_only=True):
@@ -161,9 +165,10 @@ class ModelInfo(Struct, kw_only=True):
     published_top5: float | None = None
     weights_url: str | None = None
     notes: str | None = None
-    #: timm: the tag whose weights the plain architecture name stands for ("a1_in1k" for resnet50).
+    #: The tag whose weights the plain architecture name stands for (timm's "a1_in1k" for resnet50,
+    #: torchvision's "IMAGENET1K_V2").
     default_tag: str | None = None
-    #: timm tags fed differently from the default one; a resolved ``arch.tag`` has them applied.
+    #: Tags that differ from the default one; a resolved ``arch.tag`` has them applied.
     tag_configs: dict[str, TagConfig] = {}
     #: Has modules that timm fuses for inference (``timm.utils.reparameterize_model``).
     reparameterizable: bool = False
@@ -173,7 +178,7 @@ class ModelInfo(Struct, kw_only=True):
 
     def for_tag(self, tag: str) -> ModelInfo:
         """This entry as the pretrained tag ``tag`` feeds it: its input size, crop, normalisation,
-        interpolation and head as timm's pretrained config for ``arch.tag`` gives them."""
+        interpolation, head, weights and published accuracy as the package gives them for it."""
         config = self.tag_configs.get(tag)
         changes = {f: v for f in TagConfig.__struct_fields__ if (v := getattr(config, f, None)) is not None}
         return msgspec.structs.replace(self, tag_configs={}, **changes)

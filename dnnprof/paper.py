@@ -58,6 +58,24 @@ PAPER_MODELS: dict[str, tuple[str, int]] = {
 }
 
 
+#: The paper (2018) measured torchvision's first ImageNet weights; torchvision's default for some
+#: of its models is now a later recipe (ResNet-50's V2: top-1 80.9, not the paper's 76).
+PAPER_TV_WEIGHTS = "IMAGENET1K_V1"
+
+
+def paper_tag(info) -> str | None:
+    """The tag of the paper's weights where they are not the entry's default (``IMAGENET1K_V1``
+    for torchvision's ResNet-50, whose default is V2), else None."""
+    if (
+        info.source == "tv"
+        and info.paper_name
+        and PAPER_TV_WEIGHTS in info.pretrained_tags
+        and info.default_tag != PAPER_TV_WEIGHTS
+    ):
+        return PAPER_TV_WEIGHTS
+    return None
+
+
 def normalise(name: str) -> str:
     """Case- and punctuation-forgiving key: 'SE-ResNeXt-50 (32x4d)' -> 'seresnext5032x4d'."""
     return re.sub(r"[^a-z0-9]", "", name.lower())

@@ -100,3 +100,30 @@ def test_a_timm_tag_resolves_to_its_own_preprocessing_and_head(catalogue):
     # The two resnet50 tags really differ, so the check above tells them apart.
     swsl, a1 = catalogue.resolve("resnet50.fb_swsl_ig1b_ft_in1k").info, catalogue.resolve("resnet50").info
     assert (swsl.crop_pct, swsl.interpolation) != (a1.crop_pct, a1.interpolation)
+
+
+def test_paper_names_resolve_to_the_papers_weights_plain_names_to_torchvisions_default(catalogue):
+    """ResNet-50 of the paper is torchvision's V1 weights (top-1 76.13, crop 0.875), not today's
+    default V2 (80.86, crop 0.9655) that put it five points too high in every chart."""
+    paper = catalogue.resolve("ResNet-50")
+    assert (paper.qualified, paper.tag) == ("tv:resnet50.IMAGENET1K_V1", "IMAGENET1K_V1")
+    assert paper.info.published_top1 == pytest.approx(76.13) and paper.info.crop_pct == 0.875
+    assert paper.info.weights_url.endswith("resnet50-0676ba61.pth")
+    assert paper.info.paper_name == "ResNet-50"
+    plain = catalogue.resolve("resnet50")
+    assert (plain.qualified, plain.info.default_tag) == ("tv:resnet50", "IMAGENET1K_V2")
+    assert plain.info.published_top1 == pytest.approx(80.858) and plain.info.crop_pct == 0.9655
+    assert plain.info.paper_name is None  # not the paper's model: another recipe's weights
+    # Spelled with the tag, torchvision's way or with the prefix, it is the paper's again.
+    assert catalogue.resolve("resnet50.IMAGENET1K_V1").qualified == "tv:resnet50.IMAGENET1K_V1"
+    assert catalogue.resolve("tv:resnet50.IMAGENET1K_V1").info.paper_name == "ResNet-50"
+    assert catalogue.resolve("MobileNet-v2").qualified == "tv:mobilenet_v2.IMAGENET1K_V1"
+    # Where V1 is the default (ResNet-18, the DenseNets, the VGGs), no tag is needed.
+    for name, qualified in (("ResNet-18", "tv:resnet18"), ("DenseNet-121", "tv:densenet121")):
+        resolved = catalogue.resolve(name)
+        assert (resolved.qualified, resolved.info.default_tag) == (qualified, "IMAGENET1K_V1")
+    # The accuracies the paper's text quotes, as checks that the right weights are named.
+    assert catalogue.resolve("ResNet-34").info.published_top1 == pytest.approx(73.314, abs=0.1)
+    assert catalogue.resolve("MobileNet-v2").info.published_top1 == pytest.approx(71.878, abs=0.1)
+    with pytest.raises(UnknownModelError):
+        catalogue.resolve("tv:resnet50.IMAGENET1K_V9")

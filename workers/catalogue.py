@@ -21,7 +21,7 @@ from dnnprof.paper import PAPER_MODELS
 from dnnprof.store import ProfileStore
 
 #: Bump when what an entry holds changes, so workers republish a catalogue of the same packages.
-CATALOGUE_FORMAT = 4  # 2: timm's default tag and per-tag configs; 3: reparameterizable; 4: unavailable
+CATALOGUE_FORMAT = 5  # 2: timm default tag, per-tag configs; 3: reparameterizable; 4: unavailable; 5: tv tags
 
 
 def catalogue_version() -> str:
@@ -37,33 +37,49 @@ def catalogue_version() -> str:
     return "-".join(parts)
 
 
+def _tv_weights_config(weights) -> dict:
+    """How one torchvision weights entry feeds its model, and what it publishes."""
+    transforms = weights.transforms()
+    crop = int(transforms.crop_size[0])
+    resize = int(transforms.resize_size[0])
+    metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    return {
+        "input_size": crop,
+        "interpolation": transforms.interpolation.value,
+        "crop_pct": round(crop / resize, 4),
+        "mean": tuple(transforms.mean),
+        "std": tuple(transforms.std),
+        "num_classes": len(weights.meta.get("categories") or []) or 1000,
+        "weights_url": weights.url,
+        "published_top1": metrics.get("acc@1"),
+        "published_top5": metrics.get("acc@5"),
+    }
+
+
 def _torchvision_entries() -> list[ModelInfo]:
     import torchvision.models as tvm
 
     out = []
     for name in tvm.list_models(module=tvm):
-        weights = tvm.get_model_weights(name).DEFAULT
-        transforms = weights.transforms()
-        crop = int(transforms.crop_size[0])
-        resize = int(transforms.resize_size[0])
-        metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+        every = tvm.get_model_weights(name)
+        default = every.DEFAULT
+        feeding = _tv_weights_config(default)
+        tag_configs: dict[str, TagConfig] = {}
+        for weights in every:
+            differ = {k: v for k, v in _tv_weights_config(weights).items() if v != feeding[k]}
+            if weights is not default and differ:
+                tag_configs[weights.name] = TagConfig(**differ)
         out.append(
             ModelInfo(
                 name=f"tv:{name}",
                 source="tv",
                 architecture=name,
-                input_size=crop,
-                interpolation=transforms.interpolation.value,
-                crop_pct=round(crop / resize, 4),
-                mean=tuple(transforms.mean),
-                std=tuple(transforms.std),
-                num_classes=len(weights.meta.get("categories") or []) or 1000,
-                pretrained_tags=[w.name for w in tvm.get_model_weights(name)],
-                published_params=weights.meta.get("num_params"),
-                published_gmacs=weights.meta.get("_ops"),
-                published_top1=metrics.get("acc@1"),
-                published_top5=metrics.get("acc@5"),
-                weights_url=weights.url,
+                pretrained_tags=[w.name for w in every],
+                default_tag=default.name,
+                tag_configs=tag_configs,
+                published_params=default.meta.get("num_params"),
+                published_gmacs=default.meta.get("_ops"),
+                **feeding,
             )
         )
     return out

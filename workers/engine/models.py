@@ -64,7 +64,7 @@ def build_model(
     if info.source == "tv":
         import torchvision
 
-        weights = "DEFAULT" if pretrained else None
+        weights = (tag or "DEFAULT") if pretrained else None  # "IMAGENET1K_V1": the paper's weights
         kwargs: dict = dict(_TV_EVAL_KWARGS.get(info.architecture, {}))
         if not pretrained:
             kwargs.update(_TV_RANDOM_INIT_KWARGS.get(info.architecture, {}))
