@@ -10,6 +10,10 @@ the wall time. The failures are written to ``workers/data/catalogue_failures.jso
 the catalogue marks models that cannot be built (a 422 at request time instead of a failed job).
 
     python -m bench.catalogue_sweep [--jobs 2] [--limit-s 180] [--only timm:pit_s_224,...]
+
+Each finished model is appended to ``--progress`` (JSON lines) at once, and ``--resume`` skips the
+models already there, so a run cut off after hours goes on where it stopped; the summary covers
+every model in the progress file.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import msgspec
 
@@ -149,7 +154,9 @@ class Worker:
         self.process.wait()
 
 
-def sweep(infos: list[ModelInfo], jobs: int, limit_s: float, per_process: int) -> list[ModelCheck]:
+def sweep(
+    infos: list[ModelInfo], jobs: int, limit_s: float, per_process: int, progress: Path | None = None
+) -> list[ModelCheck]:
     pending = collections.deque(infos)
     workers: list[Worker] = []
     results: list[ModelCheck] = []
@@ -188,6 +195,9 @@ def sweep(infos: list[ModelInfo], jobs: int, limit_s: float, per_process: int) -
             else:
                 continue
             results.append(result)
+            if progress is not None:
+                with open(progress, "a") as fh:
+                    fh.write(msgspec.json.encode(result).decode() + "\n")
             w.info, w.done = None, w.done + 1
             mark = "" if result.status == "ok" else f"  {result.status}: {result.exception}: {result.error}"
             stamp(f"{len(results):5d}/{len(infos)} {result.name} {result.seconds or 0:.1f} s{mark}")
@@ -200,6 +210,12 @@ def sweep(infos: list[ModelInfo], jobs: int, limit_s: float, per_process: int) -
     for w in workers:
         w.stop()
     return results
+
+
+def read_progress(path: Path) -> list[ModelCheck]:
+    return [
+        msgspec.json.decode(line, type=ModelCheck) for line in path.read_text().splitlines() if line.strip()
+    ]
 
 
 def timm_published_params() -> dict[str, float]:
@@ -222,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-s", type=float, default=180.0, help="per-model time limit")
     parser.add_argument("--per-process", type=int, default=25, help="models per fresh worker process")
     parser.add_argument("--only", default="", help="qualified names, comma-separated")
+    parser.add_argument("--progress", type=Path, help="append each finished model here (JSON lines)")
+    parser.add_argument("--resume", action="store_true", help="skip the models already in --progress")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="check nothing: summarise what --progress holds"
+    )
     parser.add_argument("--write-failures", action="store_true", help=f"update {FAILURES.relative_to(ROOT)}")
     args = parser.parse_args(argv)
     if args.child:
@@ -233,9 +254,18 @@ def main(argv: list[str] | None = None) -> int:
         wanted = set(args.only.split(","))
         infos = [e for e in infos if e.name in wanted]
     infos.sort(key=lambda e: (-(e.published_params or 0), e.name))  # the heavy ones first, while fresh
+    earlier: list[ModelCheck] = []
+    if args.resume and args.progress and args.progress.exists():
+        earlier = read_progress(args.progress)
+        done = {r.name for r in earlier}
+        infos = [e for e in infos if e.name not in done]
+        stamp(f"resuming: {len(done)} models done, {len(infos)} to go")
+    catalogue_size = len(earlier) + len(infos)
+    if args.summary_only:
+        infos = []  # what a cut-off sweep got through, and how much it did not reach
     started = time.perf_counter()
-    results = sweep(infos, args.jobs, args.limit_s, args.per_process)
-    wall = time.perf_counter() - started
+    results = earlier + sweep(infos, args.jobs, args.limit_s, args.per_process, args.progress)
+    wall = time.perf_counter() - started  # this run's; a resumed sweep adds the earlier runs'
     published = timm_published_params()
     for r in results:
         if r.name.startswith("timm:"):
@@ -249,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary = {
         "models": len(results),
+        "catalogue": catalogue_size,
+        "not_reached": catalogue_size - len(results),
         "ok": sum(r.status == "ok" for r in results),
         "counted_only": [r.name for r in results if r.status == "counted"],
         "failures": len(failures),
@@ -270,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                 if r.published_params_m and r.params and abs(r.params / 1e6 / r.published_params_m - 1) > 0.01
             ],
         },
-        "wall_s": wall,
+        "wall_s_this_run": wall,
+        "resumed_from": len(earlier),
+        "model_seconds_sum": sum(r.seconds or 0 for r in results),
         "jobs": args.jobs,
     }
     stamp(
@@ -286,7 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         FAILURES.parent.mkdir(parents=True, exist_ok=True)
         FAILURES.write_text(
             json.dumps(
-                {r.name: f"{r.exception}: {r.error}" for r in sorted(failures, key=lambda r: r.name)},
+                # Only what cannot be built or run: a timeout says how fast this host is, not that
+                # the model cannot be profiled (a GPU worker may take seconds).
+                {
+                    r.name: f"{r.exception}: {r.error}"
+                    for r in sorted(failures, key=lambda r: r.name)
+                    if r.status == "error"
+                },
                 indent=1,
             )
             + "\n"
