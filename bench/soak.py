@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -51,7 +50,7 @@ def nothing_runs(service, job_ids: list[str]) -> set[str]:
 
     if not job_ids:
         return set()
-    store = ProfileStore.from_url(re.search(r"embedded Redis at (\S+)", service.log()).group(1))
+    store = ProfileStore.from_url(service.redis_url())
     held = store.unacked_task_ids()
     lost = set()
     for job_id in job_ids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -38,6 +39,20 @@ class Service:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def redis_url(self) -> str:
+        """The embedded Redis this `dnnprof serve` started (it says where in its log)."""
+        return re.search(r"embedded Redis at (\S+)", self.log()).group(1)
+
+    def publish_catalogue(self) -> None:
+        """What a worker does when it starts, for a service started with no worker."""
+        subprocess.run(
+            [sys.executable, "-m", "workers.catalogue"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DNNPROF_REDIS_URL": self.redis_url()},
+        )
 
     def stop(self) -> None:
         """Ctrl-C, as a user stops it; everything it started must go with it."""

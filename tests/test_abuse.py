@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from dnnprof.queue import make_celery
-from tests.helpers import ROOT, start_service, wait_for
+from tests.helpers import start_service, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_only_json_crosses_the_broker_and_the_store(service, client):
     queued = client.post(
         "/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]}
     ).json()
-    url = re.search(r"embedded Redis at (\S+)", service.log()).group(1)
+    url = service.redis_url()
     store = redis.Redis.from_url(url)
     values: list[bytes] = []
     for key in store.scan_iter(count=1000):
@@ -129,15 +129,7 @@ def secure(tmp_path_factory):
         wait_for_worker=False,
         env={"DNNPROF_API_KEYS": "alpha-key,beta-key", "DNNPROF_RATE_LIMIT_PER_MINUTE": "40"},
     )
-    # No worker here: publish the catalogue as a worker does when it starts.
-    url = re.search(r"embedded Redis at (\S+)", svc.log()).group(1)
-    subprocess.run(
-        [sys.executable, "-m", "workers.catalogue"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        env={**os.environ, "DNNPROF_REDIS_URL": url},
-    )
+    svc.publish_catalogue()  # no worker here
     yield svc
     svc.stop()
 

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from dnnprof.store import ProfileStore
 from tests.helpers import ROOT, free_port, start_service, until, wait_for
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def fleet(tmp_path_factory):
     """`dnnprof serve` whose worker is cpu/alpha, and a second `dnnprof worker` as cpu/beta."""
     data = tmp_path_factory.mktemp("fleet")
     service = start_service(data / "serve", env={"DNNPROF_DEVICE_TARGET": ALPHA})
-    url = re.search(r"embedded Redis at (\S+)", service.log()).group(1)
+    url = service.redis_url()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
     env.update(
         DNNPROF_REDIS_URL=url,
@@ -157,6 +158,7 @@ def test_a_stopped_workers_target_is_shown_gone_with_its_profiles_and_new_jobs_w
         body = waiting.json()
         assert body["workers_serving_device"] == 0 and "cpu/beta" in body["warning"]
         # It waits in beta's queue, which alpha does not consume.
-        until(lambda: devices(client)[BETA]["queue_depth"] == 1, what="the job in beta's queue")
+        store = ProfileStore.from_url(service.redis_url())
+        until(lambda: body["id"] in store.queued_task_ids("dnnprof.cpu.beta"), what="the job in beta's queue")
         assert client.get(f"/v1/profiles/{body['id']}").json()["status"] == "queued"
         assert client.delete(f"/v1/profiles/{body['id']}").status_code == 200

@@ -5,15 +5,10 @@ Real service, real HTTP on loopback; each rate-limit test speaks from its own lo
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import httpx
 import pytest
 
-from tests.helpers import ROOT, start_service
+from tests.helpers import start_service
 
 pytestmark = pytest.mark.slow
 
@@ -145,14 +140,7 @@ def limited(tmp_path_factory):
             "DNNPROF_TRUSTED_PROXIES": "127.0.0.9",
         },
     )
-    url = re.search(r"embedded Redis at (\S+)", svc.log()).group(1)
-    subprocess.run(  # no worker here: publish the catalogue as a worker does when it starts
-        [sys.executable, "-m", "workers.catalogue"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        env={**os.environ, "DNNPROF_REDIS_URL": url},
-    )
+    svc.publish_catalogue()  # no worker here
     yield svc
     svc.stop()
 

@@ -5,7 +5,6 @@ throughout; every wait is on a state, with a generous ceiling, never a budget.""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -46,7 +45,7 @@ def redis_pid(service) -> int:
 
 
 def store_of(service) -> redis.Redis:
-    url = re.search(r"embedded Redis at (\S+)", service.log()).group(1)
+    url = service.redis_url()
     return redis.Redis.from_url(url)
 
 
