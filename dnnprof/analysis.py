@@ -34,7 +34,9 @@ class BatchCell(Struct, kw_only=True):
     status: str  # "ok", "oom", "error"
     ms_per_image: float | None = None
     images_per_s: float | None = None
-    memory_mb: float | None = None
+    memory_mb: float | None = None  # all the process holds (the paper's figure)
+    #: The model's own share: ``memory_mb`` less the floor the process held before the model.
+    model_memory_mb: float | None = None
 
 
 class ModelRow(Struct, kw_only=True):
@@ -52,7 +54,14 @@ class ModelRow(Struct, kw_only=True):
     top5: float | None
     accuracy_source: str | None
     batches: list[BatchCell]
-    measured_at: float = 0.0  # when its profile was asked for (the newest one is the row)
+    measured_at: float = 0.0  # when its profile was asked for
+    #: Fresh processes behind the figures, and whether any batch size's timing was noisy.
+    repeats: int = 1
+    noisy: bool = False
+    #: What the process held before the model was built (libraries, CUDA context), in MB.
+    memory_floor_mb: float | None = None
+    #: "measured", or where published figures come from ("bianco2018": the paper's Table 1).
+    kind: str = "measured"
 
     def cell(self, batch_size: int) -> BatchCell | None:
         return next((c for c in self.batches if c.batch_size == batch_size), None)
@@ -65,10 +74,17 @@ def accuracy_for(
     if result is not None and result.top1 is not None:
         return result.top1, result.top5, "measured"
     model = record.settings.model
-    info = catalogue.get(model) or record.model
+    return published_accuracy(model, catalogue.get(model) or record.model, published)
+
+
+def published_accuracy(
+    model: str, info: ModelInfo, published: dict[str, PublishedResult]
+) -> tuple[float | None, float | None, str | None]:
+    """Accuracy published for a qualified name: an imported or shipped table's row, else the
+    package's metadata (torchvision's per-weights ``acc@1``)."""
     # A plain timm name stands for its default tag's weights, as timm's results tables name them.
     keys = [model]
-    if record.model.source == "timm" and "." not in model and info.default_tag:
+    if info.source == "timm" and "." not in model and info.default_tag:
         keys.append(f"{model}.{info.default_tag}")
     for key in keys:
         if key in published:
@@ -110,6 +126,19 @@ def best_published(results: Iterable[PublishedResult]) -> dict[str, PublishedRes
     return out
 
 
+SELECTIONS = ("best", "newest")
+
+
+def is_noisy(record: ProfileRecord) -> bool:
+    return any(b.latency.noisy for b in record.result.batches if b.latency is not None)
+
+
+def quality(record: ProfileRecord) -> tuple[bool, int, float]:
+    """Which of two profiles of one model and target counts under ``best``: a clean one over a
+    noisy one, then the one over more fresh processes, then the newer."""
+    return (not is_noisy(record), record.result.processes, record.created_at)
+
+
 def model_rows(
     records: Iterable[ProfileRecord],
     *,
@@ -117,13 +146,17 @@ def model_rows(
     catalogue: dict[str, ModelInfo] | None = None,
     device: str | None = None,
     precision: str | None = None,
+    select: str = "best",
 ) -> list[ModelRow]:
-    """One row per (model, device target, precision): the newest succeeded profile. ``device``
-    selects a class (every target of it) or one target."""
+    """One row per (model, device target, precision) from its succeeded profiles: the best one
+    (:func:`quality`) or the newest (``select``). ``device`` selects a class (every target of it)
+    or one target."""
     by_model = best_published(published)
     catalogue = catalogue or {}
     rows: dict[tuple[str, str, str], ModelRow] = {}
-    for record in sorted(records, key=lambda r: r.created_at, reverse=True):
+    done = [r for r in records if r.status == "succeeded" and r.result is not None]
+    order = quality if select == "best" else (lambda r: r.created_at)
+    for record in sorted(done, key=order, reverse=True):
         result = record.result
         if record.status != "succeeded" or result is None:
             continue
@@ -135,17 +168,18 @@ def model_rows(
         if key in rows:
             continue
         top1, top5, source = accuracy_for(record, by_model, catalogue)
+        floor = result.memory_floor_bytes
         cells = []
         for b in result.batches:
+            total = b.memory.total_bytes if b.memory else None
             cells.append(
                 BatchCell(
                     batch_size=b.batch_size,
                     status=b.status,
                     ms_per_image=b.latency.mean_ms if b.latency else None,
                     images_per_s=b.latency.images_per_s if b.latency else None,
-                    memory_mb=b.memory.total_bytes / MB
-                    if b.memory and b.memory.total_bytes is not None
-                    else None,
+                    memory_mb=total / MB if total is not None else None,
+                    model_memory_mb=max(total - floor, 0) / MB if total is not None and floor else None,
                 )
             )
         rows[key] = ModelRow(
@@ -164,6 +198,9 @@ def model_rows(
             accuracy_source=source,
             batches=sorted(cells, key=lambda c: c.batch_size),
             measured_at=record.created_at,
+            repeats=result.processes,
+            noisy=is_noisy(record),
+            memory_floor_mb=floor / MB if floor else None,
         )
     return sorted(rows.values(), key=lambda r: (r.target, r.model))
 
@@ -172,6 +209,7 @@ def model_rows(
 
 
 class ConstrainedBest(Struct, kw_only=True):
+    memory_basis: str  # "total": all the process holds (the paper's); "model": less the floor
     max_memory_mb: float
     min_fps: float
     batch_size: int
@@ -184,6 +222,7 @@ class ConstrainedBest(Struct, kw_only=True):
 
 DEFAULT_MEMORY_BOUNDS_MB = (700.0, 1000.0, 1400.0)
 DEFAULT_FPS_BOUNDS = (15.0, 30.0, 60.0)
+MEMORY_BASES = ("total", "model")
 
 
 def best_under_constraints(
@@ -191,8 +230,14 @@ def best_under_constraints(
     memory_bounds_mb: Iterable[float],
     fps_bounds: Iterable[float],
     batch_size: int = 1,
+    memory_basis: str = "total",
 ) -> list[ConstrainedBest]:
-    """Table 3: for each memory bound x frame-rate bound, the most accurate model that fits."""
+    """Table 3: for each memory bound x frame-rate bound, the most accurate model that fits.
+
+    ``memory_basis`` "total" bounds all the memory the process holds (the paper's: a device must
+    hold it all); "model" bounds the model's own share, the floor of libraries or CUDA context
+    left out (a CPU process holds about 1 GB before any model, which empties the paper's 700 MB
+    and 1000 MB rows)."""
     out = []
     for mem in memory_bounds_mb:
         for fps in fps_bounds:
@@ -201,18 +246,22 @@ def best_under_constraints(
                 cell = row.cell(batch_size)
                 if row.top1 is None or cell is None or cell.status != "ok":
                     continue
-                if cell.memory_mb is not None and cell.memory_mb <= mem and (cell.images_per_s or 0) >= fps:
+                used = cell.memory_mb if memory_basis == "total" else cell.model_memory_mb
+                if used is not None and used <= mem and (cell.images_per_s or 0) >= fps:
                     fitting.append((row, cell))
             best = max(fitting, key=lambda rc: (rc[0].top1, rc[1].images_per_s), default=None)
             out.append(
                 ConstrainedBest(
+                    memory_basis=memory_basis,
                     max_memory_mb=mem,
                     min_fps=fps,
                     batch_size=batch_size,
                     model=best[0].model if best else None,
                     top1=best[0].top1 if best else None,
                     images_per_s=best[1].images_per_s if best else None,
-                    memory_mb=best[1].memory_mb if best else None,
+                    memory_mb=(best[1].memory_mb if memory_basis == "total" else best[1].model_memory_mb)
+                    if best
+                    else None,
                     candidates=len(fitting),
                 )
             )

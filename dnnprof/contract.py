@@ -378,6 +378,18 @@ class FlopCount(Struct, kw_only=True):
     note: str | None = None
 
 
+class ModelCounts(Struct, kw_only=True):
+    """Parameters and FLOPs of a model no table publishes, counted on the meta device (no weights,
+    no memory) by a worker when the API is first asked about it, and kept."""
+
+    params: int | None
+    flops: int | None  # one image at ``input_size``; 1 multiply-add = 2 FLOPs
+    input_size: int
+    method: str
+    note: str | None = None  # why a count is missing
+    counted_at: float = 0.0
+
+
 class ProcessStatic(Struct, kw_only=True):
     """What one measuring process found before timing: the model's size, its FLOPs, the device."""
 

@@ -58,6 +58,57 @@ PAPER_MODELS: dict[str, tuple[str, int]] = {
 }
 
 
+#: The top-1 figures the paper's text quotes (Section V-D): checks that a paper name names the
+#: weights the paper measured (their published top-1 is within :data:`QUOTED_TOP1_TOLERANCE`).
+PAPER_QUOTED_TOP1: dict[str, float] = {
+    "ResNet-34": 73.27,
+    "MobileNet-v2": 71.81,
+    "Xception": 78.79,
+    "SE-ResNeXt-50 (32x4d)": 79.11,
+    "NASNet-A-Large": 82.50,
+}
+QUOTED_TOP1_TOLERANCE = 0.5  # points: the paper's own evaluation vs the weights' publisher's
+
+#: The paper's measurement devices, as read-only device targets (its Table 1; Section II).
+PAPER_DEVICES: dict[str, dict[str, str | int]] = {
+    "paper/titan-xp": {
+        "table1_device": "titan_xp",
+        "device_name": "NVIDIA Titan X Pascal (Titan Xp), 12 GB; PyTorch, CUDA 9.0, cuDNN 5.1, fp32",
+        "memory_bytes": 12 * 10**9,
+        "nearest_class": "cuda",
+    },
+    "paper/jetson-tx1": {
+        "table1_device": "jetson_tx1",
+        "device_name": "NVIDIA Jetson TX1, 4 GB shared; JetPack 2.3, PyTorch, fp32",
+        "memory_bytes": 4 * 10**9,
+        "nearest_class": "jetson",
+    },
+}
+PAPER_SOURCE = "bianco2018"
+
+#: Memory facts the paper's text states (Sections I, V-E, V-F; Titan Xp, batch size 1): the floor
+#: even the smallest models hold, and the two lines memory follows against parameter size.
+PAPER_MEMORY_FACTS = {
+    "target": "paper/titan-xp",
+    "batch_size": 1,
+    "floor_mb": 600.0,
+    "fits": [
+        {"slope": 1.10, "intercept_mb": 910.0, "families": "VGGs, SE-ResNets, SqueezeNets"},
+        {
+            "slope": 1.15,
+            "intercept_mb": 639.0,
+            "families": "ResNets, DPNs, DenseNets, Inceptions, MobileNets",
+        },
+    ],
+    "quoted_mb": {
+        "SqueezeNet-v1.0": 943.0,
+        "SqueezeNet-v1.1": 921.0,
+        "MobileNet-v1": 650.0,
+        "MobileNet-v2": 648.0,
+    },
+}
+
+
 #: The paper (2018) measured torchvision's first ImageNet weights; torchvision's default for some
 #: of its models is now a later recipe (ResNet-50's V2: top-1 80.9, not the paper's 76).
 PAPER_TV_WEIGHTS = "IMAGENET1K_V1"

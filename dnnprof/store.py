@@ -31,6 +31,7 @@ from dnnprof.contract import (
     ACTIVE_STATUSES,
     DeviceSeen,
     FlopCount,
+    ModelCounts,
     ModelInfo,
     ProcessCell,
     ProcessEnd,
@@ -298,6 +299,38 @@ class ProfileStore:
 
     # -- what each worker is busy with -----------------------------------------------------------
 
+    # -- counts of models no table covers (asked by the API, counted by a worker) ----------------
+
+    COUNT_REQUESTS = f"{PREFIX}counts:requests"
+
+    def request_count(self, qualified: str, ttl_s: int = 600) -> bool:
+        """Ask the workers to count a model, once while a request is pending (``ttl_s``: asked
+        again after that, should the worker that took it have died). True where asked now."""
+        if not self.redis.set(f"{PREFIX}counts:pending:{qualified}", b"1", nx=True, ex=ttl_s):
+            return False
+        self.redis.rpush(self.COUNT_REQUESTS, qualified)
+        return True
+
+    def next_count_requests(self, timeout_s: float, most: int = 20) -> list[str]:
+        """Waits up to ``timeout_s`` for a request, then takes it and those queued behind it."""
+        first = self.redis.blpop([self.COUNT_REQUESTS], timeout=timeout_s)
+        if first is None:
+            return []
+        names = [first[1].decode()]
+        while len(names) < most and (more := self.redis.lpop(self.COUNT_REQUESTS)) is not None:
+            names.append(more.decode())
+        return names
+
+    def put_model_counts(self, qualified: str, counts: ModelCounts) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.set(f"{PREFIX}counts:{qualified}", _encode(counts))
+            pipe.delete(f"{PREFIX}counts:pending:{qualified}")
+            pipe.execute()
+
+    def model_counts(self, qualified: str) -> ModelCounts | None:
+        raw = self.redis.get(f"{PREFIX}counts:{qualified}")
+        return msgspec.json.decode(raw, type=ModelCounts) if raw is not None else None
+
     def mark_busy(self, hostname: str, profile_id: str, ttl_s: int) -> None:
         self.redis.set(f"{PREFIX}busy:{hostname}", profile_id, ex=ttl_s)
 
@@ -482,6 +515,23 @@ class ProfileStore:
         for src in sources:
             out.extend(_published_decoder.decode(v) for v in self.redis.hvals(f"{PREFIX}published:{src}"))
         return out
+
+    def shipped_tables_version(self) -> str | None:
+        """Which shipped tables (and catalogue they were resolved against) are imported."""
+        raw = self.redis.get(f"{PREFIX}published:shipped")
+        return raw.decode() if raw is not None else None
+
+    def import_shipped(self, tables: dict[str, list[PublishedResult]], version: str) -> int:
+        """Replace the shipped sources and record their version, in one MULTI."""
+        with self.redis.pipeline() as pipe:
+            for source, results in tables.items():
+                pipe.delete(f"{PREFIX}published:{source}")
+                if results:
+                    pipe.hset(f"{PREFIX}published:{source}", mapping={r.model: _encode(r) for r in results})
+                pipe.sadd(f"{PREFIX}published:sources", source)
+            pipe.set(f"{PREFIX}published:shipped", version)
+            pipe.execute()
+        return sum(len(r) for r in tables.values())
 
     def delete_published(self, source: str) -> bool:
         with self.redis.pipeline() as pipe:

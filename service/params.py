@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from litestar.params import QueryParameter
 
@@ -19,3 +19,24 @@ DeviceFilter = Annotated[
 ]
 #: One side of a comparison: a class or a target.
 DeviceSide = Annotated[str, QueryParameter(pattern=DEVICE_PATTERN, max_length=87, description=DEVICE_HELP)]
+
+#: Analyses also read the paper's published devices (paper, paper/titan-xp, paper/jetson-tx1).
+VIEW_DEVICE_PATTERN = DEVICE_PATTERN.replace("(cpu|cuda|jetson)", "(cpu|cuda|jetson|paper)")
+VIEW_DEVICE_HELP = DEVICE_HELP + "; or the paper's published devices: paper, paper/titan-xp, paper/jetson-tx1"
+
+#: An analysis filter: a class, a target, or the paper's devices.
+ViewDevice = Annotated[
+    str | None, QueryParameter(pattern=VIEW_DEVICE_PATTERN, max_length=87, description=VIEW_DEVICE_HELP)
+]
+#: One side of a comparison, the paper's devices included.
+ViewSide = Annotated[
+    str, QueryParameter(pattern=VIEW_DEVICE_PATTERN, max_length=87, description=VIEW_DEVICE_HELP)
+]
+#: Which profile of a (model, target, precision) an analysis uses.
+Selection = Annotated[
+    Literal["best", "newest"],
+    QueryParameter(
+        description="best (default): a clean profile over a noisy one, then more fresh processes, then "
+        "the newer; newest: the newest whatever its quality"
+    ),
+]

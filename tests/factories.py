@@ -16,7 +16,7 @@ from dnnprof.contract import (
 _counter = iter(range(10_000))
 
 
-def latency(ms: float) -> LatencyStats:
+def latency(ms: float, *, noisy: bool = False, processes: int = 1) -> LatencyStats:
     return LatencyStats(
         runs=10,
         warmup_runs=3,
@@ -30,8 +30,9 @@ def latency(ms: float) -> LatencyStats:
         ci95_low_ms=ms,
         ci95_high_ms=ms,
         images_per_s=1000 / ms,
-        cv=0,
-        noisy=False,
+        cv=0.5 if noisy else 0,
+        noisy=noisy,
+        processes=processes,
     )
 
 
@@ -46,8 +47,13 @@ def profile(
     published_top1: float | None = None,
     created: float | None = None,
     fingerprint: DeviceFingerprint | None = None,
+    paper_name: str | None = None,
+    noisy: bool = False,
+    processes: int = 1,
+    floor_mb: float | None = None,
 ) -> ProfileRecord:
-    """cells: batch size -> (ms per image, memory MB); (None, None) is an OOM cell."""
+    """cells: batch size -> (ms per image, memory MB); (None, None) is an OOM cell. ``noisy`` and
+    ``processes`` describe every cell's timing; ``floor_mb`` what the process held before the model."""
     batches = []
     for bs, (ms, mem) in cells.items():
         if ms is None:
@@ -57,7 +63,7 @@ def profile(
                 BatchMeasurement(
                     batch_size=bs,
                     status="ok",
-                    latency=latency(ms),
+                    latency=latency(ms, noisy=noisy, processes=processes),
                     memory=MemoryStats(total_bytes=int(mem * 1e6), method="test"),
                 )
             )
@@ -67,6 +73,7 @@ def profile(
         architecture=model.split(":")[-1],
         input_size=224,
         published_top1=published_top1,
+        paper_name=paper_name,
     )
     settings = ProfileSettings(
         model=model, device=device, batch_sizes=tuple(cells), runs=10, precision="fp32", input_size=224
@@ -89,6 +96,8 @@ def profile(
         wall_s=1,
         timed_s=1,
         top1=top1,
+        processes=processes,
+        memory_floor_bytes=int(floor_mb * 1e6) if floor_mb is not None else None,
     )
     return ProfileRecord(
         id=f"p{n}",

@@ -11,13 +11,16 @@ import hashlib
 import json
 import os
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
 import dnnprof
+from dnnprof.catalogue import Catalogue
 from dnnprof.config import Settings, require_redis_url
 from dnnprof.contract import ModelInfo, TagConfig
 from dnnprof.paper import PAPER_MODELS
+from dnnprof.published import SHIPPED_TABLES, load_shipped, resolve_rows, shipped_version
 from dnnprof.store import ProfileStore
 
 #: Bump when what an entry holds changes, so workers republish a catalogue of the same packages.
@@ -223,11 +226,29 @@ def publish(store: ProfileStore, *, force: bool = False) -> int:
     return store.publish_catalogue(build_catalogue(), version)
 
 
+def import_shipped_tables(store: ProfileStore, *, force: bool = False) -> int:
+    """Import the published tables the package ships (:mod:`dnnprof.published`), resolved against
+    the published catalogue; once per (tables, catalogue) version, so a fresh store has them with
+    no manual step. Returns the rows imported (0: up to date)."""
+    version = f"{shipped_version()}-{store.catalogue_version()}"
+    if not force and store.shipped_tables_version() == version:
+        return 0
+    catalogue = Catalogue(store.load_catalogue())
+    tables = {}
+    for table in SHIPPED_TABLES:
+        rows = load_shipped(table, imported_at=time.time())
+        resolve_rows(rows, lambda name: catalogue.resolve(name).qualified)
+        tables[table.source] = rows
+    return store.import_shipped(tables, version)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     store = ProfileStore.from_url(require_redis_url(Settings.from_env()))
     count = publish(store, force="--force" in argv)
     print(f"catalogue: {count} models published" if count else "catalogue: up to date", flush=True)
+    rows = import_shipped_tables(store, force="--force" in argv)
+    print(f"published tables: {rows} rows imported" if rows else "published tables: up to date", flush=True)
     return 0
 
 

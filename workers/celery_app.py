@@ -193,7 +193,45 @@ class Heartbeat(threading.Thread):
             store().forget_worker(self.info)
 
 
+class CountRequests(threading.Thread):
+    """Counts the models the API was asked about and no table covers (``workers.counts``), in a
+    fresh interpreter, holding the device lock: never beside a measurement of this device."""
+
+    def __init__(self, hostname: str) -> None:
+        super().__init__(name="dnnprof-counts", daemon=True)
+        self.stopped = threading.Event()
+        self.lock_name = f"dnnprof:lock:{device_lock_name(hostname)}"
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                names = store().next_count_requests(timeout_s=min(settings.heartbeat_s, 5))
+                if names:
+                    self.count(names)
+            except Exception as exc:  # noqa: BLE001 - Redis may be away; keep trying
+                log.warning("counting models failed: %s", exc)
+                self.stopped.wait(settings.heartbeat_s)
+
+    def count(self, names: list[str]) -> None:
+        lock = store().redis.lock(self.lock_name, timeout=COUNT_TIMEOUT_S + 60, blocking_timeout=None)
+        lock.acquire()  # waits while a measurement holds the device
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "workers.counts", *names], check=False, timeout=COUNT_TIMEOUT_S
+            )
+            if result.returncode != 0:
+                log.error("counting %s failed (exit code %s)", names, result.returncode)
+        finally:
+            with contextlib.suppress(Exception):
+                lock.release()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+COUNT_TIMEOUT_S = 600
 _heartbeat: Heartbeat | None = None
+_counts: CountRequests | None = None
 
 
 @signals.worker_process_init.connect
@@ -205,7 +243,7 @@ def _pool_process_dies_with_worker(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _on_ready(sender=None, **_: object) -> None:
-    global _heartbeat
+    global _heartbeat, _counts
     removed = remove_dead_owners(run_dir(settings.data_dir), "dnnprof-")
     if removed:
         log.info("removed %d folders of killed pool processes from %s", removed, run_dir(settings.data_dir))
@@ -216,6 +254,8 @@ def _on_ready(sender=None, **_: object) -> None:
     hostname = getattr(sender, "hostname", None) or socket.gethostname()
     _heartbeat = Heartbeat(hostname)
     _heartbeat.start()
+    _counts = CountRequests(hostname)
+    _counts.start()
     start_metrics_server(hostname)
     log.info(
         "dnnprof worker ready: device class %s, target %s, queues %s and %s",
@@ -247,3 +287,5 @@ def start_metrics_server(hostname: str) -> None:
 def _on_shutdown(**_: object) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+    if _counts is not None:
+        _counts.stop()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated
+import statistics
+from typing import Annotated, Literal
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
@@ -13,11 +14,12 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
-from dnnprof import analysis
-from dnnprof.contract import Precision, ProfileRecord
+from dnnprof import analysis, paper_devices
+from dnnprof.contract import TARGET_PATTERN, Precision, ProfileRecord
 from dnnprof.targets import class_of, target_of
 from service.deps import Services
-from service.params import DeviceFilter, DeviceSide
+from service.errors import error_responses
+from service.params import Selection, ViewDevice, ViewSide
 
 BatchQuery = Annotated[int, QueryParameter(ge=1, le=1024)]
 
@@ -50,14 +52,44 @@ class Table3(Struct, kw_only=True):
     device: str
     target: str
     batch_size: int
+    #: What the target's processes held before any model (the median over its profiles), in MB:
+    #: part of every "total" figure, left out of every "model" one.
+    memory_floor_mb: float | None
     cells: list[analysis.ConstrainedBest]
 
 
-def load_rows(services: Services, device: str | None = None, precision: str | None = None):
+def _floor(rows: list[analysis.ModelRow]) -> float | None:
+    floors = [r.memory_floor_mb for r in rows if r.memory_floor_mb is not None]
+    return statistics.median(floors) if floors else None
+
+
+def load_rows(
+    services: Services,
+    device: str | None = None,
+    precision: str | None = None,
+    select: str = "best",
+    *,
+    also: tuple[str, ...] = (),
+) -> list[analysis.ModelRow]:
+    """Measured rows (the best or newest profile per model, target and precision), and the paper's
+    published rows where ``device`` (or a device in ``also``) names them."""
+    catalogue = services.catalogue_cache.get().entries
+    published = services.store.published()
+    paper = [d for d in (device, *also) if paper_devices.is_paper(d)]
+    rows = []
+    if not paper_devices.is_paper(device):
+        rows = load_measured(services, device, precision, select, published)
+    if paper and precision in (None, "fp32"):
+        wanted = paper[0] if len(set(paper)) == 1 else paper_devices.PAPER_CLASS
+        rows += paper_devices.paper_rows(catalogue, published, wanted)
+    return rows
+
+
+def load_measured(services: Services, device, precision, select, published) -> list[analysis.ModelRow]:
     records = services.store.list(status="succeeded", limit=100_000)
     catalogue = services.catalogue_cache.get().entries
     return analysis.model_rows(
-        records, published=services.store.published(), catalogue=catalogue, device=device, precision=precision
+        records, published=published, catalogue=catalogue, device=device, precision=precision, select=select
     )
 
 
@@ -80,10 +112,11 @@ class AnalysisController(Controller):
     def models(
         self,
         services: NamedDependency[Services],
-        device: DeviceFilter = None,
+        device: ViewDevice = None,
+        select: Selection = "best",
         precision: Annotated[Precision | None, QueryParameter()] = None,
     ) -> list[analysis.ModelRow]:
-        return load_rows(services, device, precision)
+        return load_rows(services, device, precision, select)
 
     @get(
         "/table1",
@@ -93,7 +126,8 @@ class AnalysisController(Controller):
     def table1(
         self,
         services: NamedDependency[Services],
-        device: DeviceFilter = None,
+        device: ViewDevice = None,
+        select: Selection = "best",
         precision: Annotated[Precision | None, QueryParameter()] = None,
     ) -> list[Table1Row]:
         return [
@@ -108,14 +142,15 @@ class AnalysisController(Controller):
                 images_per_s={c.batch_size: c.images_per_s for c in r.batches},
                 oom=[c.batch_size for c in r.batches if c.status == "oom"],
             )
-            for r in load_rows(services, device, precision)
+            for r in load_rows(services, device, precision, select)
         ]
 
     @get("/table2", summary="Memory (MB) by batch size (paper Table 2)", sync_to_thread=True)
     def table2(
         self,
         services: NamedDependency[Services],
-        device: DeviceFilter = None,
+        device: ViewDevice = None,
+        select: Selection = "best",
         precision: Annotated[Precision | None, QueryParameter()] = None,
     ) -> list[Table2Row]:
         return [
@@ -130,7 +165,7 @@ class AnalysisController(Controller):
                 memory_mb={c.batch_size: c.memory_mb for c in r.batches},
                 oom=[c.batch_size for c in r.batches if c.status == "oom"],
             )
-            for r in load_rows(services, device, precision)
+            for r in load_rows(services, device, precision, select)
         ]
 
     @get(
@@ -143,22 +178,31 @@ class AnalysisController(Controller):
     def table3(
         self,
         services: NamedDependency[Services],
-        device: DeviceFilter = None,
+        device: ViewDevice = None,
+        select: Selection = "best",
         precision: Annotated[Precision | None, QueryParameter()] = None,
         max_memory_mb: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
         min_fps: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
         batch_size: BatchQuery = 1,
+        memory: Annotated[
+            Literal["total", "model"],
+            QueryParameter(
+                description="total (default, the paper's): all the memory the process holds; model: "
+                "less the floor it held before the model was built (libraries, CUDA context)"
+            ),
+        ] = "total",
     ) -> list[Table3]:
-        rows = load_rows(services, device, precision)
-        memory = max_memory_mb or analysis.DEFAULT_MEMORY_BOUNDS_MB
+        rows = load_rows(services, device, precision, select)
+        bounds = max_memory_mb or analysis.DEFAULT_MEMORY_BOUNDS_MB
         fps = min_fps or analysis.DEFAULT_FPS_BOUNDS
         return [
             Table3(
                 device=class_of(t),
                 target=t,
                 batch_size=batch_size,
+                memory_floor_mb=_floor([r for r in rows if r.target == t]),
                 cells=analysis.best_under_constraints(
-                    [r for r in rows if r.target == t], memory, fps, batch_size
+                    [r for r in rows if r.target == t], bounds, fps, batch_size, memory
                 ),
             )
             for t in _targets(rows, device)
@@ -172,9 +216,10 @@ class AnalysisController(Controller):
     def density(
         self,
         services: NamedDependency[Services],
-        device: DeviceFilter = None,
+        device: ViewDevice = None,
+        select: Selection = "best",
     ) -> list[analysis.DensityRow]:
-        return analysis.accuracy_density(load_rows(services, device))
+        return analysis.accuracy_density(load_rows(services, device, select=select))
 
     @get(
         "/throughput",
@@ -184,11 +229,12 @@ class AnalysisController(Controller):
     def throughput(
         self,
         services: NamedDependency[Services],
-        device: DeviceFilter = None,
+        device: ViewDevice = None,
+        select: Selection = "best",
         precision: Annotated[Precision | None, QueryParameter()] = None,
         batch_size: BatchQuery = 1,
     ) -> list[analysis.ThroughputBound]:
-        rows = load_rows(services, device, precision)
+        rows = load_rows(services, device, precision, select)
         return [analysis.throughput_bound(rows, t, batch_size) for t in _targets(rows, device)]
 
     @get(
@@ -199,10 +245,11 @@ class AnalysisController(Controller):
     def memory_fits(
         self,
         services: NamedDependency[Services],
-        device: DeviceFilter = None,
+        device: ViewDevice = None,
+        select: Selection = "best",
         precision: Annotated[Precision | None, QueryParameter()] = None,
     ) -> list[analysis.MemoryFit]:
-        return analysis.memory_fits(load_rows(services, device, precision))
+        return analysis.memory_fits(load_rows(services, device, precision, select))
 
     @get(
         "/compare",
@@ -215,12 +262,38 @@ class AnalysisController(Controller):
     def compare(
         self,
         services: NamedDependency[Services],
-        a: DeviceSide,
-        b: DeviceSide,
+        a: ViewSide,
+        b: ViewSide,
         precision: Annotated[Precision | None, QueryParameter()] = None,
         batch_size: Annotated[int | None, QueryParameter(ge=1, le=1024)] = None,
+        select: Selection = "best",
     ) -> list[analysis.Comparison]:
-        return analysis.compare_devices(load_rows(services, precision=precision), a, b, batch_size)
+        rows = load_rows(services, precision=precision, select=select, also=(a, b))
+        return analysis.compare_devices(rows, a, b, batch_size)
+
+    @get(
+        "/paper",
+        summary="Measured figures beside the paper's: per-model time ratio, rank correlation, memory lines",
+        description="For each of the paper's models measured on `device` (a target), its per-image time "
+        "over the paper's Table 1 time on `paper` (default: the nearest of the paper's devices, the "
+        "Titan Xp for a CUDA GPU, the Jetson TX1 otherwise), the rank correlation of the two time "
+        "orderings, and the memory-vs-size line measured beside the paper's two (its text, Titan Xp).",
+        sync_to_thread=True,
+        responses=error_responses(400),
+    )
+    def against_paper(
+        self,
+        services: NamedDependency[Services],
+        device: Annotated[
+            str, QueryParameter(pattern=TARGET_PATTERN, max_length=87, description="a measured device target")
+        ],
+        paper: Annotated[Literal["paper/titan-xp", "paper/jetson-tx1"] | None, QueryParameter()] = None,
+        batch_size: BatchQuery = 1,
+        select: Selection = "best",
+    ) -> paper_devices.PaperComparison:
+        measured = load_rows(services, device, "fp32", select)
+        rows = paper_devices.paper_rows(services.catalogue_cache.get().entries, services.store.published())
+        return paper_devices.against_paper(measured, rows, device, batch_size, paper)
 
 
 FIGURES = ("ball", "density", "throughput", "memory")
@@ -240,7 +313,8 @@ class FiguresController(Controller):
         self,
         name: FromPath[str],
         services: NamedDependency[Services],
-        device: DeviceFilter = None,
+        device: ViewDevice = None,
+        select: Selection = "best",
         batch_size: BatchQuery = 1,
     ) -> Response[bytes]:
         from service import figures
@@ -250,7 +324,7 @@ class FiguresController(Controller):
             raise NotFoundException(
                 f"no figure {name!r}: use one of " + ", ".join(f"{f}.png/.svg" for f in FIGURES)
             )
-        rows = load_rows(services, device)
+        rows = load_rows(services, device, select=select)
         data = figures.render(stem, rows, fmt, batch_size=batch_size)
         return Response(data, media_type="image/png" if fmt == "png" else "image/svg+xml")
 

@@ -1,5 +1,6 @@
 """``/v1/devices``: every device target seen (by a worker's heartbeat or in a stored profile), with
-its live workers, queue depth, profiles and the fingerprint of its newest profile."""
+its live workers, queue depth, profiles and the fingerprint of its newest profile; and the paper's
+two devices, published and read-only (:mod:`dnnprof.paper_devices`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from litestar.params import FromPath
 from msgspec import Struct
 
 from dnnprof.contract import TARGET_PATTERN, DeviceFingerprint, DeviceSeen, WorkerInfo
+from dnnprof.paper import PAPER_DEVICES, PAPER_SOURCE
+from dnnprof.paper_devices import PAPER_CLASS, table1
 from dnnprof.queue import queue_for
 from dnnprof.targets import class_of, target_of
 from service.deps import Services
@@ -21,17 +24,21 @@ from service.errors import error_responses
 class DeviceView(Struct, kw_only=True):
     target: str
     device_class: str
-    status: str  # "live": a worker beats now; "gone": seen before (its profiles are kept)
+    #: "live": a worker beats now; "gone": seen before (its profiles are kept); "published": the
+    #: paper's figures (read-only: nothing is sent to it).
+    status: str
     live_workers: list[str]
-    queue: str
+    queue: str | None  # None for a published target
     queue_depth: int
-    profiles: int
+    profiles: int  # stored profiles; for a published target, the models it has figures of
     device_name: str | None = None
     device_memory_bytes: int | None = None
     first_seen: float | None = None
     last_seen: float | None = None
     #: Of its newest stored profile: drivers, libraries, clocks, threads.
     fingerprint: DeviceFingerprint | None = None
+    #: Where a published target's figures come from.
+    source: str | None = None
 
 
 def device_views(services: Services) -> list[DeviceView]:
@@ -71,6 +78,26 @@ def device_views(services: Services) -> list[DeviceView]:
                 fingerprint=fp,
             )
         )
+    return views + paper_views()
+
+
+def paper_views() -> list[DeviceView]:
+    views = []
+    for target, info in PAPER_DEVICES.items():
+        views.append(
+            DeviceView(
+                target=target,
+                device_class=PAPER_CLASS,
+                status="published",
+                live_workers=[],
+                queue=None,
+                queue_depth=0,
+                profiles=len(table1()[target]),
+                device_name=str(info["device_name"]),
+                device_memory_bytes=int(info["memory_bytes"]),
+                source=f"{PAPER_SOURCE}: Table 1 (per-image times, batch sizes 1-64)",
+            )
+        )
     return views
 
 
@@ -97,7 +124,7 @@ class DeviceController(Controller):
     )
     def read_device(self, target: FromPath[str], services: NamedDependency[Services]) -> DeviceView:
         target = target.lstrip("/")
-        if not re.match(TARGET_PATTERN, target):
+        if not re.match(TARGET_PATTERN, target) and target not in PAPER_DEVICES:
             raise NotFoundException(
                 f"{target!r} is not a device target: a class (cpu, cuda, jetson), '/', then lower-case "
                 "letters, digits, '.', '-', '_' (GET /v1/devices lists them)"

@@ -4,8 +4,6 @@ profiles and labelled with their source."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from typing import Annotated
 
@@ -16,8 +14,8 @@ from litestar.params import FromPath, QueryParameter, RawBody
 from msgspec import Struct
 
 from dnnprof.analysis import is_published_of
-from dnnprof.catalogue import UnknownModelError
 from dnnprof.contract import PublishedResult
+from dnnprof.published import parse_results_csv, resolve_rows
 from dnnprof.store import now
 from service.bodies import csv_body
 from service.deps import CatalogueNotReadyError, Services
@@ -32,51 +30,6 @@ class ImportSummary(Struct, kw_only=True):
     imported: int
     resolved: int
     unresolved: list[str]
-
-
-def _float(row: dict[str, str], key: str) -> float | None:
-    value = (row.get(key) or "").strip().replace(",", "")  # timm writes "1,014.45"
-    return float(value) if value else None
-
-
-def parse_results_csv(text: str, source: str) -> list[PublishedResult]:
-    """Rows in the shape of timm's results tables: model, top1, top5, img_size, param_count, ...
-    Raises ValidationException naming the line that is wrong."""
-    reader = csv.DictReader(io.StringIO(text))
-    columns = set(reader.fieldnames or [])
-    if not {"model", "top1"} <= columns:
-        raise ValidationException(
-            "the CSV needs a header with at least 'model' and 'top1' "
-            f"(timm's results table shape: model,img_size,top1,top5,param_count,...); got {sorted(columns)}"
-        )
-    out = []
-    for line, row in enumerate(reader, start=2):
-        try:
-            model = (row.get("model") or "").strip()
-            top1 = _float(row, "top1")
-            if not model or top1 is None or not 0 <= top1 <= 100:
-                raise ValueError("needs a model name and a top1 in 0..100")
-            top5 = _float(row, "top5")
-            if top5 is not None and not 0 <= top5 <= 100:
-                raise ValueError("top5 must be in 0..100")
-            size = _float(row, "img_size")
-            out.append(
-                PublishedResult(
-                    model=model[:200],
-                    resolved=None,
-                    source=source,
-                    top1=top1,
-                    top5=top5,
-                    img_size=int(size) if size is not None else None,
-                    param_count_m=_float(row, "param_count"),
-                    crop_pct=_float(row, "crop_pct"),
-                    interpolation=(row.get("interpolation") or None),
-                    imported_at=now(),
-                )
-            )
-        except ValueError as exc:
-            raise ValidationException(f"line {line}: {exc}") from exc
-    return out
 
 
 class PublishedResultsController(Controller):
@@ -97,19 +50,18 @@ class PublishedResultsController(Controller):
         if not re.match(SOURCE_PATTERN, source):
             raise ValidationException("source: 1-64 letters, digits, '.', '_' or '-'")
         text = body.decode("utf-8-sig")  # checked by csv_body: UTF-8 sent as text/csv
-        results = parse_results_csv(text, source)
+        try:
+            results = parse_results_csv(text, source, imported_at=now())
+        except ValueError as exc:
+            raise ValidationException(str(exc)) from exc
         try:
             catalogue = services.catalogue()
         except CatalogueNotReadyError:
             catalogue = None
-        unresolved = []
-        for result in results:
-            try:
-                if catalogue is None:
-                    raise UnknownModelError(result.model, [])
-                result.resolved = catalogue.resolve(result.model).qualified
-            except UnknownModelError:
-                unresolved.append(result.model)
+        if catalogue is None:
+            unresolved = [r.model for r in results]
+        else:
+            unresolved = resolve_rows(results, lambda name: catalogue.resolve(name).qualified)
         services.store.import_published(source, results)
         return ImportSummary(
             source=source,

@@ -271,17 +271,19 @@ for (const th of document.querySelectorAll("#models th[data-key]")) {
 }
 $("profile-form").addEventListener("submit", submitProfile);
 
-// The device targets seen (GET /v1/devices) join the classes in both device menus.
+// The device targets seen (GET /v1/devices) join the classes in both device menus; the paper's
+// published devices only in the one that views (nothing can be sent to them).
 async function addTargets() {
   const seen = await getJSON("/v1/devices");
   for (const id of ["device", "form-device"]) {
     const select = $(id);
     const have = new Set([...select.options].map((o) => o.value));
     for (const d of seen) {
-      if (have.has(d.target)) continue;
+      if (have.has(d.target) || (id === "form-device" && d.status === "published")) continue;
       const option = document.createElement("option");
       option.value = d.target;
-      option.textContent = `${d.target}${d.status === "gone" ? " (gone)" : ""}`;
+      const note = { gone: " (gone)", published: " (the paper's figures)" }[d.status] || "";
+      option.textContent = `${d.target}${note}`;
       select.appendChild(option);
     }
   }

@@ -1,0 +1,153 @@
+"""Published accuracy tables: parsing timm's results shape, and the tables that ship with dnnprof.
+
+Three kinds of published figure give the analyses accuracy (and parameter counts) for models not
+measured here, each labelled with where it comes from:
+
+- torchvision's per-weights metadata (``acc@1``, ``num_params``, ``_ops``): read into the
+  catalogue by the worker (``tv-metadata``);
+- the tables below, copies in the package (never downloaded at run time) that every worker imports
+  into the store once per package version (``python -m workers.catalogue``);
+- tables a user imports (``POST /v1/results/published/{source}``).
+
+Refresh timm's copy with ``python -m dnnprof.published --refresh`` (needs the internet; then
+commit ``dnnprof/data``): it fetches the table, checks that it parses, and relabels it with the
+month, so workers import the new copy at their next start.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dnnprof.contract import PublishedResult
+
+DATA = Path(__file__).parent / "data"
+
+
+MANIFEST = DATA / "published_tables.json"
+
+
+@dataclass(frozen=True)
+class ShippedTable:
+    source: str  # the label its rows carry ("published:<source>" in the analyses)
+    file: str  # under dnnprof/data
+    origin: str  # where the figures were published
+    url: str | None = None  # where ``--refresh`` fetches a newer copy, if anywhere
+
+    @property
+    def path(self) -> Path:
+        return DATA / self.file
+
+
+def shipped_tables(manifest: Path = MANIFEST) -> tuple[ShippedTable, ...]:
+    return tuple(ShippedTable(**entry) for entry in json.loads(manifest.read_text()))
+
+
+SHIPPED_TABLES: tuple[ShippedTable, ...] = shipped_tables()
+
+
+def _float(row: dict[str, str], key: str) -> float | None:
+    value = (row.get(key) or "").strip().replace(",", "")  # timm writes "1,014.45"
+    return float(value) if value else None
+
+
+def parse_results_csv(text: str, source: str, *, imported_at: float = 0.0) -> list[PublishedResult]:
+    """Rows in the shape of timm's results tables: model, top1, top5, img_size, param_count, ...
+    Raises ValueError naming the line that is wrong."""
+    reader = csv.DictReader(io.StringIO(text))
+    columns = set(reader.fieldnames or [])
+    if not {"model", "top1"} <= columns:
+        raise ValueError(
+            "the CSV needs a header with at least 'model' and 'top1' "
+            f"(timm's results table shape: model,img_size,top1,top5,param_count,...); got {sorted(columns)}"
+        )
+    out = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            model = (row.get("model") or "").strip()
+            top1 = _float(row, "top1")
+            if not model or top1 is None or not 0 <= top1 <= 100:
+                raise ValueError("needs a model name and a top1 in 0..100")
+            top5 = _float(row, "top5")
+            if top5 is not None and not 0 <= top5 <= 100:
+                raise ValueError("top5 must be in 0..100")
+            size = _float(row, "img_size")
+            out.append(
+                PublishedResult(
+                    model=model[:200],
+                    resolved=None,
+                    source=source,
+                    top1=top1,
+                    top5=top5,
+                    img_size=int(size) if size is not None else None,
+                    param_count_m=_float(row, "param_count"),
+                    crop_pct=_float(row, "crop_pct"),
+                    interpolation=(row.get("interpolation") or None),
+                    imported_at=imported_at,
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"line {line}: {exc}") from exc
+    return out
+
+
+def resolve_rows(results: list[PublishedResult], resolve: Callable[[str], str]) -> list[str]:
+    """Set each row's catalogue name; returns the names that do not resolve. ``resolve`` raises
+    LookupError for an unknown name (``Catalogue.resolve(...).qualified``)."""
+    unresolved = []
+    for result in results:
+        try:
+            result.resolved = resolve(result.model)
+        except LookupError:
+            unresolved.append(result.model)
+    return unresolved
+
+
+def shipped_version() -> str:
+    """Changes when a shipped table's contents (or the list of them) change."""
+    digest = hashlib.sha256()
+    for table in SHIPPED_TABLES:
+        digest.update(table.source.encode() + b"\0" + table.path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_shipped(table: ShippedTable, *, imported_at: float = 0.0) -> list[PublishedResult]:
+    return parse_results_csv(table.path.read_text(encoding="utf-8"), table.source, imported_at=imported_at)
+
+
+def refresh(data_dir: Path = DATA, today: datetime.date | None = None) -> list[ShippedTable]:
+    """Fetch each table of ``data_dir``'s manifest that has a URL, check that it parses, write it
+    and relabel it with this month (a broken table writes nothing)."""
+    import urllib.request
+
+    month = (today or datetime.date.today()).strftime("%Y-%m")
+    manifest = data_dir / MANIFEST.name
+    tables = []
+    for table in shipped_tables(manifest):
+        if table.url:
+            with urllib.request.urlopen(table.url, timeout=60) as response:
+                text = response.read().decode("utf-8")
+            rows = parse_results_csv(text, table.source)
+            (data_dir / table.file).write_text(text, encoding="utf-8")
+            stem = table.source.rsplit("-", 2)[0]
+            origin = f"{table.origin.rsplit(',', 1)[0]}, {month}"
+            table = dataclasses.replace(table, source=f"{stem}-{month}", origin=origin)
+            print(f"{table.file}: {len(rows)} rows, now labelled {table.source}")
+        tables.append(table)
+    manifest.write_text(json.dumps([dataclasses.asdict(t) for t in tables], indent=2) + "\n")
+    return tables
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--refresh"]:
+        raise SystemExit("usage: python -m dnnprof.published --refresh")
+    refresh()
