@@ -37,6 +37,7 @@ class BatchCell(Struct, kw_only=True):
     memory_mb: float | None = None  # all the process holds (the paper's figure)
     #: The model's own share: ``memory_mb`` less the floor the process held before the model.
     model_memory_mb: float | None = None
+    noisy: bool = False  # its runs or processes spread over the threshold
 
 
 class ModelRow(Struct, kw_only=True):
@@ -180,6 +181,7 @@ def model_rows(
                     images_per_s=b.latency.images_per_s if b.latency else None,
                     memory_mb=total / MB if total is not None else None,
                     model_memory_mb=max(total - floor, 0) / MB if total is not None and floor else None,
+                    noisy=bool(b.latency and b.latency.noisy),
                 )
             )
         rows[key] = ModelRow(

@@ -4,6 +4,7 @@ Keys (all under ``dnnprof:``):
 
 - ``profile:<id>``      JSON :class:`ProfileRecord` (the job, its progress and its result)
 - ``profiles``          sorted set of ids by creation time
+- ``idx:*``, ``counting:*``  secondary indexes and which profile counts (see :mod:`dnnprof.indexes`)
 - ``dedupe:<key>``      id of the job for one set of canonical settings
 - ``cancel:<id>``       set when a running job must stop
 - ``parts:<id>``        hash of what the measuring processes stored so far, cell by cell:
@@ -20,13 +21,16 @@ Keys (all under ``dnnprof:``):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
 import redis
 
+from dnnprof import indexes
+from dnnprof.analysis import quality
 from dnnprof.contract import (
     ACTIVE_STATUSES,
     DeviceSeen,
@@ -44,6 +48,7 @@ from dnnprof.contract import (
 from dnnprof.targets import matches, target_of
 
 PREFIX = "dnnprof:"
+ALL_PROFILES = indexes.ALL
 _record_decoder = msgspec.json.Decoder(ProfileRecord)
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 _model_decoder = msgspec.json.Decoder(ModelInfo)
@@ -152,11 +157,44 @@ class ProfileStore:
                     pipe.multi()
                     pipe.set(dedupe_key, record.id)
                     pipe.set(self._key(record.id), _encode(record))
-                    pipe.zadd(f"{PREFIX}profiles", {record.id: record.created_at})
+                    for key in indexes.index_keys(record):
+                        pipe.zadd(key, {record.id: record.created_at})
                     pipe.execute()
+                    if record.status == "succeeded":
+                        self.recount(record)
                     return record, True
                 except redis.WatchError:
                     continue
+
+    def add_many(self, records: Iterable[ProfileRecord], chunk: int = 1000) -> int:
+        """Store many records at once (an import, a benchmark's fill): each with its dedupe pointer
+        and its indexes, in pipelines; then which profile counts for each group they touch."""
+        groups: dict[str, ProfileRecord] = {}
+        done = 0
+        batch: list[ProfileRecord] = []
+
+        def flush() -> None:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for rec in batch:
+                    pipe.set(f"{PREFIX}dedupe:{rec.settings.dedupe_key()}", rec.id)
+                    pipe.set(self._key(rec.id), _encode(rec))
+                    for key in indexes.index_keys(rec):
+                        pipe.zadd(key, {rec.id: rec.created_at})
+                pipe.execute()
+            batch.clear()
+
+        for rec in records:
+            batch.append(rec)
+            if rec.status == "succeeded":
+                field = indexes.counting_field(rec.settings.model, target_of(rec), rec.settings.precision)
+                groups[field] = rec
+            done += 1
+            if len(batch) >= chunk:
+                flush()
+        flush()
+        for rec in groups.values():
+            self.recount(rec)
+        return done
 
     def stored_for(
         self, candidates: Iterable[ProfileSettings], accept: Callable[[ProfileRecord], bool] = bool
@@ -195,16 +233,52 @@ class ProfileStore:
                     if allowed is not None and current.status not in allowed:
                         pipe.unwatch()
                         raise ConflictError(f"profile {profile_id} is {current.status}")
+                    old = _record_decoder.decode(raw)  # ``change`` may edit ``current`` in place
+                    before = indexes.index_keys(old)
                     new = change(current)
                     if new is None:
                         pipe.unwatch()
                         return current
+                    after = indexes.index_keys(new)
                     pipe.multi()
                     pipe.set(key, _encode(new))
+                    for stale in before - after:
+                        pipe.zrem(stale, profile_id)
+                    for fresh in after - before:
+                        pipe.zadd(fresh, {profile_id: new.created_at})
                     pipe.execute()
+                    if "succeeded" in (old.status, new.status):
+                        self.recount(new)
+                        if target_of(old) != target_of(new):
+                            self.recount(old)
                     return new
                 except redis.WatchError:
                     continue
+
+    def _indexed(self, keys: list[str]) -> str:
+        """The index to page through: one key, or the intersection of several (kept a few seconds,
+        so that the pages of one listing read the same set)."""
+        if len(keys) == 1:
+            return keys[0]
+        tmp = f"{PREFIX}tmp:inter:" + hashlib.sha1("|".join(sorted(keys)).encode()).hexdigest()
+        with self.redis.pipeline() as pipe:
+            pipe.zinterstore(tmp, keys, aggregate="MAX")
+            pipe.expire(tmp, 10)
+            pipe.execute()
+        return tmp
+
+    def _page_ids(self, key: str, limit: int, offset: int, after: str | None) -> list[str]:
+        start = offset
+        if after is not None:
+            rank = self.redis.zrevrank(key, after)
+            if rank is None:  # the cursor's profile was deleted: go on from its time
+                score = self.redis.zscore(ALL_PROFILES, after)
+                if score is None:
+                    return []
+                below = self.redis.zrevrangebyscore(key, f"({score}", "-inf", start=0, num=limit)
+                return [i.decode() for i in below]
+            start = rank + 1 + offset
+        return [i.decode() for i in self.redis.zrevrange(key, start, start + limit - 1)]
 
     def list(
         self,
@@ -214,31 +288,129 @@ class ProfileStore:
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[ProfileRecord]:
         """Newest first, filtered by resolved model name, device (a class, or a target: where it
-        ran, else where it was sent) and status."""
-        ids = self.redis.zrevrange(f"{PREFIX}profiles", 0, -1)
-        out: list[ProfileRecord] = []
-        skipped = 0
-        for start in range(0, len(ids), 200):
-            chunk = ids[start : start + 200]
-            for raw in self.redis.mget([self._key(i.decode()) for i in chunk]):
-                if raw is None:
-                    continue
-                rec = _record_decoder.decode(raw)
-                if model is not None and rec.settings.model != model:
-                    continue
-                if device is not None and not matches(device, target_of(rec)):
-                    continue
-                if status is not None and rec.status != status:
-                    continue
-                if skipped < offset:
-                    skipped += 1
-                    continue
-                out.append(rec)
-                if len(out) >= limit:
-                    return out
-        return out
+        ran, else where it was sent) and status; ``after`` a profile id (cursor pagination: the
+        page after it). Reads the indexes, then only the records of the page."""
+        key = self._indexed(indexes.filter_keys(model, device, status))
+        ids = self._page_ids(key, limit, offset, after)
+        return self._records(ids)
+
+    def count(self, *, model: str | None = None, device: str | None = None, status: str | None = None) -> int:
+        return int(self.redis.zcard(self._indexed(indexes.filter_keys(model, device, status))))
+
+    def iter_records(
+        self,
+        *,
+        model: str | None = None,
+        device: str | None = None,
+        status: str | None = None,
+        chunk: int = 500,
+    ) -> Iterator[ProfileRecord]:
+        """Every matching record, newest first, read ``chunk`` at a time (constant memory: exports)."""
+        key = self._indexed(indexes.filter_keys(model, device, status))
+        if key.startswith(f"{PREFIX}tmp:"):  # a long export must not outlive its intersection
+            self.redis.expire(key, 3600)
+        last: str | None = None
+        while True:
+            ids = self._page_ids(key, chunk, 0, last)
+            if not ids:
+                return
+            yield from self._records(ids)
+            last = ids[-1]
+
+    def _records(self, ids: list[str]) -> list[ProfileRecord]:
+        if not ids:
+            return []
+        raws = self.redis.mget([self._key(i) for i in ids])
+        return [_record_decoder.decode(raw) for raw in raws if raw is not None]
+
+    # -- which profile counts, per (model, target, precision) -----------------------------------
+
+    def recount(self, record: ProfileRecord) -> None:
+        """Re-choose the profile that counts for ``record``'s model, target and precision among
+        their succeeded profiles (a few: one model's), after one of them finished or went."""
+        target, precision = target_of(record), record.settings.precision
+        field = indexes.counting_field(record.settings.model, target, precision)
+        ids = self.redis.zinter(
+            [
+                indexes.model_key(record.settings.model),
+                indexes.status_key("succeeded"),
+                indexes.device_key(target),
+            ]
+        )
+        same = [
+            r
+            for r in self._records([i.decode() for i in ids])
+            if r.status == "succeeded"
+            and r.result is not None
+            and target_of(r) == target
+            and r.settings.precision == precision
+        ]
+        with self.redis.pipeline() as pipe:
+            for select, order in (("best", quality), ("newest", lambda r: r.created_at)):
+                chosen = max(same, key=order, default=None)
+                if chosen is None:
+                    pipe.hdel(indexes.counting_key(select), field)
+                else:
+                    pipe.hset(indexes.counting_key(select), field, chosen.id)
+            pipe.execute()
+
+    def counting(
+        self, select: str = "best", *, device: str | None = None, precision: str | None = None
+    ) -> list[ProfileRecord]:
+        """The profile that counts for each (model, target, precision): what the analyses and
+        ``/metrics`` read, whatever the history holds."""
+        chosen = []
+        for field, profile_id in self.redis.hgetall(indexes.counting_key(select)).items():
+            _, target, prec = indexes.split_counting_field(field.decode())
+            if matches(device, target) and (precision is None or prec == precision):
+                chosen.append(profile_id.decode())
+        records = self._records(chosen)
+        return sorted(records, key=lambda r: r.created_at, reverse=True)
+
+    def indexes_ready(self) -> bool:
+        return self.redis.get(indexes.VERSION_KEY) == indexes.INDEX_VERSION.encode()
+
+    def counted_targets(self) -> set[str]:
+        """The device targets that hold succeeded profiles (from the aggregate's keys alone)."""
+        fields = self.redis.hkeys(indexes.counting_key("newest"))
+        return {indexes.split_counting_field(f.decode())[1] for f in fields}
+
+    def ensure_indexes(self, log: Callable[[str], None] = lambda _: None, chunk: int = 1000) -> int:
+        """Build the indexes and aggregates of a store written before them (or by an older layout):
+        idempotent, records untouched, progress through ``log``. Returns the records indexed (0:
+        up to date). One process at a time (a lock); others wait for it."""
+        if self.indexes_ready():
+            return 0
+        with self.redis.lock(f"{PREFIX}lock:reindex", timeout=3600, blocking_timeout=3600):
+            if self.indexes_ready():
+                return 0
+            total = self.redis.zcard(ALL_PROFILES)
+            log(f"indexing {total} stored profiles (layout {indexes.INDEX_VERSION})")
+            done = 0
+            groups: dict[str, ProfileRecord] = {}
+            for start in range(0, total, chunk):
+                ids = [i.decode() for i in self.redis.zrange(ALL_PROFILES, start, start + chunk - 1)]
+                records = self._records(ids)
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for rec in records:
+                        for key in indexes.index_keys(rec):
+                            pipe.zadd(key, {rec.id: rec.created_at})
+                        if rec.status == "succeeded":
+                            field = indexes.counting_field(
+                                rec.settings.model, target_of(rec), rec.settings.precision
+                            )
+                            groups.setdefault(field, rec)
+                    pipe.execute()
+                done += len(records)
+                log(f"indexed {done}/{total}")
+            for rec in groups.values():
+                self.recount(rec)
+            self.redis.set(indexes.VERSION_KEY, indexes.INDEX_VERSION)
+            log(f"indexes ready: {done} profiles, {len(groups)} counted (model, target, precision)")
+            return done
 
     def delete(self, profile_id: str) -> bool:
         rec = self.get(profile_id)
@@ -247,10 +419,13 @@ class ProfileStore:
         dedupe_key = f"{PREFIX}dedupe:{rec.settings.dedupe_key()}"
         with self.redis.pipeline() as pipe:
             pipe.delete(self._key(profile_id))
-            pipe.zrem(f"{PREFIX}profiles", profile_id)
+            for key in indexes.index_keys(rec):
+                pipe.zrem(key, profile_id)
             pipe.delete(f"{PREFIX}cancel:{profile_id}")
             pipe.delete(f"{PREFIX}parts:{profile_id}")
             pipe.execute()
+        if rec.status == "succeeded":
+            self.recount(rec)
         # Drop the dedupe pointer only if it still points at this record.
         self.redis.eval(
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
@@ -326,6 +501,10 @@ class ProfileStore:
             pipe.set(f"{PREFIX}counts:{qualified}", _encode(counts))
             pipe.delete(f"{PREFIX}counts:pending:{qualified}")
             pipe.execute()
+
+    def model_counts_many(self, names: list[str]) -> dict[str, ModelCounts]:
+        raws = self.redis.mget([f"{PREFIX}counts:{n}" for n in names]) if names else []
+        return {n: msgspec.json.decode(r, type=ModelCounts) for n, r in zip(names, raws, strict=True) if r}
 
     def model_counts(self, qualified: str) -> ModelCounts | None:
         raw = self.redis.get(f"{PREFIX}counts:{qualified}")

@@ -78,7 +78,9 @@ class StoreCollector(Collector):
 
         seen_batches: set[tuple[str, ...]] = set()
         seen_models: set[str] = set()
-        for record in self.store.list(status="succeeded", limit=100_000):  # newest first: newest wins
+        # The profile that counts per model, target and precision (as the analyses: select=best),
+        # kept by the store: a scrape reads those, not the history.
+        for record in self.store.counting("best"):
             result = record.result
             if result is None:
                 continue
@@ -131,7 +133,7 @@ class StoreCollector(Collector):
 
         in_flight = GaugeMetricFamily("dnnprof_jobs_in_flight", "Jobs queued or running", labels=["status"])
         for status in ("queued", "running"):
-            in_flight.add_metric([status], len(self.store.list(status=status, limit=100_000)))
+            in_flight.add_metric([status], self.store.count(status=status))
         yield in_flight
 
         queue = GaugeMetricFamily(

@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 import redis
 
 from dnnprof.contract import ProfileRecord
 from dnnprof.process import pid_alive
+from dnnprof.store import ProfileStore
 from tests.helpers import ROOT, start_service, until, wait_for
 
 pytestmark = pytest.mark.slow
@@ -54,9 +54,11 @@ def measuring(client, profile_id: str) -> bool:
     return rec["status"] == "running" and (rec["progress"] or {}).get("stage") == "batch"
 
 
-@pytest.fixture
-def embedded(tmp_path):
-    svc = start_service(tmp_path / "data")
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """One `dnnprof serve` for the module: each test leaves it running and well (that is what
+    they check), so the next one starts from a service that came through the last fault."""
+    svc = start_service(tmp_path_factory.mktemp("data"))
     yield svc
     svc.stop()
 
@@ -101,13 +103,14 @@ def test_a_running_record_its_live_worker_is_not_busy_with_goes_back_to_its_queu
         job = client.post(
             "/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]}
         ).json()
-        store = store_of(embedded)
         [worker] = [w["hostname"] for w in client.get("/readyz").json()["worker_details"]]
-        key = f"dnnprof:profile:{job['id']}"
-        record = msgspec.json.decode(store.get(key), type=ProfileRecord)
-        record.status, record.worker, record.attempts = "running", worker, 1
-        record.started_at = time.time() - 60
-        store.set(key, msgspec.json.encode(record))
+
+        def lost(record: ProfileRecord) -> ProfileRecord:
+            record.status, record.worker, record.attempts = "running", worker, 1
+            record.started_at = time.time() - 60
+            return record
+
+        ProfileStore.from_url(embedded.redis_url()).update(job["id"], lost)  # as a worker writes it
         requeued = until(
             lambda: (r := client.get(f"/v1/profiles/{job['id']}").json())["status"] == "queued" and r,
             ceiling_s=120,
@@ -187,6 +190,8 @@ def test_runtime_files_live_under_the_data_dir_and_stale_messages_are_purged(emb
     assert oct((data / "redis").stat().st_mode & 0o777) == "0o700"
     with embedded.client() as client:
         store = store_of(embedded)
+        # A jetson message an earlier test left (its job deleted) is purged by the sweep first.
+        until(lambda: store.llen("dnnprof.jetson") == 0, ceiling_s=120, what="no jetson message left")
         job = client.post(
             "/v1/profiles", json={"model": "alexnet", "device": "jetson", "batch_sizes": [1]}
         ).json()

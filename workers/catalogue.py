@@ -245,6 +245,7 @@ def import_shipped_tables(store: ProfileStore, *, force: bool = False) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     store = ProfileStore.from_url(require_redis_url(Settings.from_env()))
+    store.ensure_indexes(log=lambda line: print(f"store: {line}", flush=True))  # the sweep reads them
     count = publish(store, force="--force" in argv)
     print(f"catalogue: {count} models published" if count else "catalogue: up to date", flush=True)
     rows = import_shipped_tables(store, force="--force" in argv)

@@ -3,8 +3,6 @@ what the service has measured and imported."""
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from typing import Annotated, Literal
 
@@ -15,8 +13,8 @@ from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
 from dnnprof import analysis, paper_devices
-from dnnprof.contract import TARGET_PATTERN, Precision, ProfileRecord
-from dnnprof.targets import class_of, target_of
+from dnnprof.contract import TARGET_PATTERN, Precision
+from dnnprof.targets import class_of
 from service.deps import Services
 from service.errors import error_responses
 from service.params import Selection, ViewDevice, ViewSide
@@ -81,12 +79,31 @@ def load_rows(
         rows = load_measured(services, device, precision, select, published)
     if paper and precision in (None, "fp32"):
         wanted = paper[0] if len(set(paper)) == 1 else paper_devices.PAPER_CLASS
-        rows += paper_devices.paper_rows(catalogue, published, wanted)
+        rows += with_counts(services, paper_devices.paper_rows(catalogue, published, wanted))
+    return rows
+
+
+def with_counts(services: Services, rows: list[analysis.ModelRow]) -> list[analysis.ModelRow]:
+    """The paper's rows with the parameters and FLOPs no table publishes (timm's ports, the zoo)
+    from a worker's count on the meta device; those not counted yet are asked for."""
+    missing = [r.model for r in rows if r.gflops is None or not r.params]
+    counted = services.store.model_counts_many(sorted(set(missing)))
+    for row in rows:
+        counts = counted.get(row.model)
+        if counts is None:
+            if row.model in missing:
+                services.store.request_count(row.model)
+            continue
+        if row.gflops is None and counts.flops is not None:
+            row.gflops = counts.flops / 1e9
+        if not row.params and counts.params:
+            row.params, row.param_file_mb = counts.params, counts.params * 4 / analysis.MB
     return rows
 
 
 def load_measured(services: Services, device, precision, select, published) -> list[analysis.ModelRow]:
-    records = services.store.list(status="succeeded", limit=100_000)
+    """Only the profile that counts per model, target and precision is read (the store keeps it)."""
+    records = services.store.counting(select, device=device, precision=precision)
     catalogue = services.catalogue_cache.get().entries
     return analysis.model_rows(
         records, published=published, catalogue=catalogue, device=device, precision=precision, select=select
@@ -327,107 +344,3 @@ class FiguresController(Controller):
         rows = load_rows(services, device, select=select)
         data = figures.render(stem, rows, fmt, batch_size=batch_size)
         return Response(data, media_type="image/png" if fmt == "png" else "image/svg+xml")
-
-
-class ExportController(Controller):
-    path = "/v1"
-    tags = ("export",)  # type: ignore[assignment]
-
-    @get("/export.json", summary="Every stored profile, as JSON", sync_to_thread=True)
-    def export_json(self, services: NamedDependency[Services]) -> list[ProfileRecord]:
-        return services.store.list(limit=1_000_000)
-
-    @get(
-        "/export.csv",
-        summary="Every measured cell (profile x batch size), as CSV",
-        sync_to_thread=True,
-        media_type="text/csv",
-    )
-    def export_csv(self, services: NamedDependency[Services]) -> Response[str]:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(
-            [
-                "profile_id",
-                "model",
-                "paper_name",
-                "device",
-                "target",
-                "device_name",
-                "precision",
-                "input_size",
-                "params",
-                "param_file_bytes_fp32",
-                "flops",
-                "top1",
-                "top5",
-                "batch_size",
-                "status",
-                "ms_per_image_mean",
-                "ms_per_image_median",
-                "ms_per_image_std",
-                "images_per_s",
-                "ci95_low_ms",
-                "ci95_high_ms",
-                "cv",
-                "noisy",
-                "p90_ms",
-                "p99_ms",
-                "runs",
-                "repeats",
-                "memory_bytes",
-                "memory_method",
-                "memory_floor_bytes",
-                "flops_method",
-            ]
-        )
-        for rec in services.store.list(status="succeeded", limit=1_000_000):
-            r = rec.result
-            if r is None:
-                continue
-            for b in r.batches:
-                lat, mem = b.latency, b.memory
-                writer.writerow(
-                    [
-                        rec.id,
-                        rec.settings.model,
-                        rec.model.paper_name or "",
-                        rec.settings.device,
-                        target_of(rec),
-                        r.fingerprint.device_name,
-                        rec.settings.precision,
-                        r.input_size,
-                        r.params,
-                        r.param_file_bytes_fp32,
-                        _blank(r.flops),
-                        _blank(r.top1),
-                        _blank(r.top5),
-                        b.batch_size,
-                        b.status,
-                        _blank(lat and lat.mean_ms),
-                        _blank(lat and lat.median_ms),
-                        _blank(lat and lat.std_ms),
-                        _blank(lat and lat.images_per_s),
-                        _blank(lat and lat.ci95_low_ms),
-                        _blank(lat and lat.ci95_high_ms),
-                        _blank(lat and lat.cv),
-                        _blank(lat and lat.noisy),
-                        _blank(lat and lat.p90_ms),
-                        _blank(lat and lat.p99_ms),
-                        _blank(lat and lat.runs),
-                        _blank(lat and lat.processes),
-                        _blank(mem and mem.total_bytes),
-                        mem.method if mem else "",
-                        _blank(r.memory_floor_bytes),
-                        _blank(r.flops_method),
-                    ]
-                )
-        return Response(
-            out.getvalue(),
-            media_type="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.csv"'},
-        )
-
-
-def _blank(value) -> str:
-    return "" if value is None else str(value)

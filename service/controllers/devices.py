@@ -16,7 +16,7 @@ from dnnprof.contract import TARGET_PATTERN, DeviceFingerprint, DeviceSeen, Work
 from dnnprof.paper import PAPER_DEVICES, PAPER_SOURCE
 from dnnprof.paper_devices import PAPER_CLASS, table1
 from dnnprof.queue import queue_for
-from dnnprof.targets import class_of, target_of
+from dnnprof.targets import class_of
 from service.deps import Services
 from service.errors import error_responses
 
@@ -50,14 +50,13 @@ def device_views(services: Services) -> list[DeviceView]:
             workers.setdefault(w.device_target, []).append(w)
     counts: dict[str, int] = {}
     newest: dict[str, DeviceFingerprint] = {}
-    for rec in store.list(status="succeeded", limit=1_000_000):  # newest first
-        if rec.result is None:
-            continue
-        target = target_of(rec)
-        counts[target] = counts.get(target, 0) + 1
-        newest.setdefault(target, rec.result.fingerprint)
+    for target in store.counted_targets() | set(seen) | set(workers):
+        counts[target] = store.count(device=target, status="succeeded")
+        latest = store.list(device=target, status="succeeded", limit=1)
+        if latest and latest[0].result is not None:
+            newest[target] = latest[0].result.fingerprint
     views = []
-    for target in sorted(set(seen) | set(workers) | set(counts)):
+    for target in sorted(t for t in counts if counts[t] or t in seen or t in workers):
         registry, live, fp = seen.get(target), workers.get(target, []), newest.get(target)
         views.append(
             DeviceView(

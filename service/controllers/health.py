@@ -49,6 +49,7 @@ class HealthController(Controller):
             services.store.ping()
             workers = services.store.workers()
             models = len(services.catalogue_cache.get())
+            indexed = services.store.indexes_ready()
         except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
             body = Readiness(
                 ready=False,
@@ -62,13 +63,18 @@ class HealthController(Controller):
         counts = {device: 0 for device in DEVICE_CLASSES}
         for w in workers:
             counts[w.device_class] += 1
-        ready = sum(counts.values()) > 0
+        ready = sum(counts.values()) > 0 and indexed
+        detail = None
+        if not indexed:
+            detail = "indexing the stored profiles (see the API log for progress)"
+        elif not ready:
+            detail = "no worker alive in any device class"
         body = Readiness(
             ready=ready,
             redis=True,
             workers=counts,
             worker_details=workers,
             catalogue_models=models,
-            detail=None if ready else "no worker alive in any device class",
+            detail=detail,
         )
         return Response(body, status_code=HTTP_200_OK if ready else HTTP_503_SERVICE_UNAVAILABLE)

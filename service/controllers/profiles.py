@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlencode
 
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -259,18 +260,34 @@ class ProfileController(Controller):
             raise NotFoundException(f"no profile with id {profile_id!r}")
         return record
 
-    @get("/", summary="Stored profiles, newest first", sync_to_thread=True)
+    @get(
+        "/",
+        summary="Stored profiles, newest first",
+        description="Page with `offset`, or with `after` (a profile id: the page after it). A full "
+        'page carries a `Link: <...>; rel="next"` header to the next one.',
+        sync_to_thread=True,
+    )
     def list_profiles(
         self,
+        request: Request,
         services: NamedDependency[Services],
         model: Annotated[str | None, QueryParameter(max_length=120)] = None,
         device: DeviceFilter = None,
         status: Annotated[JobStatus | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
-    ) -> list[ProfileRecord]:
+        after: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+    ) -> Response[list[ProfileRecord]]:
         qualified = services.try_resolve(model) if model else None
-        return services.store.list(model=qualified, device=device, status=status, limit=limit, offset=offset)
+        page = services.store.list(
+            model=qualified, device=device, status=status, limit=limit, offset=offset, after=after
+        )
+        headers = {}
+        if len(page) == limit:
+            query = {k: v for k, v in request.query_params.items() if k not in ("offset", "after")}
+            query["after"] = page[-1].id
+            headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+        return Response(page, headers=headers)
 
     @delete(
         "/{profile_id:str}",

@@ -1,0 +1,223 @@
+"""Scale: the API over a store of 1,000 / 10,000 / 100,000 profiles (issue 16).
+
+Each size gets a fresh embedded Redis filled with synthetic copies of one real profile (resnet18
+measured here on the CPU by the real service, kept in ``bench/results/scale-seed.json``): distinct
+settings over 200 models x 5 device targets, so the history grows with the size while the set of
+(model, target) that count stays at 1,000. One API process (``dnnprof api``, or ``--api-workers``)
+serves it; per request kind, the median and p99 over loopback HTTP:
+
+- a profile by id; a filtered listing page (``?model=&limit=10``); ``/metrics``; Table 1; density;
+- the time to the first byte of the CSV export (streamed), and its whole time.
+
+Targets at 100,000 (the issue's): /metrics <= 100 ms, a filtered page <= 20 ms, analyses <= 200 ms,
+first export byte <= 100 ms, and each no more than twice its figure at 1,000. With ``wrk`` on the
+PATH, also GET-by-id throughput at 16 connections for 1 and 2 API workers.
+
+    python -m bench.scale [--sizes 1000 10000 100000] [--requests 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from bench.common import environment, write
+from dnnprof.contract import ProfileRecord
+from dnnprof.embedded import EmbeddedRedis
+from dnnprof.store import ProfileStore
+from tests.helpers import ROOT, free_port, start_service, wait_for
+
+SEED = ROOT / "bench" / "results" / "scale-seed.json"
+MODELS, TARGETS = 200, 5
+TARGETS_AT = {"metrics": 100, "page": 20, "table1": 200, "density": 200, "export_first_byte": 100}
+
+
+def seed_record() -> ProfileRecord:
+    """One real profile (resnet18 on this CPU), measured once and kept."""
+    if SEED.exists():
+        return msgspec.json.decode(SEED.read_bytes(), type=ProfileRecord)
+    with tempfile.TemporaryDirectory() as tmp:
+        service = start_service(Path(tmp))
+        try:
+            with service.client() as client:
+                body = {"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 5, "repeats": 1}
+                job = client.post("/v1/profiles", json=body).json()
+                done = wait_for(client, job["id"], timeout=900)
+                assert done["status"] == "succeeded", done
+                raw = client.get(f"/v1/profiles/{job['id']}").content
+        finally:
+            service.stop()
+    SEED.write_bytes(raw)
+    return msgspec.json.decode(raw, type=ProfileRecord)
+
+
+def synthetic(seed: ProfileRecord, n: int) -> Iterator[ProfileRecord]:
+    """``n`` distinct profiles: 200 models x 5 targets, then more history of each (shallow copies
+    of the seed with their own settings, model, target and id: nothing else differs)."""
+    assert seed.result is not None
+    for i in range(n):
+        model, target = f"tv:bench{i % MODELS:03d}", f"cuda/bench-gpu-{(i // MODELS) % TARGETS}"
+        settings = msgspec.structs.replace(
+            seed.settings, model=model, device="cuda", target=target, runs=10 + i
+        )
+        fingerprint = msgspec.structs.replace(
+            seed.result.fingerprint, device_class="cuda", device_target=target, device_name=target
+        )
+        yield msgspec.structs.replace(
+            seed,
+            id=f"{i:08d}" + uuid.uuid4().hex[:24],
+            created_at=seed.created_at + i,
+            settings=settings,
+            model=msgspec.structs.replace(seed.model, name=model, paper_name=None),
+            result=msgspec.structs.replace(seed.result, settings=settings, fingerprint=fingerprint),
+        )
+
+
+def timed(client: httpx.Client, path: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        response = client.get(path)
+        out.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == 200, (path, response.status_code, response.text[:200])
+    return out
+
+
+def first_byte(client: httpx.Client, path: str, n: int) -> tuple[list[float], list[float], int]:
+    firsts, wholes, size = [], [], 0
+    for _ in range(n):
+        start = time.perf_counter()
+        with client.stream("GET", path) as response:
+            chunks = response.iter_bytes()
+            size = len(next(chunks))
+            firsts.append((time.perf_counter() - start) * 1000)
+            size += sum(len(c) for c in chunks)
+        wholes.append((time.perf_counter() - start) * 1000)
+    return firsts, wholes, size
+
+
+def summary(values: list[float]) -> dict:
+    ordered = sorted(values)
+    return {
+        "median_ms": round(statistics.median(ordered), 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 2),
+        "n": len(ordered),
+    }
+
+
+@contextlib.contextmanager
+def api(url: str, workers: int = 1):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    env.update(DNNPROF_REDIS_URL=url, DNNPROF_PORT=str(port), DNNPROF_RATE_LIMIT_PER_MINUTE="0")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dnnprof.cli", "api", "--workers", str(workers)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            assert process.poll() is None, "the API exited"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.3)
+        yield base
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+def wrk(base: str, path: str) -> dict | None:
+    if shutil.which("wrk") is None:
+        return None
+    out = subprocess.run(
+        ["wrk", "-t2", "-c16", "-d10s", "--latency", base + path], capture_output=True, text=True, check=True
+    ).stdout
+    rps = next(line for line in out.splitlines() if line.startswith("Requests/sec")).split()[-1]
+    p99 = next(line for line in out.splitlines() if line.strip().startswith("99%")).split()[-1]
+    return {"requests_per_s": float(rps), "p99": p99}
+
+
+def measure(seed: ProfileRecord, size: int, requests: int, tmp: Path) -> dict:
+    server = EmbeddedRedis(tmp / f"redis-{size}")
+    url = server.start()
+    try:
+        store = ProfileStore.from_url(url)
+        store.ensure_indexes()
+        start = time.perf_counter()
+        store.add_many(synthetic(seed, size))
+        fill_s = time.perf_counter() - start
+        some = store.list(limit=1, offset=size // 2)[0].id
+        row: dict = {"profiles": size, "fill_s": round(fill_s, 1)}
+        with api(url) as base, httpx.Client(base_url=base, timeout=120) as client:
+            for kind, path, n in (
+                ("by_id", f"/v1/profiles/{some}", requests),
+                ("page", "/v1/profiles?model=tv:bench007&limit=10", requests),
+                ("metrics", "/metrics", requests),
+                ("table1", "/v1/analysis/table1", max(10, requests // 3)),
+                ("density", "/v1/analysis/density", max(10, requests // 3)),
+            ):
+                timed(client, path, 3)  # warm
+                row[kind] = summary(timed(client, path, n))
+            firsts, wholes, nbytes = first_byte(client, "/v1/export.csv", 5)
+            row["export_first_byte"] = summary(firsts)
+            row["export_whole"] = {**summary(wholes), "bytes": nbytes}
+            row["wrk_by_id_1_worker"] = wrk(base, f"/v1/profiles/{some}")
+        if shutil.which("wrk"):
+            with api(url, workers=2) as base:
+                row["wrk_by_id_2_workers"] = wrk(base, f"/v1/profiles/{some}")
+        return row
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--out", default="scale")
+    args = parser.parse_args()
+    seed = seed_record()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            row = measure(seed, size, args.requests, Path(tmp))
+            rows.append(row)
+            print(msgspec.json.encode(row).decode(), flush=True)
+    smallest, largest = rows[0], rows[-1]
+    checks = {}
+    for kind, limit in TARGETS_AT.items():
+        at = largest[kind]["median_ms"]
+        growth = at / smallest[kind]["median_ms"]
+        met = at <= limit and growth <= 2
+        checks[kind] = {"ms": at, "limit_ms": limit, "growth": round(growth, 2), "met": met}
+    report = {"environment": environment(), "rows": rows, "targets": checks}
+    write(args.out, report)
+    for kind, check in checks.items():
+        print(
+            f"{kind}: {check['ms']} ms at {largest['profiles']} (limit {check['limit_ms']}), "
+            f"x{check['growth']} of {smallest['profiles']}: {'met' if check['met'] else 'NOT met'}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The store's secondary indexes and maintained aggregates: what a listing, an analysis or a
+Prometheus scrape reads instead of every stored record.
+
+Kept in Redis beside the records, written in the same MULTI as the record they index:
+
+- ``idx:model:<model>``, ``idx:status:<status>``, ``idx:class:<class>``, ``idx:target:<target>``:
+  sorted sets of profile ids by creation time (the ``profiles`` set indexes them all). A filtered
+  listing reads one of them, or their intersection, and decodes only the page it returns.
+- ``counting:best`` and ``counting:newest``: hashes "<model> <target> <precision>" -> the id of the
+  succeeded profile that counts for it (:func:`dnnprof.analysis.quality`, or the newest), updated
+  when a profile of that model finishes or is deleted. The analyses and ``/metrics`` read these,
+  a bounded set whatever the history holds.
+
+``INDEX_VERSION`` names the layout; a store whose ``idx:version`` differs is re-indexed at start
+(:meth:`dnnprof.store.ProfileStore.ensure_indexes`), idempotently, nothing stored being touched.
+"""
+
+from __future__ import annotations
+
+from dnnprof.contract import ProfileRecord
+from dnnprof.targets import class_of, target_of
+
+PREFIX = "dnnprof:"
+INDEX_VERSION = "1"
+VERSION_KEY = f"{PREFIX}idx:version"
+ALL = f"{PREFIX}profiles"
+SELECTIONS = ("best", "newest")
+SEPARATOR = "\t"
+
+
+def model_key(model: str) -> str:
+    return f"{PREFIX}idx:model:{model}"
+
+
+def status_key(status: str) -> str:
+    return f"{PREFIX}idx:status:{status}"
+
+
+def device_key(device: str) -> str:
+    """A target's index, or a class's (every target of it)."""
+    return f"{PREFIX}idx:target:{device}" if "/" in device else f"{PREFIX}idx:class:{device}"
+
+
+def counting_key(select: str) -> str:
+    return f"{PREFIX}counting:{select}"
+
+
+def index_keys(record: ProfileRecord) -> set[str]:
+    """Every index one record belongs to (its target: where it ran, else where it was sent)."""
+    target = target_of(record)
+    keys = {ALL, model_key(record.settings.model), status_key(record.status), device_key(class_of(target))}
+    if "/" in target:
+        keys.add(device_key(target))
+    return keys
+
+
+def filter_keys(model: str | None, device: str | None, status: str | None) -> list[str]:
+    """The indexes a listing's filters intersect (the whole set without filters)."""
+    keys = []
+    if model is not None:
+        keys.append(model_key(model))
+    if device is not None:
+        keys.append(device_key(device))
+    if status is not None:
+        keys.append(status_key(status))
+    return keys or [ALL]
+
+
+def counting_field(model: str, target: str, precision: str) -> str:
+    return SEPARATOR.join((model, target, precision))
+
+
+def split_counting_field(field: str) -> tuple[str, str, str]:
+    model, target, precision = field.split(SEPARATOR)
+    return model, target, precision

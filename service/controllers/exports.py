@@ -1,0 +1,185 @@
+"""``/v1/export.csv`` and ``/v1/export.json``: stored profiles written as they are read from the
+store (a few hundred at a time), so an export of a million profiles starts at once and holds
+constant memory. Same filters as the listing."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
+from litestar.response import Stream
+
+from dnnprof.contract import JobStatus, ProfileRecord
+from dnnprof.store import ProfileStore
+from dnnprof.targets import target_of
+from service.deps import Services
+from service.params import DeviceFilter
+
+ROWS_PER_CHUNK = 500
+
+CSV_COLUMNS = (
+    "profile_id",
+    "model",
+    "paper_name",
+    "device",
+    "target",
+    "device_name",
+    "precision",
+    "input_size",
+    "params",
+    "param_file_bytes_fp32",
+    "flops",
+    "top1",
+    "top5",
+    "batch_size",
+    "status",
+    "ms_per_image_mean",
+    "ms_per_image_median",
+    "ms_per_image_std",
+    "images_per_s",
+    "ci95_low_ms",
+    "ci95_high_ms",
+    "cv",
+    "noisy",
+    "p90_ms",
+    "p99_ms",
+    "runs",
+    "repeats",
+    "memory_bytes",
+    "memory_method",
+    "memory_floor_bytes",
+    "flops_method",
+)
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def csv_rows(rec: ProfileRecord) -> Iterator[list[str]]:
+    """One row per batch size of a profile with a result."""
+    r = rec.result
+    if r is None:
+        return
+    for b in r.batches:
+        lat, mem = b.latency, b.memory
+        yield [
+            rec.id,
+            rec.settings.model,
+            rec.model.paper_name or "",
+            rec.settings.device,
+            target_of(rec),
+            r.fingerprint.device_name,
+            rec.settings.precision,
+            str(r.input_size),
+            str(r.params),
+            str(r.param_file_bytes_fp32),
+            _blank(r.flops),
+            _blank(r.top1),
+            _blank(r.top5),
+            str(b.batch_size),
+            b.status,
+            _blank(lat and lat.mean_ms),
+            _blank(lat and lat.median_ms),
+            _blank(lat and lat.std_ms),
+            _blank(lat and lat.images_per_s),
+            _blank(lat and lat.ci95_low_ms),
+            _blank(lat and lat.ci95_high_ms),
+            _blank(lat and lat.cv),
+            _blank(lat and lat.noisy),
+            _blank(lat and lat.p90_ms),
+            _blank(lat and lat.p99_ms),
+            _blank(lat and lat.runs),
+            _blank(lat and lat.processes),
+            _blank(mem and mem.total_bytes),
+            mem.method if mem else "",
+            _blank(r.memory_floor_bytes),
+            _blank(r.flops_method),
+        ]
+
+
+def csv_chunks(records: Iterator[ProfileRecord]) -> Iterator[str]:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    rows = 0
+    for rec in records:
+        for row in csv_rows(rec):
+            writer.writerow(row)
+            rows += 1
+        if rows >= ROWS_PER_CHUNK:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+            rows = 0
+    yield out.getvalue()
+
+
+def json_chunks(records: Iterator[ProfileRecord]) -> Iterator[bytes]:
+    """A JSON array, one record at a time."""
+    yield b"["
+    first = True
+    for rec in records:
+        yield (b"" if first else b",") + msgspec.json.encode(rec)
+        first = False
+    yield b"]"
+
+
+class ExportController(Controller):
+    path = "/v1"
+    tags = ("export",)  # type: ignore[assignment]
+
+    @staticmethod
+    def _records(
+        store: ProfileStore, services: Services, model: str | None, device: str | None, status: str | None
+    ) -> Iterator[ProfileRecord]:
+        qualified = services.try_resolve(model) if model else None
+        return store.iter_records(model=qualified, device=device, status=status)
+
+    @get(
+        "/export.json",
+        summary="Stored profiles, as a JSON array, streamed",
+        description="Filters as `GET /v1/profiles`; every profile without them.",
+        media_type="application/json",
+        sync_to_thread=True,
+    )
+    def export_json(
+        self,
+        services: NamedDependency[Services],
+        model: Annotated[str | None, QueryParameter(max_length=120)] = None,
+        device: DeviceFilter = None,
+        status: Annotated[JobStatus | None, QueryParameter()] = None,
+    ) -> Stream:
+        records = self._records(services.store, services, model, device, status)
+        return Stream(
+            json_chunks(records),
+            media_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.json"'},
+        )
+
+    @get(
+        "/export.csv",
+        summary="Every measured cell (profile x batch size), as CSV, streamed",
+        description="Succeeded profiles unless `status` says otherwise; filters as `GET /v1/profiles`.",
+        media_type="text/csv",
+        sync_to_thread=True,
+    )
+    def export_csv(
+        self,
+        services: NamedDependency[Services],
+        model: Annotated[str | None, QueryParameter(max_length=120)] = None,
+        device: DeviceFilter = None,
+        status: Annotated[JobStatus, QueryParameter()] = "succeeded",
+    ) -> Stream:
+        records = self._records(services.store, services, model, device, status)
+        return Stream(
+            csv_chunks(records),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.csv"'},
+        )

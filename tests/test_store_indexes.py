@@ -1,0 +1,165 @@
+"""The store's indexes and maintained aggregates (issue 16), against a real embedded Redis: a
+filtered page reads only its records, the profile that counts follows finishes and deletes, and a
+store written before the indexes is indexed at start with nothing lost."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from dnnprof import indexes
+from dnnprof.contract import DeviceFingerprint
+from dnnprof.embedded import EmbeddedRedis
+from dnnprof.store import ProfileStore
+from dnnprof.targets import target_of
+from tests.factories import profile
+
+
+@pytest.fixture
+def store(tmp_path):
+    server = EmbeddedRedis(tmp_path / "redis")
+    store = ProfileStore.from_url(server.start())
+    store.ensure_indexes()
+    yield store
+    server.stop()
+
+
+def on(target: str, model: str, ms: float = 5.0, **kw):
+    fp = DeviceFingerprint(
+        device_class=target.split("/")[0],
+        device_name=target,
+        torch_version="x",
+        python_version="3",
+        device_target=target,
+    )
+    return profile(model, device=target.split("/")[0], fingerprint=fp, cells={1: (ms, 100.0)}, **kw)
+
+
+def bytes_sent(store: ProfileStore) -> int:
+    return int(store.redis.info("stats")["total_net_output_bytes"])
+
+
+def test_a_filtered_page_reads_its_own_records_not_the_whole_store(store):
+    many = [on("cpu/a", f"tv:m{i}", created=float(i)) for i in range(1500)]
+    for rec in many:
+        store.create_or_get(rec)
+    wanted = [on("cpu/b", "tv:wanted", created=2000.0 + i) for i in range(3)]
+    for rec in wanted:
+        store.create_or_get(rec, force=True)
+    one_record = len(msgspec.json.encode(wanted[0]))
+
+    before = bytes_sent(store)
+    page = store.list(model="tv:wanted", limit=10)
+    read = bytes_sent(store) - before
+    assert [r.id for r in page] == [r.id for r in reversed(wanted)]
+    assert read < 5 * one_record, f"{read} bytes for 3 records of {one_record}"  # 1500 were there
+
+    before = bytes_sent(store)
+    assert len(store.list(device="cpu/a", limit=20, offset=100)) == 20
+    assert bytes_sent(store) - before < 25 * one_record
+    assert store.count(device="cpu") == 1503 and store.count(device="cpu/b", status="succeeded") == 3
+
+
+def test_filters_intersect_and_cursor_pages_match_offset_pages(store):
+    records = [on("cpu/a" if i % 3 else "cuda/x", f"tv:m{i % 5}", created=float(i)) for i in range(60)]
+    for rec in records:
+        store.create_or_get(rec, force=True)
+    queued = on("cpu/a", "tv:m1", created=100.0)
+    queued.status, queued.result = "queued", None
+    store.create_or_get(queued, force=True)
+
+    def brute(model=None, device=None, status=None):
+        chosen = [
+            r
+            for r in sorted([*records, queued], key=lambda r: r.created_at, reverse=True)
+            if (model is None or r.settings.model == model)
+            and (device is None or device in (r.settings.device, target_of(r)))
+            and (status is None or r.status == status)
+        ]
+        return [r.id for r in chosen]
+
+    for filters in ({}, {"model": "tv:m1"}, {"device": "cpu"}, {"device": "cuda/x", "model": "tv:m2"}):
+        for status in (None, "succeeded", "queued"):
+            expected = brute(**filters, status=status)
+            assert [r.id for r in store.list(**filters, status=status, limit=1000)] == expected
+            assert store.count(**filters, status=status) == len(expected)
+            pages, after = [], None
+            while page := store.list(**filters, status=status, limit=7, after=after):
+                pages += [r.id for r in page]
+                after = page[-1].id
+            assert pages == expected
+            assert [r.id for r in store.iter_records(**filters, status=status, chunk=4)] == expected
+
+
+def test_the_profile_that_counts_follows_finishes_and_deletes(store):
+    clean = on("cuda/x", "tv:a", created=1.0, processes=3)
+    noisy = on("cuda/x", "tv:a", created=2.0, processes=3, noisy=True)
+    other = on("cuda/y", "tv:a", created=3.0)
+    for rec in (clean, noisy, other):
+        store.create_or_get(rec, force=True)
+    best = {r.id for r in store.counting("best")}
+    assert best == {clean.id, other.id}
+    assert {r.id for r in store.counting("newest")} == {noisy.id, other.id}
+    assert [r.id for r in store.counting("best", device="cuda/x")] == [clean.id]
+
+    # A job that finishes (queued -> succeeded with a result on cuda/x) takes part at once.
+    later = on("cuda/x", "tv:a", created=4.0, processes=3)
+    result = later.result
+    later.status, later.result = "queued", None
+    store.create_or_get(later, force=True)
+    assert later.id not in {r.id for r in store.counting("newest")}
+
+    def finish(rec):
+        rec.status, rec.result = "succeeded", result
+        return rec
+
+    store.update(later.id, finish)
+    assert {r.id for r in store.counting("best", device="cuda/x")} == {later.id}
+    assert store.list(device="cuda/x", status="succeeded", limit=1)[0].id == later.id
+    store.delete(later.id)
+    assert {r.id for r in store.counting("best", device="cuda/x")} == {clean.id}
+    store.delete(clean.id)
+    store.delete(noisy.id)
+    assert [r.id for r in store.counting("best")] == [other.id]
+    assert store.counted_targets() == {"cuda/y"}
+
+
+def test_a_store_written_before_the_indexes_is_indexed_at_start_with_nothing_lost(store):
+    old = [on("cpu/a", f"tv:m{i % 4}", created=float(i)) for i in range(250)]
+    # As the store wrote records before indexes existed: the record and the time-ordered set only.
+    store.redis.flushdb()
+    with store.redis.pipeline() as pipe:
+        for rec in old:
+            pipe.set(f"dnnprof:profile:{rec.id}", msgspec.json.encode(rec))
+            pipe.zadd("dnnprof:profiles", {rec.id: rec.created_at})
+        pipe.execute()
+    assert not store.indexes_ready() and store.list(model="tv:m1") == []
+    lines: list[str] = []
+    assert store.ensure_indexes(log=lines.append, chunk=100) == 250
+    assert store.indexes_ready() and any("indexed 200/250" in line for line in lines)
+    assert store.count(model="tv:m1") == 63 and store.count(device="cpu/a", status="succeeded") == 250
+    assert {r.settings.model for r in store.counting("best")} == {"tv:m0", "tv:m1", "tv:m2", "tv:m3"}
+    assert store.ensure_indexes() == 0  # idempotent
+    assert all(store.get(r.id) == r for r in old)
+    assert store.redis.get(indexes.VERSION_KEY) == indexes.INDEX_VERSION.encode()
+
+
+def test_listing_pages_follow_the_link_header_and_exports_stream_with_the_same_filters(client):
+    everything = client.get("/v1/profiles", params={"limit": 1000}).json()
+    assert len(everything) >= 2, "earlier tests stored profiles in the session's service"
+    seen, url, params = [], "/v1/profiles", {"limit": 1}
+    while url:
+        response = client.get(url, params=params)
+        assert response.status_code == 200
+        seen += [p["id"] for p in response.json()]
+        link = response.headers.get("link")
+        url, params = (link.split(";")[0].strip("<>"), None) if link else (None, None)
+    assert seen == [p["id"] for p in everything]
+    refused = client.get("/v1/profiles", params={"after": "no such id!"})
+    assert refused.status_code in (400, 422) and "after" in refused.text
+
+    model = everything[0]["settings"]["model"]
+    exported = client.get("/v1/export.json", params={"model": model}).json()
+    assert [p["id"] for p in exported] == [p["id"] for p in everything if p["settings"]["model"] == model]
+    rows = client.get("/v1/export.csv", params={"model": model, "status": "succeeded"}).text.splitlines()
+    assert rows[0].startswith("profile_id,model") and all(model in r for r in rows[1:])
