@@ -3,8 +3,10 @@
 - ``dnnprof serve``   the whole service. Without ``DNNPROF_REDIS_URL``: an embedded Redis (data in
   ``DNNPROF_DATA_DIR``), one Celery worker for the best local device, and the API. With it: the API
   only, workers being started elsewhere. Ctrl-C stops what it started.
-- ``dnnprof api``     the API alone (needs ``DNNPROF_REDIS_URL``).
+- ``dnnprof api``     the API alone (needs ``DNNPROF_REDIS_URL``); ``--workers N`` for N processes.
 - ``dnnprof worker``  a Celery worker for one device class (needs ``DNNPROF_REDIS_URL``).
+- ``dnnprof profile MODEL [--wait]``, ``dnnprof ls``, ``dnnprof show ID``: the client of a running
+  service (``DNNPROF_URL``; see :mod:`dnnprof.client`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import sys
 import threading
 import time
 
+from dnnprof import client
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES
 from dnnprof.embedded import EmbeddedRedis, RedisSupervisor
 from dnnprof.process import DataDirInUseError, DataDirLock, die_with_parent
 
 
-def _run_api(settings: Settings) -> None:
+def _run_api(settings: Settings, workers: int = 1) -> None:
+    """The API in this process, or in ``workers`` uvicorn processes (each stateless: every one
+    reads and writes the same Redis, and builds its app from the environment)."""
     import uvicorn
 
     from service.app import create_app
@@ -34,7 +39,9 @@ def _run_api(settings: Settings) -> None:
     # named in DNNPROF_TRUSTED_PROXIES, and without any, from no one.
     trusted = list(settings.trusted_proxies)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings) if workers == 1 else "service.app:create_app",
+        factory=workers > 1,
+        workers=workers,
         host=settings.host,
         port=settings.port,
         log_level="info",
@@ -155,7 +162,7 @@ def _replace(settings: Settings, **changes) -> Settings:
 
 
 def api(args: argparse.Namespace) -> int:
-    _run_api(_settings(args))
+    _run_api(_settings(args), workers=args.workers)
     return 0
 
 
@@ -222,7 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("api", help="run the HTTP API only")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes (uvicorn workers) sharing the port: more requests per second; "
+        "each is stateless, all use one Redis",
+    )
     p.set_defaults(func=api)
+
+    client.add_commands(sub)
 
     p = sub.add_parser("worker", help="run a Celery worker for one device class")
     p.add_argument("--device", choices=("auto", *DEVICE_CLASSES), default="auto")
@@ -230,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=worker)
 
     args = parser.parse_args(argv)
+    if args.func in (client.profile, client.ls, client.show):
+        return client.run(args)
     return int(args.func(args) or 0)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
@@ -13,20 +16,37 @@ from dnnprof.config import Settings, require_redis_url
 from dnnprof.contract import ProfileRequest
 from dnnprof.queue import make_celery
 from dnnprof.store import ProfileStore
-from service.controllers.analysis import AnalysisController, ExportController, FiguresController
+from service.controllers.analysis import AnalysisController, FiguresController
 from service.controllers.devices import DeviceController
+from service.controllers.exports import ExportController
 from service.controllers.health import HealthController
 from service.controllers.models import ModelController
 from service.controllers.profiles import ProfileController
-from service.controllers.report import ReportController, static_router
+from service.controllers.report import ReportController, static_router, vendor_router
 from service.controllers.results import PublishedResultsController
 from service.deps import Services
+from service.docs import render_plugins, swagger_router
 from service.errors import EXCEPTION_HANDLERS
 from service.metrics import PROMETHEUS, MetricsController, register_store_collector
 from service.openapi import complete_struct, raw_body
 from service.security import api_key_guard, rate_limit
 
 MAX_BODY_BYTES = 64 * 1024
+
+
+log = logging.getLogger("dnnprof.api")
+
+
+def index_store(store: ProfileStore, stopped: threading.Event) -> None:
+    """Build the store's indexes where it was written before them (``/readyz`` says "indexing"
+    until done), retrying while Redis is away."""
+    while not stopped.is_set():
+        try:
+            store.ensure_indexes(log=log.info)
+            return
+        except Exception as exc:  # noqa: BLE001 - Redis may not be up yet
+            log.warning("indexing the store: %s; retrying", exc)
+            stopped.wait(2)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -51,6 +71,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ExportController,
             ReportController,
             static_router,
+            vendor_router,
+            swagger_router,
         ],
         middleware=[PROMETHEUS.middleware]
         + (
@@ -67,10 +89,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Profiles image-classification networks on demand "
             "(Bianco et al., 2018: accuracy, params, FLOPs, memory and latency per batch size).",
             path="/schema",
+            render_plugins=render_plugins,
         ),
         request_max_body_size=MAX_BODY_BYTES,
     )
     register_store_collector(store)
+    stopped = threading.Event()
+    config.on_startup.append(
+        lambda: threading.Thread(target=index_store, args=(store, stopped), daemon=True).start()
+    )
+    config.on_shutdown.append(stopped.set)
     app = Litestar.from_config(config)
     app.state.services = services
     complete_struct(app, ProfileRequest)

@@ -136,12 +136,18 @@ def test_the_papers_devices_are_published_read_only_targets(client):
     assert refused.status_code in (400, 422)
     table = client.get("/v1/analysis/table1", params={"device": "paper/titan-xp"}).json()
     resnet50 = next(r for r in table if r["paper_name"] == "ResNet-50")
-    assert resnet50["model"] == "tv:resnet50.IMAGENET1K_V1" and resnet50["ms_per_image"]["1"] == 7.71
+    assert resnet50["model"] == "tv:resnet50.IMAGENET1K_V1" and resnet50["ms_per_image"]["1"] == 5.10
     assert not any(r["target"].startswith("paper/") for r in client.get("/v1/analysis/table1").json())
-    # The paper's Fig. 3a bound from its own Table 1 and the published accuracies: intercept about
-    # 83.3, slope about -0.0244 (its text).
-    (bound,) = client.get("/v1/analysis/throughput", params={"device": "paper/titan-xp"}).json()
-    assert 82 < bound["intercept"] < 84.5 and -0.035 < bound["slope"] < -0.015, bound
+    # Fig. 3 from the paper's own Table 1 and the published accuracies: the bound's slope is the
+    # paper's (its text: -0.0244 on the Titan Xp, -0.2025 on the TX1). The intercept is higher than
+    # its 83.3 / 83.0: the bound here lies above every point (docs/benchmarks.md).
+    slopes = {}
+    for target in ("paper/titan-xp", "paper/jetson-tx1"):
+        (bound,) = client.get("/v1/analysis/throughput", params={"device": target}).json()
+        slopes[target] = bound["slope"]
+        assert bound["intercept"] >= max(p["top1"] for p in bound["frontier"])
+    assert -0.04 < slopes["paper/titan-xp"] < -0.02, slopes
+    assert slopes["paper/jetson-tx1"] == pytest.approx(-0.2025, rel=0.1), slopes
 
 
 def test_measured_profiles_beside_the_papers_over_http(client, service):
@@ -160,7 +166,8 @@ def test_measured_profiles_beside_the_papers_over_http(client, service):
         history = {h["target"]: h for h in client.get("/v1/models/ResNet-34/history").json()}
         (entry,) = history[GPU]["profiles"]
         assert entry["profile_id"] == records[0].id and entry["counts"] is True
-        assert client.get("/v1/analysis/paper", params={"device": "paper/titan-xp"}).status_code == 400
+        refused = client.get("/v1/analysis/paper", params={"device": "paper/titan-xp"})
+        assert refused.status_code in (400, 422) and "device" in refused.text  # a measured target
     finally:
         for record in records:
             store.delete(record.id)

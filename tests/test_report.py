@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -62,32 +64,110 @@ def page(browser, service):
     page.close()
 
 
-def test_report_profiles_a_model_from_its_form_and_shows_it(page, service, client):
-    # One profile there already, so the figure has a point before the form is used.
+SHOTS = Path(os.environ.get("DNNPROF_SCREENSHOTS") or tempfile.mkdtemp(prefix="dnnprof-shots-"))
+
+
+def shoot(page, name: str, selector: str | None = None) -> None:
+    """Screenshots of what a user sees (``DNNPROF_SCREENSHOTS=docs/screenshots`` keeps them)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (page.locator(selector) if selector else page).screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def drawn(page, figure: str) -> None:
+    page.click(f"#tabs button[data-figure={figure}]")
+    page.wait_for_selector(f"#chart[data-figure={figure}] .scatterlayer .trace")
+
+
+def labels(page) -> list[str]:
+    return page.locator("#chart .scatterlayer .textpoint text").evaluate_all(
+        "els => els.map(e => e.textContent)"
+    )
+
+
+def test_report_draws_the_papers_figures_tables_and_profiles_from_its_form(page, service, client):
+    # One profile there already (a paper model), so every figure has a mark before the form is used.
     first = client.post(
-        "/v1/profiles", json={"model": "resnet18", "batch_sizes": [1], "runs": 3, "repeats": 1}
+        "/v1/profiles", json={"model": "SqueezeNet-v1.0", "batch_sizes": [1, 2], "runs": 4, "repeats": 1}
     ).json()
     assert wait_for(client, first["id"])["status"] == "succeeded"
 
+    page.set_viewport_size({"width": 1280, "height": 1000})
     page.goto(service.base_url + "/")
     page.wait_for_selector("#models tbody tr")
     assert page.title() == "dnnprof report"
-    assert page.locator("#chart circle").count() >= 1  # top-1 vs images/s, resnet18 among them
+    page.select_option("#device", "cpu")
+    page.wait_for_selector("#chart[data-figure=throughput][data-device=cpu] .scatterlayer .point")
+    assert "SqueezeNet-v1.0" in labels(page)  # every mark labelled with the paper name
+    assert page.locator("#chart .legendtext").count() >= 1
+    shoot(page, "report")
 
-    page.fill("#model", "mobilenet_v3_small")
+    # Each of the paper's figures draws labelled marks from the stored profiles.
+    for figure in ("ball", "density", "memory", "throughput"):
+        drawn(page, figure)
+        assert "SqueezeNet-v1.0" in labels(page), figure
+        shoot(page, f"figure-{figure}", "#chart")
+    drawn(page, "ball")
+    legend = page.locator("#chart .legendtext").evaluate_all("els => els.map(e => e.textContent)")
+    assert any("top-5" in t for t in legend), legend
+
+    # The paper's own Table 1 as a device: 44 labelled models in every figure that has their data.
+    page.select_option("#device", "paper/titan-xp")
+    page.wait_for_selector("#chart[data-device='paper/titan-xp'] .scatterlayer .point")
+    for figure in ("ball", "density", "throughput"):
+        drawn(page, figure)
+        # Ball: the models whose GMACs are published (torchvision's); the rest everywhere else.
+        expected = {"AlexNet", "ResNet-50"} | ({"NASNet-A-Large"} if figure != "ball" else set())
+        assert expected <= set(labels(page)), figure
+        shoot(page, f"paper-titan-xp-{figure}", "#chart")
+    page.select_option("#device", "cpu")
+    page.wait_for_selector("#chart[data-device=cpu] .scatterlayer .point")
+    drawn(page, "ball")
+
+    # The hover shows the whole row; it goes away when the figure changes.
+    page.evaluate("Plotly.Fx.hover('chart', [{curveNumber: 0, pointNumber: 0}])")
+    tip = page.locator("#chart .hoverlayer").text_content()
+    assert "G-FLOPs" in tip and "top-1" in tip and "batch 1" in tip and "params" in tip
+    drawn(page, "throughput")
+    assert page.locator("#chart .hoverlayer .hovertext").count() == 0
+
+    # A click on a mark opens the model: its figures with their sources, and its history.
+    box = page.locator("#chart .scatterlayer .point").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#model-panel:not([hidden]) #history tbody tr")
+    assert ":" in page.inner_text("#model-title")  # the qualified name of the model clicked
+    assert "params" in page.inner_text("#model-facts")
+
+    # Tables 1 and 2 carry every batch size as a column; Table 3's bounds are editable.
+    assert page.locator("#table1 thead th").all_inner_texts()[2:] == ["1", "2", "4", "8", "16", "32", "64"]
+    assert "/s)" in page.inner_text("#table1 tbody")
+    page.fill("#t3-memory", "5000")
+    page.dispatch_event("#t3-memory", "change")
+    page.wait_for_function("document.querySelector('#table3 tbody').innerText.includes('5000 MB')")
+
+    # Compare a measured target with the paper's Titan Xp.
+    target = client.get(f"/v1/profiles/{first['id']}").json()["result"]["fingerprint"]["device_target"]
+    page.select_option("#compare-a", "paper/titan-xp")
+    page.select_option("#compare-b", target)
+    page.wait_for_selector("#compare tbody tr")
+    assert "tv:squeezenet1_0" in page.inner_text("#compare tbody")
+
+    # The form says what is wrong as it is typed, and completes names from the catalogue.
+    page.fill("#model", "mobilenet_v3_sm")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#model-names option')].some(o => o.value === 'mobilenet_v3_small')"
+    )
+    page.fill("#model", "squeezenet1_1")
+    page.fill("#batch-sizes", "0,abc")
+    assert "'0' is not a whole number" in page.inner_text("#form-error")
+    assert page.is_disabled("#profile-form button")
     page.fill("#batch-sizes", "1,2")
-    page.click("button[type=submit]")
+    assert page.inner_text("#form-error") == "" and page.is_enabled("#profile-form button")
+    page.click("#profile-form button")
     page.wait_for_function(
         "document.querySelector('#job-status').dataset.state === 'succeeded'", timeout=240_000
     )
-    assert "tv:mobilenet_v3_small on cpu: succeeded" in page.inner_text("#job-status")
     page.wait_for_selector("#models tbody tr.new")
-    assert "tv:mobilenet_v3_small" in page.inner_text("#models tbody tr.new")
-
-    # Hover a point: the tooltip names the model and its figures.
-    page.hover("#chart circle[data-model='tv:mobilenet_v3_small']")
-    tip = page.inner_text("#tooltip")
-    assert "tv:mobilenet_v3_small" in tip and "images/s" in tip and "top-1" in tip
+    assert page.get_attribute("#models tbody tr.new", "data-model") == "tv:squeezenet1_1"
 
     # Sort by parameters, both ways.
     page.click("#models th[data-key=params]")
@@ -99,24 +179,16 @@ def test_report_profiles_a_model_from_its_form_and_shows_it(page, service, clien
         and ascending == sorted(ascending)
         and descending == sorted(ascending, reverse=True)
     )
-    assert page.get_attribute("#models th[data-key=params]", "class") == "sorted-desc"
 
-    # Filter by device and batch size; switch figures.
-    page.select_option("#device", "cuda")
-    page.wait_for_selector("#no-data")
+    # A device with nothing stored: an empty figure that says so.
+    page.select_option("#device", "jetson")
+    page.wait_for_selector("#chart.empty[data-device=jetson]")
     assert page.locator("#models tbody tr").count() == 0
-    page.select_option("#device", "cpu")
-    page.select_option("#batch", "2")
-    page.select_option("#figure", "memory")
-    # Three loads were started; only the newest draws, and the chart says what it shows.
-    page.wait_for_selector("#chart[data-figure=memory][data-batch='2'][data-device=cpu] circle")
-    assert page.get_attribute("#png", "href").startswith("/v1/figures/memory.png")
-
     assert page.errors == []
 
     # An unknown model is refused with the suggestions (Chromium logs the API's 404, nothing else).
     page.fill("#model", "resnet19")
-    page.click("button[type=submit]")
+    page.click("#profile-form button")
     page.wait_for_function("document.querySelector('#job-status').dataset.state === 'error'")
     assert "resnet18" in page.inner_text("#job-status")
     assert page.errors == ["Failed to load resource: the server responded with a status of 404 (Not Found)"]
@@ -141,3 +213,16 @@ def test_figures_render_as_png_and_svg_holding_the_stored_models(client):
     assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.content != client.get("/v1/figures/throughput.png", params={"device": "cuda"}).content
     assert client.get("/v1/figures/pie.png").status_code == 404
+
+
+def test_api_docs_render_offline_from_the_services_own_assets(page, service):
+    """Every request that is not to the service is refused, as in an air-gapped lab."""
+    page.route(
+        "**/*",
+        lambda route: route.continue_() if route.request.url.startswith(service.base_url) else route.abort(),
+    )
+    page.goto(service.base_url + "/schema")
+    page.wait_for_selector(".opblock-summary-path")  # Swagger UI drew the operations
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/v1/profiles" in p for p in paths) and any("/v1/analysis/paper" in p for p in paths)
+    assert page.outside == [] and page.errors == []

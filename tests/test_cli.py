@@ -1,0 +1,58 @@
+"""The command-line client against the real service: progress while the job runs, a table or the
+API's JSON, and the API's refusals as a non-zero exit with its message."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+
+def dnnprof(service, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    env["DNNPROF_URL"] = service.base_url
+    return subprocess.run(
+        [sys.executable, "-m", "dnnprof.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_profile_waits_with_progress_then_prints_the_result(service):
+    # Settings no other test asks for, so the job is measured now and its progress is seen.
+    done = dnnprof(
+        service, "profile", "squeezenet1_1", "--batch-sizes", "1,2", "--runs", "3", "--repeats", "1", "--wait"
+    )
+    assert done.returncode == 0, done.stderr
+    steps = done.stderr.splitlines()
+    assert any(s.startswith("running: batch size 1") for s in steps), steps
+    assert any(s.startswith("running: batch size 2") for s in steps), steps
+    assert "images/s" in done.stdout and "tv:squeezenet1_1" in done.stdout
+
+    again = dnnprof(
+        service, "profile", "squeezenet1_1", "--batch-sizes", "1,2", "--runs", "3", "--repeats", "1", "--json"
+    )
+    record = json.loads(again.stdout)  # the stored one: same settings
+    assert again.returncode == 0 and record["status"] == "succeeded"
+    shown = json.loads(dnnprof(service, "show", record["id"], "--json").stdout)
+    assert shown["result"]["batches"][1]["batch_size"] == 2
+    listed = json.loads(dnnprof(service, "ls", "--model", "squeezenet1_1", "--json").stdout)
+    assert record["id"] in [r["id"] for r in listed]
+    assert record["id"] in dnnprof(service, "ls", "--model", "squeezenet1_1").stdout
+
+
+def test_the_apis_refusal_and_a_bad_argument_are_said(service):
+    unknown = dnnprof(service, "profile", "no_such_net_at_all")
+    assert unknown.returncode == 1 and "no_such_net_at_all" in unknown.stderr, unknown.stderr
+    bad = dnnprof(service, "profile", "resnet18", "--batch-sizes", "0,abc")
+    assert bad.returncode == 2 and "positive integers" in bad.stderr
+    refused = dnnprof(service, "profile", "resnet18", "--runs", "0")
+    assert refused.returncode == 1 and "runs" in refused.stderr
+    missing = dnnprof(service, "show", "nope")
+    assert missing.returncode == 1 and "404" in missing.stderr
