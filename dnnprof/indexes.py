@@ -25,6 +25,8 @@ INDEX_VERSION = "1"
 VERSION_KEY = f"{PREFIX}idx:version"
 ALL = f"{PREFIX}profiles"
 SELECTIONS = ("best", "newest")
+#: Incremented whenever a profile that counts changes (readers cache on it).
+COUNTING_VERSION = f"{PREFIX}counting:version"
 SEPARATOR = "\t"
 
 

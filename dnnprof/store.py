@@ -49,6 +49,7 @@ from dnnprof.targets import matches, target_of
 
 PREFIX = "dnnprof:"
 ALL_PROFILES = indexes.ALL
+PUBLISHED_VERSION = f"{PREFIX}published:version"
 _record_decoder = msgspec.json.Decoder(ProfileRecord)
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 _model_decoder = msgspec.json.Decoder(ModelInfo)
@@ -349,6 +350,7 @@ class ProfileStore:
             and r.settings.precision == precision
         ]
         with self.redis.pipeline() as pipe:
+            pipe.incr(indexes.COUNTING_VERSION)
             for select, order in (("best", quality), ("newest", lambda r: r.created_at)):
                 chosen = max(same, key=order, default=None)
                 if chosen is None:
@@ -682,7 +684,14 @@ class ProfileStore:
             f"{PREFIX}published:{source}",
             {r.model: _encode(r) for r in results},
             ("sadd", f"{PREFIX}published:sources", source),
+            ("incr", PUBLISHED_VERSION),
         )
+
+    def figures_version(self) -> str:
+        """Changes whenever what the figures show may have: a profile that counts, or a published
+        table (so a reader can cache what it computed from them)."""
+        counting, published = self.redis.mget([indexes.COUNTING_VERSION, PUBLISHED_VERSION])
+        return f"{int(counting or 0)}:{int(published or 0)}"
 
     def published(self, source: str | None = None) -> list[PublishedResult]:
         sources = (
@@ -709,6 +718,7 @@ class ProfileStore:
                     pipe.hset(f"{PREFIX}published:{source}", mapping={r.model: _encode(r) for r in results})
                 pipe.sadd(f"{PREFIX}published:sources", source)
             pipe.set(f"{PREFIX}published:shipped", version)
+            pipe.incr(PUBLISHED_VERSION)
             pipe.execute()
         return sum(len(r) for r in tables.values())
 
@@ -716,7 +726,8 @@ class ProfileStore:
         with self.redis.pipeline() as pipe:
             pipe.delete(f"{PREFIX}published:{source}")
             pipe.srem(f"{PREFIX}published:sources", source)
-            deleted, _ = pipe.execute()
+            pipe.incr(PUBLISHED_VERSION)
+            deleted, _, _ = pipe.execute()
         return bool(deleted)
 
     # -- catalogue ---------------------------------------------------------------------------

@@ -7,12 +7,13 @@ Label values come only from what has been profiled, so their number is bounded b
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 
 import redis
 from litestar import Controller, Response, get
 from litestar.plugins.prometheus import PrometheusConfig
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,13 +30,16 @@ PROMETHEUS = PrometheusConfig(
 
 
 class StoreCollector(Collector):
+    """On the global registry: whether the store answered, jobs, queues and workers. The figures'
+    families are rendered apart (:class:`FiguresExposition`) and appended to the scrape."""
+
     def __init__(self, store: ProfileStore) -> None:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("dnnprof_store_up", "1 if the store (Redis) answered this scrape")
         try:
-            families = list(self._families())
+            families = list(self._live_families())
         except redis.exceptions.RedisError as exc:
             log.warning("metrics: store unreachable: %s", exc)
             up.add_metric([], 0)
@@ -45,7 +49,9 @@ class StoreCollector(Collector):
         yield up
         yield from families
 
-    def _families(self) -> Iterator[Metric]:
+    def _figure_families(self) -> Iterator[Metric]:
+        """The paper's figures per profile that counts: many series, rendered once per change of
+        the store's figures (:class:`FiguresExposition`)."""
         batch_labels = ["model", "device", "target", "batch_size", "precision"]
         latency = GaugeMetricFamily(
             "dnnprof_profile_latency_seconds",
@@ -121,6 +127,8 @@ class StoreCollector(Collector):
                     )
         yield from (latency, throughput, memory, oom, params, flops, top1, top5)
 
+    def _live_families(self) -> Iterator[Metric]:
+        """Jobs, queues and workers: few series, read on every scrape."""
         jobs = CounterMetricFamily("dnnprof_jobs", "Profile jobs that ended, by status", labels=["status"])
         durations = SummaryMetricFamily(
             "dnnprof_job_duration_seconds", "Time from start to end of ended jobs", labels=["status"]
@@ -158,16 +166,61 @@ class StoreCollector(Collector):
         yield target_workers
 
 
+class _Figures(Collector):
+    def __init__(self, collector: StoreCollector) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.collector._figure_families()
+
+
+class FiguresExposition:
+    """The figures' families as exposition text, rendered again only when the store's figures
+    version changes (a profile that counts, a published table): a scrape of a store with a long
+    history and many models then costs one Redis read, not a decode and render of thousands of
+    series."""
+
+    def __init__(self, collector: StoreCollector) -> None:
+        self.store = collector.store
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Figures(collector))
+        self.lock = threading.Lock()
+        self.version: str | None = None
+        self.text = b""
+
+    def render(self) -> bytes:
+        """Raises RedisError when the store does not answer (the scrape says so in store_up)."""
+        version = self.store.figures_version()
+        with self.lock:
+            if version != self.version:
+                self.text, self.version = generate_latest(self.registry), version
+            return self.text
+
+
 _registered: StoreCollector | None = None
+_figures: FiguresExposition | None = None
 
 
 def register_store_collector(store: ProfileStore) -> None:
     """One collector per process on the global registry (the one Litestar's middleware uses)."""
-    global _registered
+    global _registered, _figures
     if _registered is not None:
         REGISTRY.unregister(_registered)
     _registered = StoreCollector(store)
+    _figures = FiguresExposition(_registered)
     REGISTRY.register(_registered)
+
+
+def exposition() -> bytes:
+    """The whole scrape: the registry (requests, store up, jobs, queues, workers), then the
+    figures, unless the store is away."""
+    body = generate_latest(REGISTRY)
+    if _figures is not None:
+        try:
+            body += _figures.render()
+        except redis.exceptions.RedisError as exc:
+            log.warning("metrics: figures not rendered, store unreachable: %s", exc)
+    return body
 
 
 class MetricsController(Controller):
@@ -181,4 +234,4 @@ class MetricsController(Controller):
         media_type=CONTENT_TYPE_LATEST,
     )
     def metrics(self) -> Response[bytes]:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

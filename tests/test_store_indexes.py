@@ -163,3 +163,24 @@ def test_listing_pages_follow_the_link_header_and_exports_stream_with_the_same_f
     assert [p["id"] for p in exported] == [p["id"] for p in everything if p["settings"]["model"] == model]
     rows = client.get("/v1/export.csv", params={"model": model, "status": "succeeded"}).text.splitlines()
     assert rows[0].startswith("profile_id,model") and all(model in r for r in rows[1:])
+
+
+def test_the_figures_version_moves_with_what_the_figures_show(store):
+    """/metrics re-renders its figures only when this changes: it must change on each event."""
+    from dnnprof.contract import PublishedResult
+
+    seen = [store.figures_version()]
+    rec = on("cpu/a", "tv:v")
+    store.create_or_get(rec)  # a succeeded profile: it counts
+    seen.append(store.figures_version())
+    store.import_published("t", [PublishedResult(model="v", resolved="tv:v", source="t", top1=70.0)])
+    seen.append(store.figures_version())
+    store.delete_published("t")
+    seen.append(store.figures_version())
+    store.delete(rec.id)
+    seen.append(store.figures_version())
+    assert len(set(seen)) == len(seen), seen
+    before = store.figures_version()
+    queued = msgspec.structs.replace(on("cpu/a", "tv:w"), status="queued", result=None)
+    store.create_or_get(queued)
+    assert store.figures_version() == before  # a queued job shows in no figure

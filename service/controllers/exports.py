@@ -108,6 +108,9 @@ def csv_chunks(records: Iterator[ProfileRecord]) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
+    yield out.getvalue()  # the header at once: the first byte does not wait for the store
+    out.seek(0)
+    out.truncate()
     rows = 0
     for rec in records:
         for row in csv_rows(rec):
