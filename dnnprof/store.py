@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 import redis
+import redis.asyncio
 
 from dnnprof import indexes
 from dnnprof.analysis import quality
@@ -746,6 +747,31 @@ class ProfileStore:
     def load_catalogue(self) -> dict[str, ModelInfo]:
         raw = self.redis.hgetall(f"{PREFIX}catalogue")
         return {k.decode(): _model_decoder.decode(v) for k, v in raw.items()}
+
+
+class AsyncRecordReader:
+    """The API's hottest read, a profile by id, on ``redis.asyncio``: served on the event loop, no
+    thread per request. One client per event loop, made on first use (the same settings as the
+    store's)."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("redis+socket://"):
+            url = "unix://" + url[len("redis+socket://") :]
+        self.url = url
+        self._client: redis.asyncio.Redis | None = None
+
+    async def get(self, profile_id: str) -> ProfileRecord | None:
+        if self._client is None:
+            self._client = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
+            )
+        raw = await self._client.get(ProfileStore._key(profile_id))
+        return _record_decoder.decode(raw) if raw is not None else None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def now() -> float:

@@ -15,7 +15,7 @@ from dnnprof.catalogue import CatalogueCache
 from dnnprof.config import Settings, require_redis_url
 from dnnprof.contract import ProfileRequest
 from dnnprof.queue import make_celery
-from dnnprof.store import ProfileStore
+from dnnprof.store import AsyncRecordReader, ProfileStore
 from service.controllers.analysis import AnalysisController, FiguresController
 from service.controllers.devices import DeviceController
 from service.controllers.exports import ExportController
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         store=store,
         celery=make_celery(settings),
         catalogue_cache=CatalogueCache(store),
+        reader=AsyncRecordReader(require_redis_url(settings)),
     )
     config = AppConfig(
         route_handlers=[
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lambda: threading.Thread(target=index_store, args=(store, stopped), daemon=True).start()
     )
     config.on_shutdown.append(stopped.set)
+    config.on_shutdown.append(services.reader.close)
     app = Litestar.from_config(config)
     app.state.services = services
     complete_struct(app, ProfileRequest)

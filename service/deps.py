@@ -10,7 +10,7 @@ from dnnprof.catalogue import Catalogue, CatalogueCache, Resolved, UnknownModelE
 from dnnprof.config import Settings
 from dnnprof.contract import ProfileRecord
 from dnnprof.queue import send_profile
-from dnnprof.store import ProfileStore
+from dnnprof.store import AsyncRecordReader, ProfileStore
 
 
 class CatalogueNotReadyError(Exception):
@@ -23,6 +23,8 @@ class Services:
     store: ProfileStore
     celery: Celery
     catalogue_cache: CatalogueCache
+    #: The by-id read on the event loop (see :class:`AsyncRecordReader`).
+    reader: AsyncRecordReader
 
     def catalogue(self) -> Catalogue:
         catalogue = self.catalogue_cache.get()

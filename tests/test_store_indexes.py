@@ -163,6 +163,15 @@ def test_listing_pages_follow_the_link_header_and_exports_stream_with_the_same_f
     assert [p["id"] for p in exported] == [p["id"] for p in everything if p["settings"]["model"] == model]
     rows = client.get("/v1/export.csv", params={"model": model, "status": "succeeded"}).text.splitlines()
     assert rows[0].startswith("profile_id,model") and all(model in r for r in rows[1:])
+    import io
+
+    import pyarrow.parquet as pq
+
+    parquet = client.get("/v1/export.parquet", params={"model": model})
+    assert parquet.status_code == 200
+    table = pq.read_table(io.BytesIO(parquet.content))
+    assert table.num_rows == len(rows) - 1 and table.column_names == rows[0].split(",")
+    assert str(table.schema.field("ms_per_image_mean").type) == "double"
 
 
 def test_the_figures_version_moves_with_what_the_figures_show(store):

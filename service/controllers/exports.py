@@ -5,13 +5,15 @@ constant memory. Same filters as the listing."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 from collections.abc import Iterator
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
@@ -19,6 +21,7 @@ from dnnprof.contract import JobStatus, ProfileRecord
 from dnnprof.store import ProfileStore
 from dnnprof.targets import target_of
 from service.deps import Services
+from service.errors import error_responses
 from service.params import DeviceFilter
 
 ROWS_PER_CHUNK = 500
@@ -134,6 +137,36 @@ def json_chunks(records: Iterator[ProfileRecord]) -> Iterator[bytes]:
     yield b"]"
 
 
+def parquet_bytes(records: Iterator[ProfileRecord]) -> bytes:
+    """The CSV's rows as a Parquet table (typed columns), where pyarrow is installed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    numeric = set(CSV_COLUMNS) - {
+        "profile_id", "model", "paper_name", "device", "target", "device_name", "precision",
+        "status", "memory_method", "flops_method", "noisy",
+    }  # fmt: skip
+    columns: dict[str, list] = {c: [] for c in CSV_COLUMNS}
+    for rec in records:
+        for row in csv_rows(rec):
+            for name, value in zip(CSV_COLUMNS, row, strict=True):
+                if name in numeric:
+                    columns[name].append(float(value) if value != "" else None)
+                elif name == "noisy":
+                    columns[name].append(None if value == "" else value == "True")
+                else:
+                    columns[name].append(value or None)
+    kinds = {"noisy": pa.bool_()} | {c: pa.float64() for c in numeric}
+    schema = pa.schema([(c, kinds.get(c, pa.string())) for c in CSV_COLUMNS])
+    out = io.BytesIO()
+    pq.write_table(pa.table(columns, schema=schema), out)
+    return out.getvalue()
+
+
+def has_pyarrow() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
 class ExportController(Controller):
     path = "/v1"
     tags = ("export",)  # type: ignore[assignment]
@@ -185,4 +218,30 @@ class ExportController(Controller):
             csv_chunks(records),
             media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.csv"'},
+        )
+
+    @get(
+        "/export.parquet",
+        summary="Every measured cell (profile x batch size), as Parquet (where pyarrow is installed)",
+        description="The CSV's columns, typed. 404 saying so where the API has no pyarrow.",
+        media_type="application/vnd.apache.parquet",
+        sync_to_thread=True,
+        responses=error_responses(404),
+    )
+    def export_parquet(
+        self,
+        services: NamedDependency[Services],
+        model: Annotated[str | None, QueryParameter(max_length=120)] = None,
+        device: DeviceFilter = None,
+        status: Annotated[JobStatus, QueryParameter()] = "succeeded",
+    ) -> Response[bytes]:
+        if not has_pyarrow():
+            raise NotFoundException(
+                "Parquet needs pyarrow on the API (pip install pyarrow); CSV and JSON need nothing"
+            )
+        records = self._records(services.store, services, model, device, status)
+        return Response(
+            parquet_bytes(records),
+            media_type="application/vnd.apache.parquet",
+            headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.parquet"'},
         )

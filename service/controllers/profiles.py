@@ -253,9 +253,9 @@ class ProfileController(Controller):
                 extra=[{"key": "batch_sizes", "source": "body", "message": reason}],
             )
 
-    @get("/{profile_id:str}", summary="A profile job and its result", sync_to_thread=True)
-    def read(self, profile_id: FromPath[str], services: NamedDependency[Services]) -> ProfileRecord:
-        record = services.store.get(profile_id)
+    @get("/{profile_id:str}", summary="A profile job and its result")
+    async def read(self, profile_id: FromPath[str], services: NamedDependency[Services]) -> ProfileRecord:
+        record = await services.reader.get(profile_id)
         if record is None:
             raise NotFoundException(f"no profile with id {profile_id!r}")
         return record
