@@ -113,6 +113,14 @@ def test_a_fresh_store_answers_paper_names_with_the_papers_weights_and_published
         assert detail["paper_name"] == name and detail["params"], name
         if name != "ShuffleNet":  # no publisher of its weights gave an accuracy
             assert detail["top1"] and detail["top5"] and detail["accuracy_source"], name
+    # GMACs: torchvision's published ones at once; the others counted by the worker on the meta
+    # device, asked for by the first request above.
+    def all_counted():
+        details = [client.get(f"/v1/models/{name}").json() for name in PAPER_MODELS]
+        return all(d["gmacs"] for d in details) and details
+
+    for detail in until(all_counted, what="every paper model's GMACs"):
+        assert detail["gmacs_source"] in ("tv-metadata", "counted:meta-device"), detail["name"]
     resnet50 = client.get("/v1/models/ResNet-50").json()
     assert resnet50["tag"] == "IMAGENET1K_V1" and abs(resnet50["top1"] - 76.13) < 0.01
     assert resnet50["gmacs"] == pytest.approx(4.09, abs=0.01) and resnet50["gmacs_source"] == "tv-metadata"
