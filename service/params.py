@@ -40,3 +40,6 @@ Selection = Annotated[
         "the newer; newest: the newest whatever its quality"
     ),
 ]
+
+#: A listing's or an export's model filter (resolved like a request's name).
+ModelFilter = Annotated[str | None, QueryParameter(max_length=120)]

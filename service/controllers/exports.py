@@ -22,7 +22,7 @@ from dnnprof.store import ProfileStore
 from dnnprof.targets import target_of
 from service.deps import Services
 from service.errors import error_responses
-from service.params import DeviceFilter
+from service.params import DeviceFilter, ModelFilter
 
 ROWS_PER_CHUNK = 500
 
@@ -163,6 +163,13 @@ def parquet_bytes(records: Iterator[ProfileRecord]) -> bytes:
     return out.getvalue()
 
 
+PARQUET = "application/vnd.apache.parquet"
+
+
+def attachment(extension: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="dnnprof-profiles.{extension}"'}
+
+
 def has_pyarrow() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
@@ -188,16 +195,12 @@ class ExportController(Controller):
     def export_json(
         self,
         services: NamedDependency[Services],
-        model: Annotated[str | None, QueryParameter(max_length=120)] = None,
+        model: ModelFilter = None,
         device: DeviceFilter = None,
         status: Annotated[JobStatus | None, QueryParameter()] = None,
     ) -> Stream:
         records = self._records(services.store, services, model, device, status)
-        return Stream(
-            json_chunks(records),
-            media_type="application/json",
-            headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.json"'},
-        )
+        return Stream(json_chunks(records), media_type="application/json", headers=attachment("json"))
 
     @get(
         "/export.csv",
@@ -209,29 +212,25 @@ class ExportController(Controller):
     def export_csv(
         self,
         services: NamedDependency[Services],
-        model: Annotated[str | None, QueryParameter(max_length=120)] = None,
+        model: ModelFilter = None,
         device: DeviceFilter = None,
         status: Annotated[JobStatus, QueryParameter()] = "succeeded",
     ) -> Stream:
         records = self._records(services.store, services, model, device, status)
-        return Stream(
-            csv_chunks(records),
-            media_type="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.csv"'},
-        )
+        return Stream(csv_chunks(records), media_type="text/csv", headers=attachment("csv"))
 
     @get(
         "/export.parquet",
         summary="Every measured cell (profile x batch size), as Parquet (where pyarrow is installed)",
         description="The CSV's columns, typed. 404 saying so where the API has no pyarrow.",
-        media_type="application/vnd.apache.parquet",
+        media_type=PARQUET,
         sync_to_thread=True,
         responses=error_responses(404),
     )
     def export_parquet(
         self,
         services: NamedDependency[Services],
-        model: Annotated[str | None, QueryParameter(max_length=120)] = None,
+        model: ModelFilter = None,
         device: DeviceFilter = None,
         status: Annotated[JobStatus, QueryParameter()] = "succeeded",
     ) -> Response[bytes]:
@@ -240,8 +239,4 @@ class ExportController(Controller):
                 "Parquet needs pyarrow on the API (pip install pyarrow); CSV and JSON need nothing"
             )
         records = self._records(services.store, services, model, device, status)
-        return Response(
-            parquet_bytes(records),
-            media_type="application/vnd.apache.parquet",
-            headers={"Content-Disposition": 'attachment; filename="dnnprof-profiles.parquet"'},
-        )
+        return Response(parquet_bytes(records), media_type=PARQUET, headers=attachment("parquet"))

@@ -33,7 +33,7 @@ from dnnprof.targets import class_of, is_target, target_of
 from service.bodies import strict_json
 from service.deps import Services
 from service.errors import error_responses
-from service.params import DeviceFilter
+from service.params import DeviceFilter, ModelFilter
 
 
 class ProfileAccepted(Struct, kw_only=True):
@@ -271,7 +271,7 @@ class ProfileController(Controller):
         self,
         request: Request,
         services: NamedDependency[Services],
-        model: Annotated[str | None, QueryParameter(max_length=120)] = None,
+        model: ModelFilter = None,
         device: DeviceFilter = None,
         status: Annotated[JobStatus | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
