@@ -615,8 +615,16 @@ class ProfileStore:
 
     # -- workers -----------------------------------------------------------------------------
 
+    WORKERS = f"{PREFIX}workers:live"
+
     def heartbeat(self, info: WorkerInfo, ttl_s: int) -> None:
-        self.redis.set(f"{PREFIX}worker:{info.device_class}:{info.hostname}", _encode(info), ex=ttl_s)
+        """The worker's key, expiring unless renewed, and its place in the live registry (scored by
+        when it expires), so that finding the workers never scans the keyspace."""
+        key = f"{PREFIX}worker:{info.device_class}:{info.hostname}"
+        with self.redis.pipeline() as pipe:
+            pipe.set(key, _encode(info), ex=ttl_s)
+            pipe.zadd(self.WORKERS, {key: time.time() + ttl_s})
+            pipe.execute()
         if info.device_target:
             self.see_device(info)
 
@@ -652,10 +660,23 @@ class ProfileStore:
         return counts
 
     def forget_worker(self, info: WorkerInfo) -> None:
-        self.redis.delete(f"{PREFIX}worker:{info.device_class}:{info.hostname}")
+        key = f"{PREFIX}worker:{info.device_class}:{info.hostname}"
+        with self.redis.pipeline() as pipe:
+            pipe.delete(key)
+            pipe.zrem(self.WORKERS, key)
+            pipe.execute()
 
     def workers(self) -> list[WorkerInfo]:
-        keys = list(self.redis.scan_iter(match=f"{PREFIX}worker:*", count=500))
+        """Live workers: the registry's unexpired entries (pruned as it is read). A store whose
+        workers predate the registry has none in it: their keys are then found by a scan."""
+        now_s = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.zremrangebyscore(self.WORKERS, "-inf", now_s - 3600)
+            pipe.zrangebyscore(self.WORKERS, now_s, "+inf")
+            pipe.exists(self.WORKERS)
+            _, keys, registry = pipe.execute()
+        if not registry:
+            keys = list(self.redis.scan_iter(match=f"{PREFIX}worker:*", count=500))
         if not keys:
             return []
         return [_worker_decoder.decode(raw) for raw in self.redis.mget(keys) if raw is not None]

@@ -4,6 +4,8 @@ store written before the indexes is indexed at start with nothing lost."""
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import pytest
 
@@ -13,6 +15,7 @@ from dnnprof.embedded import EmbeddedRedis
 from dnnprof.store import ProfileStore
 from dnnprof.targets import target_of
 from tests.factories import profile
+from tests.helpers import until
 
 
 @pytest.fixture
@@ -193,3 +196,20 @@ def test_the_figures_version_moves_with_what_the_figures_show(store):
     queued = msgspec.structs.replace(on("cpu/a", "tv:w"), status="queued", result=None)
     store.create_or_get(queued)
     assert store.figures_version() == before  # a queued job shows in no figure
+
+
+def test_finding_the_workers_reads_their_registry_not_the_keyspace(store):
+    """/readyz, routing and every scrape ask for the workers: a scan would read every key."""
+    from dnnprof.contract import WorkerInfo
+
+    store.add_many(on("cpu/a", f"tv:m{i}") for i in range(3000))
+    now_s = time.time()
+    alive = WorkerInfo(hostname="a", device_class="cpu", pid=1, started_at=now_s, seen_at=now_s)
+    store.heartbeat(alive, ttl_s=30)
+    store.heartbeat(msgspec.structs.replace(alive, hostname="b"), ttl_s=1)
+    scans = store.redis.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
+    assert {w.hostname for w in store.workers()} == {"a", "b"}
+    until(lambda: {w.hostname for w in store.workers()} == {"a"}, ceiling_s=30, what="b expired")
+    store.forget_worker(alive)
+    assert store.workers() == []
+    assert store.redis.info("commandstats").get("cmdstat_scan", {}).get("calls", 0) == scans
