@@ -667,16 +667,14 @@ class ProfileStore:
             pipe.execute()
 
     def workers(self) -> list[WorkerInfo]:
-        """Live workers: the registry's unexpired entries (pruned as it is read). A store whose
-        workers predate the registry has none in it: their keys are then found by a scan."""
+        """Live workers: the registry's unexpired entries (pruned as it is read). A worker of a
+        version before the registry is not listed until it runs this one (workers and API are
+        released together)."""
         now_s = time.time()
         with self.redis.pipeline() as pipe:
             pipe.zremrangebyscore(self.WORKERS, "-inf", now_s - 3600)
             pipe.zrangebyscore(self.WORKERS, now_s, "+inf")
-            pipe.exists(self.WORKERS)
-            _, keys, registry = pipe.execute()
-        if not registry:
-            keys = list(self.redis.scan_iter(match=f"{PREFIX}worker:*", count=500))
+            _, keys = pipe.execute()
         if not keys:
             return []
         return [_worker_decoder.decode(raw) for raw in self.redis.mget(keys) if raw is not None]
