@@ -35,6 +35,9 @@ from service.deps import Services
 from service.errors import error_responses
 from service.params import DeviceFilter, ModelFilter
 
+#: Redis ranks are 64-bit: an offset past any store's size is refused (a 4xx), not sent on.
+MAX_OFFSET = 10**12
+
 
 class ProfileAccepted(Struct, kw_only=True):
     """Answer to a POST: the job (new or the equal one already stored) and where to follow it."""
@@ -275,7 +278,7 @@ class ProfileController(Controller):
         device: DeviceFilter = None,
         status: Annotated[JobStatus | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
         after: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
     ) -> Response[list[ProfileRecord]]:
         qualified = services.try_resolve(model) if model else None
