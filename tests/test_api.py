@@ -259,7 +259,10 @@ def test_oversized_body_is_rejected(client):
 
 def test_progress_is_reported_while_running(client):
     job = client.post(
-        "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1, 4, 8], "runs": 5, "repeats": 2}
+        # A model no other test of this service measures: with two processes this profile would
+        # be the one that counts for its model (select=best) in the other tests' analyses.
+        "/v1/profiles",
+        json={"model": "mnasnet0_5", "batch_sizes": [1, 4, 8], "runs": 5, "repeats": 2},
     ).json()
     seen: set = set()
     deadline = time.monotonic() + 900  # a ceiling for a busy machine, not a budget
