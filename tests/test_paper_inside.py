@@ -113,6 +113,7 @@ def test_a_fresh_store_answers_paper_names_with_the_papers_weights_and_published
         assert detail["paper_name"] == name and detail["params"], name
         if name != "ShuffleNet":  # no publisher of its weights gave an accuracy
             assert detail["top1"] and detail["top5"] and detail["accuracy_source"], name
+
     # GMACs: torchvision's published ones at once; the others counted by the worker on the meta
     # device, asked for by the first request above.
     def all_counted():
