@@ -235,8 +235,14 @@ class ProfileStore:
                     if allowed is not None and current.status not in allowed:
                         pipe.unwatch()
                         raise ConflictError(f"profile {profile_id} is {current.status}")
-                    old = _record_decoder.decode(raw)  # ``change`` may edit ``current`` in place
-                    before = indexes.index_keys(old)
+                    # ``change`` may edit ``current`` in place: what indexes it, read first
+                    # (its settings are frozen, so the reference stays the old ones).
+                    before = indexes.index_keys(current)
+                    was_status, was_target, was_settings = (
+                        current.status,
+                        target_of(current),
+                        current.settings,
+                    )
                     new = change(current)
                     if new is None:
                         pipe.unwatch()
@@ -249,10 +255,10 @@ class ProfileStore:
                     for fresh in after - before:
                         pipe.zadd(fresh, {profile_id: new.created_at})
                     pipe.execute()
-                    if "succeeded" in (old.status, new.status):
+                    if "succeeded" in (was_status, new.status):
                         self.recount(new)
-                        if target_of(old) != target_of(new):
-                            self.recount(old)
+                        if was_target != target_of(new):
+                            self._recount(was_settings.model, was_target, was_settings.precision)
                     return new
                 except redis.WatchError:
                     continue
@@ -333,11 +339,13 @@ class ProfileStore:
     def recount(self, record: ProfileRecord) -> None:
         """Re-choose the profile that counts for ``record``'s model, target and precision among
         their succeeded profiles (a few: one model's), after one of them finished or went."""
-        target, precision = target_of(record), record.settings.precision
-        field = indexes.counting_field(record.settings.model, target, precision)
+        self._recount(record.settings.model, target_of(record), record.settings.precision)
+
+    def _recount(self, model: str, target: str, precision: str) -> None:
+        field = indexes.counting_field(model, target, precision)
         ids = self.redis.zinter(
             [
-                indexes.model_key(record.settings.model),
+                indexes.model_key(model),
                 indexes.status_key("succeeded"),
                 indexes.device_key(target),
             ]
