@@ -30,11 +30,15 @@ def engine(request: dict, *, staged: bool = False) -> bytes:
     from workers.engine.flops import count_model_flops
     from workers.engine.models import build_model
     from workers.engine.scenario import CollectingSink, ProcessPlan, ScenarioConfig, measure_process
+    from workers.engine.timing import WarmupPolicy
 
     info = msgspec.convert(request["model"], ModelInfo)
     settings = msgspec.convert(request["settings"], ProfileSettings)
     sink = CollectingSink()
-    config = ScenarioConfig(device_class=settings.device, **request.get("config", {}))
+    config = dict(request.get("config", {}))
+    if "warmup" in config:  # a warm-up policy to compare, as its fields
+        config["warmup"] = WarmupPolicy(**config["warmup"])
+    config = ScenarioConfig(device_class=settings.device, **config)
     plan = ProcessPlan(process=request.get("process", 0))
     model = None
     if staged:  # the host-side work first, then wait for the device to be ours

@@ -54,6 +54,17 @@ def measuring(client, profile_id: str) -> bool:
     return rec["status"] == "running" and (rec["progress"] or {}).get("stage") == "batch"
 
 
+def pause_redis_while_measuring(service, client, profile_id: str, *, seconds: float) -> None:
+    """Once the job times its batches, freeze the embedded Redis (SIGSTOP) for ``seconds``."""
+    until(lambda: measuring(client, profile_id), what="measuring")
+    pid = redis_pid(service)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     """One `dnnprof serve` for the module: each test leaves it running and well (that is what
@@ -68,13 +79,7 @@ def test_a_redis_pause_of_20_s_does_not_fail_the_running_job(embedded):
     with embedded.client() as client:
         body = {"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 40, "repeats": 1}
         job = client.post("/v1/profiles", json=body).json()
-        until(lambda: measuring(client, job["id"]), what="measuring")
-        pid = redis_pid(embedded)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(20)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        pause_redis_while_measuring(embedded, client, job["id"], seconds=20)
         done = wait_for(client, job["id"], timeout=600)
         assert done["status"] == "succeeded", done["error"]
         assert done["attempts"] == 1 and [b["status"] for b in done["result"]["batches"]] == ["ok"] * 3
@@ -85,13 +90,7 @@ def test_a_long_redis_pause_keeps_the_outcome_and_nothing_stays_running(embedded
     with embedded.client() as client:
         body = {"model": "squeezenet1_1", "batch_sizes": [1, 2], "runs": 5, "repeats": 1}
         job = client.post("/v1/profiles", json=body).json()
-        until(lambda: measuring(client, job["id"]), what="measuring")
-        pid = redis_pid(embedded)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(90)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        pause_redis_while_measuring(embedded, client, job["id"], seconds=90)
         done = wait_for(client, job["id"], timeout=600)
         assert done["status"] == "succeeded", done["error"]
         assert [b["status"] for b in done["result"]["batches"]] == ["ok", "ok"]

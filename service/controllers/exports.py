@@ -12,13 +12,12 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from dnnprof.contract import JobStatus, ProfileRecord
-from dnnprof.store import ProfileStore
 from dnnprof.targets import target_of
 from service.deps import Services
 from service.errors import error_responses
@@ -174,16 +173,40 @@ def has_pyarrow() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
+def _records(
+    services: Services, model: str | None, device: str | None, status: str | None
+) -> Iterator[ProfileRecord]:
+    qualified = services.try_resolve(model) if model else None
+    return services.store.iter_records(model=qualified, device=device, status=status)
+
+
+def every_profile(
+    services: NamedDependency[Services],
+    model: ModelFilter = None,
+    device: DeviceFilter = None,
+    status: Annotated[JobStatus | None, QueryParameter()] = None,
+) -> Iterator[ProfileRecord]:
+    """The JSON export's selection: every stored profile unless filtered, as the listing."""
+    return _records(services, model, device, status)
+
+
+def measured_profiles(
+    services: NamedDependency[Services],
+    model: ModelFilter = None,
+    device: DeviceFilter = None,
+    status: Annotated[JobStatus, QueryParameter()] = "succeeded",
+) -> Iterator[ProfileRecord]:
+    """The cell exports' selection (CSV, Parquet): succeeded profiles unless ``status`` says
+    otherwise, filtered as the listing."""
+    return _records(services, model, device, status)
+
+
+Records = NamedDependency[Iterator[ProfileRecord]]
+
+
 class ExportController(Controller):
     path = "/v1"
     tags = ("export",)  # type: ignore[assignment]
-
-    @staticmethod
-    def _records(
-        store: ProfileStore, services: Services, model: str | None, device: str | None, status: str | None
-    ) -> Iterator[ProfileRecord]:
-        qualified = services.try_resolve(model) if model else None
-        return store.iter_records(model=qualified, device=device, status=status)
 
     @get(
         "/export.json",
@@ -191,15 +214,9 @@ class ExportController(Controller):
         description="Filters as `GET /v1/profiles`; every profile without them.",
         media_type="application/json",
         sync_to_thread=True,
+        dependencies={"records": Provide(every_profile, sync_to_thread=False)},
     )
-    def export_json(
-        self,
-        services: NamedDependency[Services],
-        model: ModelFilter = None,
-        device: DeviceFilter = None,
-        status: Annotated[JobStatus | None, QueryParameter()] = None,
-    ) -> Stream:
-        records = self._records(services.store, services, model, device, status)
+    def export_json(self, records: Records) -> Stream:
         return Stream(json_chunks(records), media_type="application/json", headers=attachment("json"))
 
     @get(
@@ -208,15 +225,9 @@ class ExportController(Controller):
         description="Succeeded profiles unless `status` says otherwise; filters as `GET /v1/profiles`.",
         media_type="text/csv",
         sync_to_thread=True,
+        dependencies={"records": Provide(measured_profiles, sync_to_thread=False)},
     )
-    def export_csv(
-        self,
-        services: NamedDependency[Services],
-        model: ModelFilter = None,
-        device: DeviceFilter = None,
-        status: Annotated[JobStatus, QueryParameter()] = "succeeded",
-    ) -> Stream:
-        records = self._records(services.store, services, model, device, status)
+    def export_csv(self, records: Records) -> Stream:
         return Stream(csv_chunks(records), media_type="text/csv", headers=attachment("csv"))
 
     @get(
@@ -226,17 +237,11 @@ class ExportController(Controller):
         media_type=PARQUET,
         sync_to_thread=True,
         responses=error_responses(404),
+        dependencies={"records": Provide(measured_profiles, sync_to_thread=False)},
     )
-    def export_parquet(
-        self,
-        services: NamedDependency[Services],
-        model: ModelFilter = None,
-        device: DeviceFilter = None,
-        status: Annotated[JobStatus, QueryParameter()] = "succeeded",
-    ) -> Response[bytes]:
+    def export_parquet(self, records: Records) -> Response[bytes]:
         if not has_pyarrow():
             raise NotFoundException(
                 "Parquet needs pyarrow on the API (pip install pyarrow); CSV and JSON need nothing"
             )
-        records = self._records(services.store, services, model, device, status)
         return Response(parquet_bytes(records), media_type=PARQUET, headers=attachment("parquet"))
