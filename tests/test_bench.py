@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.fidelity import bias_verdict, pool, ratio_interval, row_for
+from bench.fidelity import bias_verdict, pool, ratio_interval, report, row_for
 
 TARGET = (0.9, 1.1)
 
@@ -57,3 +57,15 @@ def test_pooling_merges_the_rounds_of_runs_on_the_same_machine_and_refuses_other
     other = _run(tmp_path, "c", "Xeon", [9.0], [9.0])
     with pytest.raises(SystemExit, match="another environment"):
         pool([a, other])
+
+
+def test_the_verdict_rests_on_the_paired_ratio_when_the_host_drifts_between_rounds(tmp_path, monkeypatch):
+    """Rounds at 10, 20, 30, 40 ms (a host whose speed drifts): each pair agrees within 5% but one,
+    while the two medians land on different rounds and differ by over 10%."""
+    monkeypatch.setenv("DNNPROF_BENCH_RESULTS", str(tmp_path))
+    row = row_for("m", 1, [10.0, 20.0, 21.0, 30.0, 40.0], [10.5, 19.0, 17.5, 31.0, 41.0], TARGET)
+    assert row["ratio"] > 1.1 and 1.0 < row["paired_ratio"] < 1.05
+    assert report([row], *TARGET, {"target": list(TARGET)}, "drift") == 0
+    assert json.loads((tmp_path / "drift.json").read_text())["met"] is True
+    row = row_for("m", 1, [13.0, 26.0, 27.0, 39.0, 52.0], [10.0, 20.0, 21.0, 30.0, 40.0], TARGET)
+    assert report([row], *TARGET, {"target": list(TARGET)}, "slow") == 1
