@@ -28,6 +28,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,11 @@ BATCHES = (1, 8)
 POOLED_ENVIRONMENT = ("cpu", "cpus", "threads", "torch", "torchvision", "timm", "gpu")
 
 
-def _bootstrap(statistic, samples: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+def _bootstrap(
+    statistic: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, resamples: int, seed: int
+) -> tuple[float, float]:
+    """2.5th and 97.5th percentiles of ``statistic`` over resamples of the last axis (the rounds;
+    a round's engine and reference stay together)."""
     picks = np.random.default_rng(seed).integers(0, samples.shape[-1], size=(resamples, samples.shape[-1]))
     low, high = np.percentile(statistic(samples[..., picks]), [2.5, 97.5])
     return float(low), float(high)
@@ -64,9 +69,9 @@ def ratio_interval(
     engine_rounds: list[float], reference_rounds: list[float], *, resamples: int = 10_000, seed: int = 0
 ) -> tuple[float, float] | None:
     """95% bootstrap interval of median(engine) / median(reference), resampling rounds in pairs."""
-    pairs = np.asarray([engine_rounds, reference_rounds], float)
-    if len(engine_rounds) != len(reference_rounds) or pairs.shape[1] < 3:
+    if len(engine_rounds) != len(reference_rounds) or len(engine_rounds) < 3:
         return None
+    pairs = np.asarray([engine_rounds, reference_rounds], float)
     return _bootstrap(lambda s: np.median(s[0], axis=1) / np.median(s[1], axis=1), pairs, resamples, seed)
 
 

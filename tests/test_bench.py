@@ -37,6 +37,7 @@ def test_host_noise_wider_than_the_target_is_undecided_not_met_or_failed():
 
 def test_too_few_rounds_give_no_interval():
     assert ratio_interval([1.0, 1.1], [1.0, 1.0]) is None
+    assert ratio_interval([1.0, 1.1, 1.2], [1.0, 1.0]) is None  # unpaired rounds
     assert bias_verdict(None, *TARGET) == "undecided"
 
 
