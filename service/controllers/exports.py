@@ -176,6 +176,7 @@ def has_pyarrow() -> bool:
 def _records(
     services: Services, model: str | None, device: str | None, status: str | None
 ) -> Iterator[ProfileRecord]:
+    """Resolving a name reads the catalogue's version from Redis: the providers run in a thread."""
     qualified = services.try_resolve(model) if model else None
     return services.store.iter_records(model=qualified, device=device, status=status)
 
@@ -214,7 +215,7 @@ class ExportController(Controller):
         description="Filters as `GET /v1/profiles`; every profile without them.",
         media_type="application/json",
         sync_to_thread=True,
-        dependencies={"records": Provide(every_profile, sync_to_thread=False)},
+        dependencies={"records": Provide(every_profile, sync_to_thread=True)},
     )
     def export_json(self, records: Records) -> Stream:
         return Stream(json_chunks(records), media_type="application/json", headers=attachment("json"))
@@ -225,7 +226,7 @@ class ExportController(Controller):
         description="Succeeded profiles unless `status` says otherwise; filters as `GET /v1/profiles`.",
         media_type="text/csv",
         sync_to_thread=True,
-        dependencies={"records": Provide(measured_profiles, sync_to_thread=False)},
+        dependencies={"records": Provide(measured_profiles, sync_to_thread=True)},
     )
     def export_csv(self, records: Records) -> Stream:
         return Stream(csv_chunks(records), media_type="text/csv", headers=attachment("csv"))
@@ -237,7 +238,7 @@ class ExportController(Controller):
         media_type=PARQUET,
         sync_to_thread=True,
         responses=error_responses(404),
-        dependencies={"records": Provide(measured_profiles, sync_to_thread=False)},
+        dependencies={"records": Provide(measured_profiles, sync_to_thread=True)},
     )
     def export_parquet(self, records: Records) -> Response[bytes]:
         if not has_pyarrow():
