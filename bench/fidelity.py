@@ -4,19 +4,19 @@ The engine runs as the service runs it (one fresh process per repeat, the job's 
 the median of the process medians); the reference is ``torch.utils.benchmark.Timer``'s
 ``blocked_autorange`` (its own loop, its own run count by time, synchronising CUDA itself), also
 in fresh processes, with the same thread count. Engine and reference processes alternate, so a
-drift in the machine hits both alike. Every round is reported, with the spread, and both the
-ratio of the medians and the paired ratio; the paired ratio (the ratio of the medians with fewer
-than 3 rounds) must fall within the target (0.9-1.1 on a CPU, 0.95-1.05 on CUDA), else the exit
-code is 1. Why paired: this host's speed drifted by 1.5x within two hours, and the ratio of two
-medians pooled over such a drift compares rounds of different speeds, while each pair shares one.
+drift in the machine hits both alike.
 
-One fresh process differs from the next by 10-30% on a shared 2-vCPU host, so a ratio from a few
-rounds can land outside the target by noise alone. Each row therefore also carries the paired
+One fresh process differs from the next by 10-30% on a shared 2-vCPU host, and this host's speed
+drifted by 1.5x within two hours: the ratio of two medians pooled over such a drift compares
+rounds taken at different speeds. Each row therefore carries, beside the ratio of the medians
+(the engine's median being the profile's own: the median of the process medians), the paired
 ratio (the geometric mean of the round ratios: a round's engine and reference processes ran back
 to back, through the same spell of the host) with a 95% bootstrap interval, and says what the
 rounds can tell: ``bias ruled out`` (the interval lies inside the target), ``bias shown`` (it
-lies outside) or ``undecided`` (the noise is wider than the target: more rounds needed). ``--pool`` merges the
-rounds of earlier runs on the same machine and software into one verdict.
+lies outside) or ``undecided`` (the noise is wider than the target: more rounds needed). The
+paired ratio (the ratio of the medians with fewer than 3 rounds) must fall within the target
+(0.9-1.1 on a CPU, 0.95-1.05 on CUDA), else the exit code is 1. ``--pool`` merges the rounds of
+earlier runs on the same machine and software into one verdict.
 
     python -m bench.fidelity [--device cpu|cuda] [--repeats 3] [--models resnet18,...]
     python -m bench.fidelity --pool bench/results/a.json bench/results/b.json --name pooled
@@ -209,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         for measurement in result.batches:
             bs = measurement.batch_size
             engine_rounds = [p.median_ms for p in measurement.latency.per_process]
-            row = row_for(key, bs, engine_rounds, [r[bs] for r in references], (low, high))
-            # the engine's own aggregate (the median of the process medians), as a profile reports it
-            row["engine_ms"] = measurement.latency.median_ms
-            row["ratio"] = row["engine_ms"] / row["reference_ms"]
-            rows.append(row)
+            rows.append(row_for(key, bs, engine_rounds, [r[bs] for r in references], (low, high)))
     payload = {"environment": environment(), "repeats": args.repeats, "target": [low, high]}
     return report(rows, low, high, payload, args.name or f"fidelity-{args.device}")
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 
 from bench.common import child, engine_process, environment, stamp, write
-from bench.fidelity import MODELS
+from bench.fidelity import MODELS, paired_ratio
 from dnnprof.contract import ProfileSettings
 
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     def geometric(key: str) -> float:
-        return math.exp(statistics.fmean(math.log(r[key] / r["reference_ms"]) for r in rounds))
+        return paired_ratio([r[key] for r in rounds], [r["reference_ms"] for r in rounds])[0]
 
     summary = {"default_ratio": geometric("default_ms"), "longer_ratio": geometric("longer_ms")}
     print(f"geometric mean ratio to the Timer: default {summary['default_ratio']:.3f}, "
