@@ -1,54 +1,74 @@
-# dnnprof images, CUDA flavour. Two targets:
+# dnnprof images. Two targets:
 #   docker build --target api    -t dnnprof-api .     # the API: no torch, small
-#   docker build --target worker -t dnnprof-worker .  # a CUDA worker: torch, torchvision, timm
+#   docker build --target worker -t dnnprof-worker .  # a worker: torch, torchvision, timm
+# One worker image for GPU and CPU hosts: its device is DNNPROF_WORKER_DEVICE (cuda, cpu) or, unset,
+# detected at start (a GPU passed in -> cuda, none -> cpu). A cuda worker that sees no GPU, or whose
+# driver is older than torch's CUDA line, refuses to start and says why (see deploy/README.md).
 # Weights are never downloaded at build time; mount a cache at /cache (DNNPROF_WEIGHTS_DIR).
+# Behind a TLS-intercepting proxy, give pip its settings as a build secret (never kept in a layer):
+#   docker build --secret id=pip.conf,src=$HOME/.config/pip/pip.conf --target worker .
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # The worker's base needs only the driver hook-up: PyPI's torch wheels bring their own CUDA
-# runtime, cuBLAS and cuDNN (the nvidia-* wheels), so a cudnn-runtime base would carry them twice.
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-base-ubuntu24.04
+# runtime, cuBLAS and cuDNN (the nvidia-* wheels). Its CUDA line is torch's (deploy/
+# worker-constraints.txt pins torch 2.14.1, whose wheels are CUDA 13.0): the base's
+# NVIDIA_REQUIRE_CUDA makes the NVIDIA Container Toolkit refuse a driver too old for it at start.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-base-ubuntu24.04
 
 FROM ${PYTHON_IMAGE} AS api
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    DNNPROF_HOST=0.0.0.0 DNNPROF_PORT=8000
+    DNNPROF_HOST=0.0.0.0 DNNPROF_PORT=8000 DNNPROF_DATA_DIR=/data MPLCONFIGDIR=/tmp/matplotlib
+# DL3008: tini is the base image's own distribution package; the pinned PYTHON_IMAGE tag is the pin.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY dnnprof ./dnnprof
 COPY service ./service
 COPY workers ./workers
-RUN pip install --no-cache-dir . \
-    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin dnnprof
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf pip install --no-cache-dir . \
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin dnnprof \
+    && mkdir -p /data && chown 10001:10001 /data
 USER 10001
+VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+# tini as PID 1: signals reach dnnprof, and exited children are reaped.
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["dnnprof", "api"]
 
 FROM ${CUDA_IMAGE} AS worker
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    DNNPROF_WORKER_DEVICE=cuda DNNPROF_WEIGHTS_DIR=/cache TORCH_HOME=/cache DNNPROF_WORKER_METRICS_PORT=9808 \
+    DNNPROF_HOST=0.0.0.0 DNNPROF_DATA_DIR=/data MPLCONFIGDIR=/tmp/matplotlib \
+    DNNPROF_WEIGHTS_DIR=/cache TORCH_HOME=/cache DNNPROF_WORKER_METRICS_PORT=9808 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
-# DL3008: python3 is the base image's own distribution package; its version moves with the
-# pinned CUDA_IMAGE tag, which is the pin.
+# DL3008: python3 and tini are the base image's own distribution packages; their versions move
+# with the pinned CUDA_IMAGE tag, which is the pin.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 python3-venv tini \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY deploy/worker-constraints.txt ./deploy/
 COPY dnnprof ./dnnprof
 COPY service ./service
 COPY workers ./workers
-# DL3013: this installs the project itself; its dependencies are bounded in pyproject.toml.
+# DL3013: this installs the project itself; torch's line is pinned by the constraints file.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[worker]" \
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    pip install --no-cache-dir -c deploy/worker-constraints.txt ".[worker]" \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin dnnprof \
-    && mkdir -p /cache && chown 10001 /cache
+    && mkdir -p /cache /data && chown 10001:10001 /cache /data
 USER 10001
-VOLUME ["/cache"]
+VOLUME ["/cache", "/data"]
 EXPOSE 9808
 # The worker's main process serves its device metrics: answering means the worker is up.
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
     CMD ["python3", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9808/metrics', timeout=4).status != 200)"]
-CMD ["dnnprof", "worker", "--device", "cuda"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["dnnprof", "worker"]

@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint bench clean browser gpu-check gpu-check-dry
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/worker-constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[worker,embedded,dev]'
+	$(BIN)/python -m pip install --quiet -c deploy/worker-constraints.txt -e '.[worker,embedded,dev]'
 	touch $(STAMP)
 
 serve: $(STAMP)

@@ -24,7 +24,7 @@ from dnnprof import client
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES
 from dnnprof.embedded import EmbeddedRedis, RedisSupervisor
-from dnnprof.process import DataDirInUseError, DataDirLock, die_with_parent
+from dnnprof.process import DataDirInUseError, DataDirLock, dies_with_this_process
 
 
 def _run_api(settings: Settings, workers: int = 1) -> None:
@@ -82,7 +82,7 @@ class WorkerSupervisor(threading.Thread):
             [sys.executable, "-m", "dnnprof.cli", "worker", "--device", self.device],
             env=dict(os.environ),
             start_new_session=True,
-            preexec_fn=die_with_parent,  # a SIGKILL of serve takes the worker (and its children) too
+            preexec_fn=dies_with_this_process(),  # a SIGKILL of serve takes the worker (and its children) too
         )
 
     def run(self) -> None:
@@ -166,7 +166,26 @@ def api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_celery(app, argv: list[str]) -> int:
+    """Celery's own command line on ``app``, keeping its exit status. ``app.worker_main`` (and
+    ``app.start``) drop it: click returns the status under ``standalone_mode=False`` and Celery
+    ignores the return, so a worker whose pool could not start ("Unrecoverable error") exited 0,
+    which ``restart: unless-stopped`` and Kubernetes read as a clean stop."""
+    from celery.bin.celery import celery as command
+    from click.exceptions import Exit
+
+    command.params[0].default = app  # as app.start does: --app defaults to this app
+    try:
+        code = command.main(args=argv, standalone_mode=False)
+    except Exit as exc:
+        code = exc.exit_code
+    finally:
+        command.params[0].default = None
+    return code if isinstance(code, int) else 0
+
+
 def worker(args: argparse.Namespace) -> int:
+    """A Celery worker for one device; exits non-zero, saying why, when it cannot measure."""
     settings = Settings.from_env()
     if not settings.redis_url:
         print(
@@ -174,17 +193,24 @@ def worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.device == "auto":
-        from workers.devices import detect_device_class
+    from workers.devices import detect_device_class, worker_target
+    from workers.preflight import WorkerStartError, check_worker_can_start
 
-        args.device = detect_device_class()
-    os.environ["DNNPROF_WORKER_DEVICE"] = args.device
-    from workers.devices import worker_target
-
+    device = args.device or os.environ.get("DNNPROF_WORKER_DEVICE") or "auto"
+    if device == "auto":
+        device = detect_device_class()
+    if device not in DEVICE_CLASSES:
+        print(
+            f"dnnprof worker: the device must be auto or one of {', '.join(DEVICE_CLASSES)}, got {device!r}",
+            file=sys.stderr,
+        )
+        return 2
+    os.environ["DNNPROF_WORKER_DEVICE"] = device
     try:
-        target = worker_target(args.device)
-    except ValueError as exc:
-        print(f"dnnprof worker: {exc}", file=sys.stderr)
+        target = worker_target(device)
+        check_worker_can_start(device, settings.data_dir)
+    except (ValueError, WorkerStartError) as exc:
+        print(f"dnnprof worker: {exc}", file=sys.stderr, flush=True)
         return 2
     os.environ["DNNPROF_WORKER_TARGET"] = target
     from dnnprof.queue import queue_for
@@ -193,20 +219,22 @@ def worker(args: argparse.Namespace) -> int:
     argv = [
         "worker",
         "--queues",  # its class's jobs (any worker of the class) and its target's (only its own)
-        f"{queue_for(args.device)},{queue_for(target)}",
+        f"{queue_for(device)},{queue_for(target)}",
         "--pool",
         "prefork",  # keeps time limits; CUDA is only ever touched in a spawned child
         "--concurrency",
         "1",  # one measurement at a time per device
         "--hostname",
-        f"{args.device}-{os.getpid()}@%h",
+        f"{device}-{os.getpid()}@%h",
         "--loglevel",
         args.loglevel,
         "--without-gossip",
         "--without-mingle",
     ]
-    app.worker_main(argv)
-    return 0
+    code = _run_celery(app, argv)
+    if code:
+        print(f"dnnprof worker: Celery's worker stopped with exit status {code}", file=sys.stderr, flush=True)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     client.add_commands(sub)
 
     p = sub.add_parser("worker", help="run a Celery worker for one device class")
-    p.add_argument("--device", choices=("auto", *DEVICE_CLASSES), default="auto")
+    p.add_argument(
+        "--device",
+        choices=("auto", *DEVICE_CLASSES),
+        help="device class; default: DNNPROF_WORKER_DEVICE, else auto (detected: jetson, cuda, cpu)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=worker)
 

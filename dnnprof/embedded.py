@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from dnnprof.process import die_with_parent
+from dnnprof.process import dies_with_this_process
 
 #: AF_UNIX paths are limited to 108 bytes, terminator included.
 MAX_SOCKET_PATH = 107
@@ -89,7 +89,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
+            preexec_fn=dies_with_this_process(),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

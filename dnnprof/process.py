@@ -13,9 +13,11 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -25,13 +27,26 @@ except (OSError, AttributeError):  # not Linux
     _prctl = None
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """In a child (or as a ``preexec_fn``): be sent ``sig`` when the parent dies; no-op where prctl
-    is missing. A child whose parent already died before this ran exits at once."""
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """In a child: be sent ``sig`` when the parent dies; no-op where prctl is missing.
+
+    ``parent_pid`` is the pid of the process that started this one, read before the fork. A
+    child whose parent died before the death signal was set (the race prctl leaves) exits at
+    once: its parent is then another process. "Another" is the test, not "PID 1": in a
+    container the worker's main process *is* PID 1, and its children are no orphans."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, sig)
-    if os.getppid() == 1:
+    if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def dies_with_this_process(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` for Popen: the child is sent ``sig`` when the caller dies."""
+    return functools.partial(die_with_parent, os.getpid(), sig)
+
+
+#: Set in a child's environment by a parent that wants it to die with it (see :func:`die_with_parent`).
+PARENT_PID_ENV = "DNNPROF_PARENT_PID"
 
 
 class DataDirInUseError(RuntimeError):

@@ -230,6 +230,8 @@ class CountRequests(threading.Thread):
 
 
 COUNT_TIMEOUT_S = 600
+#: The worker's main process (read here, before the pool forks): its pool processes' parent.
+_WORKER_PID = os.getpid()
 _heartbeat: Heartbeat | None = None
 _counts: CountRequests | None = None
 
@@ -238,7 +240,7 @@ _counts: CountRequests | None = None
 def _pool_process_dies_with_worker(**_: object) -> None:
     """A pool process killed with its worker (SIGKILL of the worker or of dnnprof serve) takes its
     measuring process with it (the runner dies with its parent too)."""
-    die_with_parent()
+    die_with_parent(_WORKER_PID)
 
 
 @signals.worker_ready.connect

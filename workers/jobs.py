@@ -18,7 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from dnnprof.config import Settings
 from dnnprof.contract import ACTIVE_STATUSES, TERMINAL_STATUSES, ProfileRecord, ProfileResult, Progress
-from dnnprof.process import run_dir
+from dnnprof.process import PARENT_PID_ENV, run_dir
 from dnnprof.store import ConflictError, ProfileStore, now, with_retries
 from workers.aggregate import assemble
 
@@ -270,6 +270,7 @@ class ProfileJob:
             outcome_path = Path(tmp) / "outcome.json"
             log_path = Path(tmp) / "child.log"
             env = dict(os.environ, DNNPROF_REDIS_URL=self.settings.redis_url or "")
+            env[PARENT_PID_ENV] = str(os.getpid())
             with open(log_path, "wb") as child_log:
                 child = subprocess.Popen(
                     [

@@ -24,7 +24,7 @@ import msgspec
 
 from dnnprof.config import Settings, require_redis_url
 from dnnprof.contract import ProcessCell, ProcessEnd, ProcessStatic, Progress
-from dnnprof.process import die_with_parent  # killed with the pool process (time limit, SIGKILL)
+from dnnprof.process import PARENT_PID_ENV, die_with_parent
 from dnnprof.store import ConflictError, Parts, ProfileStore, with_retries
 
 log = logging.getLogger("dnnprof.runner")
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outcome_path")
     parser.add_argument("--process", type=int, default=0, help="which repeat (0-based) this process is")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    die_with_parent()
+    # Killed with the pool process that started it (time limit, SIGKILL).
+    die_with_parent(int(os.environ.get(PARENT_PID_ENV) or os.getppid()))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings.from_env()
     if settings.weights_dir is not None:  # where torch.hub and the Hugging Face hub cache weights
