@@ -28,7 +28,10 @@ COPY pyproject.toml README.md ./
 COPY dnnprof ./dnnprof
 COPY service ./service
 COPY workers ./workers
+# polyfactory (and the Faker it pulls, 25 MB) is a dependency of Litestar that Litestar imports
+# only to invent OpenAPI examples (OpenAPIConfig(create_examples=True)), which dnnprof leaves off.
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf pip install --no-cache-dir . \
+    && pip uninstall --yes polyfactory faker \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin dnnprof \
     && mkdir -p /data && chown 10001:10001 /data
 USER 10001

@@ -34,3 +34,49 @@ def test_every_ignored_rule_is_explained_and_images_run_as_non_root(name):
     assert all(
         'CMD ["' in line for line in lines if line.lstrip().startswith("CMD ") and "HEALTHCHECK" not in line
     )
+
+
+def image_env(name: str, stage: str | None = None) -> dict[str, str]:
+    """The ENV of a Dockerfile's stage (the last stage, or the one named ``stage``)."""
+    text = (ROOT / name).read_text().replace("\\\n", " ")
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    chosen = next(s for s in stages if stage is None or s.split("\n", 1)[0].endswith(f" AS {stage}"))
+    if stage is None:
+        chosen = stages[-1]
+    env = {}
+    for line in chosen.splitlines():
+        if line.startswith("ENV "):
+            env.update(pair.split("=", 1) for pair in line[4:].split())
+    return env
+
+
+@pytest.mark.parametrize(
+    ("name", "stage"), [("Dockerfile", "api"), ("Dockerfile", "worker"), ("Dockerfile.l4t", None)]
+)
+def test_images_run_under_an_init_with_a_data_volume_and_listen_beyond_loopback(name, stage):
+    """What the containers need that no home provides: a data directory that is a volume, a
+    matplotlib config dir, metrics/API reachable through a published port; tini as PID 1."""
+    env = image_env(name, stage)
+    text = (ROOT / name).read_text()
+    assert env["DNNPROF_HOST"] == "0.0.0.0" and env["MPLCONFIGDIR"].startswith("/tmp/")
+    assert env["DNNPROF_DATA_DIR"] == "/data" and '"/data"' in text and "chown 10001:10001" in text
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in text and "tini" in text.split("ENTRYPOINT")[0]
+    worker_cmds = [line for line in text.splitlines() if line.startswith('CMD ["dnnprof", "worker"')]
+    assert all("--device" not in line for line in worker_cmds)  # DNNPROF_WORKER_DEVICE decides
+    assert "--mount=type=secret,id=pip.conf,target=/etc/pip.conf pip install" in text.replace("\\\n    ", "")
+
+
+def test_the_worker_image_is_on_the_cuda_line_of_its_pinned_torch():
+    """One CUDA decision: the base image's CUDA major is that of the torch the constraints pin,
+    and `make test` installs the same torch (so torch.version.cuda here is the image's)."""
+    import torch
+
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "deploy" / "worker-constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert torch.__version__.split("+")[0] == pins["torch"], "make test installs the image's torch"
+    base = re.search(r"ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.", (ROOT / "Dockerfile").read_text()).group(1)
+    assert int(base) == int(torch.version.cuda.split(".")[0])
+    assert "-c deploy/worker-constraints.txt" in (ROOT / "Makefile").read_text()

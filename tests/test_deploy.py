@@ -23,9 +23,10 @@ def compose_binary() -> Path:
     return Path(compose.__file__).parent / "docker-compose"
 
 
-def compose_config(name: str, **env: str) -> dict:
+def compose_config(name: str, *overrides: str, **env: str) -> dict:
+    files = [arg for f in (name, *overrides) for arg in ("-f", str(DEPLOY / f))]
     out = subprocess.run(
-        [str(compose_binary()), "-f", str(DEPLOY / name), "config", "--format", "json"],
+        [str(compose_binary()), *files, "config", "--format", "json"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **env},
@@ -72,18 +73,25 @@ def test_jetson_compose_joins_a_remote_redis_with_the_nvidia_runtime():
     assert out.returncode != 0 and "DNNPROF_REDIS_URL" in out.stderr  # refuses to start without it
 
 
-def test_kubernetes_manifests_limit_gpus_scale_on_the_queue_and_run_as_non_root():
-    manifests = [f for f in sorted((DEPLOY / "k8s").glob("*.yaml")) if f.name != "kustomization.yaml"]
-    docs = [d for f in manifests for d in yaml.safe_load_all(f.read_text()) if d]
+def k8s_docs(folder: Path) -> list[dict]:
+    manifests = [f for f in sorted(folder.glob("*.yaml")) if f.name != "kustomization.yaml"]
+    return [d for f in manifests for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+def test_kubernetes_manifests_limit_gpus_probe_readiness_and_run_as_non_root():
+    docs = k8s_docs(DEPLOY / "k8s")
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("Deployment", "dnnprof-worker-cuda") in kinds and ("StatefulSet", "dnnprof-redis") in kinds
-    worker = next(
-        d for d in docs if d["metadata"]["name"] == "dnnprof-worker-cuda" and d["kind"] == "Deployment"
-    )
-    container = worker["spec"]["template"]["spec"]["containers"][0]
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    worker = by_name["Deployment", "dnnprof-worker-cuda"]["spec"]["template"]["spec"]
+    container = worker["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    scaler = next(d for d in docs if d["kind"] == "ScaledObject")
-    assert scaler["spec"]["triggers"][0]["metadata"]["listName"] == queue_for("cuda")
+    # The data directory is a volume uid 10001 can write (the image has no home for it).
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert env["DNNPROF_DATA_DIR"] in mounts and worker["securityContext"]["fsGroup"] == 10001
+    api = by_name["Deployment", "dnnprof-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"  # Redis reachable, not only alive
     for doc in docs:
         if doc["kind"] in ("Deployment", "StatefulSet"):
             assert doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
@@ -91,6 +99,38 @@ def test_kubernetes_manifests_limit_gpus_scale_on_the_queue_and_run_as_non_root(
     assert sorted(kustomization["resources"]) == sorted(
         f.name for f in (DEPLOY / "k8s").glob("*.yaml") if f.name != "kustomization.yaml"
     )
+
+
+def test_keda_is_an_optional_component_scaling_on_the_class_queue():
+    """`kubectl apply -k deploy/k8s` must work on a cluster without KEDA's CRDs: the base holds
+    only core kinds; the ScaledObject is a kustomize Component that `with-keda` adds."""
+    core = {"ConfigMap", "Deployment", "StatefulSet", "Service", "Secret", "PersistentVolumeClaim"}
+    assert {d["kind"] for d in k8s_docs(DEPLOY / "k8s")} <= core
+    component = yaml.safe_load((DEPLOY / "k8s" / "keda" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    (scaler,) = [d for d in k8s_docs(DEPLOY / "k8s" / "keda") if d["kind"] == "ScaledObject"]
+    assert scaler["spec"]["scaleTargetRef"]["name"] == "dnnprof-worker-cuda"
+    assert scaler["spec"]["triggers"][0]["metadata"]["listName"] == queue_for("cuda")
+    overlay = yaml.safe_load((DEPLOY / "k8s" / "with-keda" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == [".."] and overlay["components"] == ["../keda"]
+
+
+def test_cpu_override_runs_the_worker_image_as_a_cpu_worker_without_a_gpu_reservation():
+    services = compose_config("compose.yml", "compose.cpu.yml")["services"]
+    worker = services["worker-cuda"]
+    assert worker["environment"]["DNNPROF_WORKER_DEVICE"] == "cpu"
+    assert not (worker.get("deploy") or {}).get("resources"), worker.get("deploy")
+    assert worker["build"]["target"] == "worker" and "/data" in {v["target"] for v in worker["volumes"]}
+
+
+def test_jetson_compose_gives_the_image_user_the_gpu_and_the_power_mode():
+    worker = compose_config("compose.jetson.yml", DNNPROF_REDIS_URL="redis://server:6379/0")["services"][
+        "worker-jetson"
+    ]
+    assert "video" in worker["group_add"]
+    targets = {v["target"] for v in worker["volumes"]}
+    assert {"/etc/nvpmodel.conf", "/var/lib/nvpmodel/status", "/data"} <= targets
+    assert "py3.8" not in (DEPLOY / "compose.jetson.yml").read_text()  # no image Dockerfile.l4t refuses
 
 
 def exported_metric_names() -> set[str]:

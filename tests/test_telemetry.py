@@ -30,6 +30,18 @@ def test_jetson_is_recognised_with_its_release_and_power_mode():
     assert jetson_power_mode((NANO / "nvpmodel-q.txt").read_text()) == "MAXN"
 
 
+def test_power_mode_in_a_container_without_nvpmodel_is_read_from_its_files(tmp_path):
+    """No nvpmodel in the image: the mode id nvpmodel keeps and its name in the mounted table give
+    what `nvpmodel -q` printed on the same board; without the files, no mode (not a guess)."""
+    conf, status = ORIN / "etc/nvpmodel.conf", ORIN / "var/lib/nvpmodel/status"
+    from_tool = jetson_power_mode((ORIN / "nvpmodel-q.txt").read_text())
+    assert jetson_power_mode("", conf=conf, status=status) == from_tool == "15W"
+    seven = tmp_path / "status"
+    seven.write_text("pmode:0001 fmode:quiet\n")
+    assert jetson_power_mode("", conf=conf, status=seven) == "7W"
+    assert jetson_power_mode("", conf=conf, status=tmp_path / "missing") is None
+
+
 def test_orin_sysfs_hwmon_rails_load_temperatures_and_unified_memory():
     sysfs = JetsonSysfs(ORIN)
     assert sysfs.gpu_load_ratio() == pytest.approx(0.412)

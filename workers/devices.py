@@ -95,18 +95,44 @@ def device_memory_bytes(device_class: str) -> int | None:
     return None
 
 
-def jetson_power_mode(nvpmodel_output: str | None = None) -> str | None:
-    """From ``nvpmodel -q``: 'NV Power Mode: MAXN' -> 'MAXN'."""
+NVPMODEL_CONF = Path("/etc/nvpmodel.conf")
+NVPMODEL_STATUS = Path("/var/lib/nvpmodel/status")
+
+
+def jetson_power_mode(
+    nvpmodel_output: str | None = None,
+    conf: Path = NVPMODEL_CONF,
+    status: Path = NVPMODEL_STATUS,
+) -> str | None:
+    """The board's power mode name ('MAXN', '15W'): from ``nvpmodel -q`` where the tool exists,
+    else from the files nvpmodel keeps (a container has no nvpmodel; compose.jetson.yml mounts
+    them); None where neither is there: the result then says no power mode."""
     if nvpmodel_output is None:
         try:
             nvpmodel_output = subprocess.run(
                 ["nvpmodel", "-q"], capture_output=True, text=True, timeout=5, check=False
             ).stdout
         except (OSError, subprocess.SubprocessError):
-            return None
+            return power_mode_from_files(conf, status)
     for line in nvpmodel_output.splitlines():
         if "power mode" in line.lower() and ":" in line:
             return line.split(":", 1)[1].strip()
+    return power_mode_from_files(conf, status)
+
+
+def power_mode_from_files(conf: Path, status: Path) -> str | None:
+    """``/var/lib/nvpmodel/status`` holds the mode's id (``pmode:0002 fmode:...``), the table in
+    ``/etc/nvpmodel.conf`` its name (``< POWER_MODEL ID=2 NAME=15W >``)."""
+    try:
+        current = re.search(r"pmode:\s*(\d+)", status.read_text(errors="ignore"))
+        table = conf.read_text(errors="ignore")
+    except OSError:
+        return None
+    if current is None:
+        return None
+    for mode_id, name in re.findall(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", table):
+        if int(mode_id) == int(current.group(1)):
+            return name
     return None
 
 
