@@ -194,7 +194,7 @@ def worker(args: argparse.Namespace) -> int:
         )
         return 2
     from workers.devices import detect_device_class, worker_target
-    from workers.preflight import WorkerStartError, check_worker_can_start
+    from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
 
     device = args.device or os.environ.get("DNNPROF_WORKER_DEVICE") or "auto"
     if device == "auto":
@@ -213,6 +213,7 @@ def worker(args: argparse.Namespace) -> int:
         print(f"dnnprof worker: {exc}", file=sys.stderr, flush=True)
         return 2
     os.environ["DNNPROF_WORKER_TARGET"] = target
+    os.environ[PREFLIGHT_DONE_ENV] = "1"
     from dnnprof.queue import queue_for
     from workers.celery_app import app
 

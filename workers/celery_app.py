@@ -25,6 +25,7 @@ from dnnprof.queue import PROFILE_TASK, make_celery, queue_for, route_of, send_p
 from dnnprof.store import ProfileStore
 from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
 from workers.jobs import DeviceBusyError, ProfileJob, flush_spool
+from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
 
 log = logging.getLogger("dnnprof.worker")
 
@@ -34,6 +35,14 @@ if DEVICE_CLASS not in DEVICE_CLASSES:
     raise SystemExit(
         f"DNNPROF_WORKER_DEVICE must be one of {', '.join(DEVICE_CLASSES)}, got {DEVICE_CLASS!r}"
     )
+
+# A plain `celery -A workers.celery_app worker` checks what `dnnprof worker` checks before it
+# starts Celery (a writable data directory, a CUDA device for cuda/jetson), and stops as it does.
+if "worker" in sys.argv[1:] and not os.environ.get(PREFLIGHT_DONE_ENV):
+    try:
+        check_worker_can_start(DEVICE_CLASS, settings.data_dir)
+    except WorkerStartError as exc:
+        raise SystemExit(f"dnnprof worker: {exc}") from exc
 
 #: The device target this worker advertises (set by `dnnprof worker` from the device or from
 #: DNNPROF_DEVICE_TARGET); its queue is consumed beside the class's.

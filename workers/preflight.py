@@ -28,13 +28,18 @@ GPU_HINT = (
     "with the NVIDIA Container Toolkit's CDI spec; compose: deploy.resources.reservations.devices; "
     "Kubernetes: resources.limits nvidia.com/gpu with the NVIDIA device plugin), keep "
     "NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES naming a GPU, and check the host's driver "
-    "with nvidia-smi; on a host without a GPU run the worker with --device cpu"
+    "with nvidia-smi; on a host without a GPU run it as a CPU worker (--device cpu, or "
+    "DNNPROF_WORKER_DEVICE=cpu)"
 )
 JETSON_HINT = (
     "run the container with the NVIDIA runtime (docker run --runtime nvidia; compose: runtime: nvidia) "
     "and, as a non-root user, in the video group (group_add: [video]), on an L4T base image whose "
     "torch is NVIDIA's Jetson build"
 )
+
+
+#: Set by `dnnprof worker` once it has checked, so that the Celery app it loads does not again.
+PREFLIGHT_DONE_ENV = "DNNPROF_WORKER_CHECKED"
 
 
 class WorkerStartError(RuntimeError):
