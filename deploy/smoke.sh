@@ -101,7 +101,13 @@ id=$(submit '{"model": "squeezenet1_1", "batch_sizes": [1, 2], "runs": 5, "repea
 until_ok 900 "profile $id ended" ended "$id"
 is_status "$id" succeeded || fail "profile $id: $(curl -fsS "$API/v1/profiles/$id" | json 'd["error"]')"
 curl -fsS "$API/v1/profiles/$id" > "$OUT/profile.json"
-summary=$(json '"; ".join(f"bs {b[\"batch_size\"]}: {b[\"latency\"][\"median_ms\"]:.1f} ms/image" for b in d["result"]["batches"]) + f" (params {d[\"result\"][\"params\"]:,}, target {d[\"settings\"][\"target\"]})"' < "$OUT/profile.json")
+summary=$(python3 - "$OUT/profile.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+cells = "; ".join(f"bs {b['batch_size']}: {b['latency']['median_ms']:.1f} ms/image" for b in d["result"]["batches"])
+print(f"{cells} (params {d['result']['params']:,}, target {d['settings']['target']})")
+PY
+)
 record "profile squeezenet1_1 $id succeeded in the worker container: $summary"
 curl -fsS -o /dev/null "$API/v1/figures/density.png?device=cpu" || fail "a figure (matplotlib in the API image)"
 

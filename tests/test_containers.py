@@ -40,9 +40,11 @@ def image_env(name: str, stage: str | None = None) -> dict[str, str]:
     """The ENV of a Dockerfile's stage (the last stage, or the one named ``stage``)."""
     text = (ROOT / name).read_text().replace("\\\n", " ")
     stages = re.split(r"^FROM ", text, flags=re.M)[1:]
-    chosen = next(s for s in stages if stage is None or s.split("\n", 1)[0].endswith(f" AS {stage}"))
-    if stage is None:
-        chosen = stages[-1]
+    chosen = (
+        stages[-1]
+        if stage is None
+        else next(s for s in stages if s.split("\n", 1)[0].endswith(f" AS {stage}"))
+    )
     env = {}
     for line in chosen.splitlines():
         if line.startswith("ENV "):

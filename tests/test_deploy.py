@@ -59,6 +59,14 @@ def test_main_compose_has_api_redis_cuda_worker_prometheus_grafana():
         assert services[name]["environment"]["DNNPROF_REDIS_URL"] == "redis://redis:6379/0"
 
 
+def test_prometheus_keeps_its_series_in_the_volume_mounted_for_them():
+    """Found under podman: a command that replaces the image's CMD drops its --storage.tsdb.path,
+    and a build whose default path is elsewhere (Debian's) cannot write there."""
+    prometheus = compose_config("compose.yml")["services"]["prometheus"]
+    (path,) = [a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--storage.tsdb.path=")]
+    assert path in {v["target"] for v in prometheus["volumes"] if v["type"] == "volume"}
+
+
 def test_jetson_compose_joins_a_remote_redis_with_the_nvidia_runtime():
     config = compose_config("compose.jetson.yml", DNNPROF_REDIS_URL="redis://server:6379/0")
     worker = config["services"]["worker-jetson"]
