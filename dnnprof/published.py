@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,24 @@ def shipped_tables(manifest: Path = MANIFEST) -> tuple[ShippedTable, ...]:
 SHIPPED_TABLES: tuple[ShippedTable, ...] = shipped_tables()
 
 
+#: Rows one import may hold: timm's largest results table has ~1,300; each unknown name costs a
+#: fuzzy match against the catalogue, so an unbounded import is a CPU and memory amplifier.
+MAX_IMPORT_ROWS = 5000
+
+
 def _float(row: dict[str, str], key: str) -> float | None:
     value = (row.get(key) or "").strip().replace(",", "")  # timm writes "1,014.45"
-    return float(value) if value else None
+    if not value:
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be a finite number, got {value[:20]!r}")
+    return number
+
+
+def is_shipped(source: str) -> bool:
+    """A table shipped with dnnprof: read-only over the API (``--refresh`` or a release renews it)."""
+    return any(table.source == source for table in SHIPPED_TABLES)
 
 
 def parse_results_csv(text: str, source: str, *, imported_at: float = 0.0) -> list[PublishedResult]:
@@ -68,34 +84,42 @@ def parse_results_csv(text: str, source: str, *, imported_at: float = 0.0) -> li
             "the CSV needs a header with at least 'model' and 'top1' "
             f"(timm's results table shape: model,img_size,top1,top5,param_count,...); got {sorted(columns)}"
         )
-    out = []
-    for line, row in enumerate(reader, start=2):
-        try:
-            model = (row.get("model") or "").strip()
-            top1 = _float(row, "top1")
-            if not model or top1 is None or not 0 <= top1 <= 100:
-                raise ValueError("needs a model name and a top1 in 0..100")
-            top5 = _float(row, "top5")
-            if top5 is not None and not 0 <= top5 <= 100:
-                raise ValueError("top5 must be in 0..100")
-            size = _float(row, "img_size")
-            out.append(
-                PublishedResult(
-                    model=model[:200],
-                    resolved=None,
-                    source=source,
-                    top1=top1,
-                    top5=top5,
-                    img_size=int(size) if size is not None else None,
-                    param_count_m=_float(row, "param_count"),
-                    crop_pct=_float(row, "crop_pct"),
-                    interpolation=(row.get("interpolation") or None),
-                    imported_at=imported_at,
-                )
-            )
-        except ValueError as exc:
-            raise ValueError(f"line {line}: {exc}") from exc
+    out: list[PublishedResult] = []
+    try:
+        for line, row in enumerate(reader, start=2):
+            if len(out) >= MAX_IMPORT_ROWS:
+                raise ValueError(f"more than {MAX_IMPORT_ROWS} rows: split the table into several sources")
+            out.append(_result(row, line, source, imported_at))
+    except csv.Error as exc:  # a field past csv's limit (128 KiB), a NUL byte, ...
+        raise ValueError(f"line {reader.line_num}: not a readable CSV row ({exc})") from exc
     return out
+
+
+def _result(row: dict[str, str], line: int, source: str, imported_at: float) -> PublishedResult:
+    """One row as a result; ValueError naming the line where it is wrong."""
+    try:
+        model = (row.get("model") or "").strip()
+        top1 = _float(row, "top1")
+        if not model or top1 is None or not 0 <= top1 <= 100:
+            raise ValueError("needs a model name and a top1 in 0..100")
+        top5 = _float(row, "top5")
+        if top5 is not None and not 0 <= top5 <= 100:
+            raise ValueError("top5 must be in 0..100")
+        size = _float(row, "img_size")
+        return PublishedResult(
+            model=model[:200],
+            resolved=None,
+            source=source,
+            top1=top1,
+            top5=top5,
+            img_size=int(size) if size is not None else None,
+            param_count_m=_float(row, "param_count"),
+            crop_pct=_float(row, "crop_pct"),
+            interpolation=(row.get("interpolation") or None),
+            imported_at=imported_at,
+        )
+    except ValueError as exc:
+        raise ValueError(f"line {line}: {exc}") from exc
 
 
 def resolve_rows(results: list[PublishedResult], resolve: Callable[[str], str]) -> list[str]:

@@ -196,3 +196,47 @@ def test_failed_authentications_are_limited_per_address(limited):
         accepted = other.post("/v1/profiles", json=body, headers={"X-API-Key": "alpha-key"})
         assert accepted.status_code == 202
         other.delete(f"/v1/profiles/{accepted.json()['id']}", headers={"X-API-Key": "alpha-key"})
+
+
+def _csv(client, source: str, body: bytes) -> httpx.Response:
+    return client.post(f"/v1/results/published/{source}", content=body, headers={"content-type": "text/csv"})
+
+
+def test_the_shipped_tables_cannot_be_replaced_or_deleted_over_http(client):
+    """Anyone who may POST had replaced timm's table with one row (resnet18 at 99.9 % labelled as
+    timm's) and deleted the paper's ports; shipped sources are read-only: a 403 naming them."""
+    from dnnprof.published import SHIPPED_TABLES
+
+    for table in SHIPPED_TABLES:
+        before = client.get("/v1/results/published", params={"source": table.source}).json()
+        assert before, f"{table.source} was not imported at start"
+        replaced = _csv(client, table.source, b"model,top1\nresnet18,99.9\n")
+        assert replaced.status_code == 403, replaced.text
+        assert table.source in replaced.json()["detail"] and "--refresh" in replaced.json()["detail"]
+        deleted = client.delete(f"/v1/results/published/{table.source}")
+        assert deleted.status_code == 403, deleted.text
+        assert client.get("/v1/results/published", params={"source": table.source}).json() == before
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"model,top1,img_size\nresnet18,70,inf\n", "img_size must be a finite number"),
+        (b"model,top1,img_size\nresnet18,70,1e400\n", "img_size must be a finite number"),
+        (b"model,top1,param_count\nresnet18,70,-inf\n", "param_count must be a finite number"),
+        (b'model,top1\nresnet18,70,"' + b"x" * 140_000 + b'"\n', "not a readable CSV row"),
+        (b"model,top1\n" + b"m,1\n" * 5001, "more than 5000 rows"),
+    ],
+    ids=["inf", "overflow", "minus-inf", "field-over-128KiB", "too-many-rows"],
+)
+def test_an_import_that_cannot_be_read_or_is_too_big_is_a_422_never_a_500(client, body, says):
+    response = _csv(client, "hostile-import", body)
+    assert response.status_code == 422, response.text
+    assert says in response.json()["detail"]
+    assert client.get("/v1/results/published", params={"source": "hostile-import"}).json() == []
+
+
+def test_a_source_name_with_a_trailing_newline_is_refused(client):
+    response = _csv(client, "abc%0A", b"model,top1\nresnet18,70\n")
+    assert response.status_code == 422, response.text
+    assert client.get("/v1/results/published", params={"source": "abc\n"}).json() == []

@@ -9,20 +9,34 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
 from litestar.params import FromPath, QueryParameter, RawBody
 from msgspec import Struct
 
 from dnnprof.analysis import is_published_of
 from dnnprof.contract import PublishedResult
-from dnnprof.published import parse_results_csv, resolve_rows
+from dnnprof.published import SHIPPED_TABLES, is_shipped, parse_results_csv, resolve_rows
 from dnnprof.store import now
 from service.bodies import csv_body
 from service.deps import CatalogueNotReadyError, Services
 from service.errors import error_responses
 
 MAX_CSV_BYTES = 8 * 1024 * 1024
-SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+SOURCE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"  # whole name (fullmatch: no trailing newline)
+
+
+def writable_source(source: str) -> str:
+    """A source name an API client may import into or delete: well formed, and not one of the
+    tables shipped with dnnprof (anyone who may POST could otherwise replace the paper's figures)."""
+    if not re.fullmatch(SOURCE_PATTERN, source):
+        raise ValidationException("source: 1-64 letters, digits, '.', '_' or '-'")
+    if is_shipped(source):
+        shipped = ", ".join(t.source for t in SHIPPED_TABLES)
+        raise PermissionDeniedException(
+            f"{source!r} is a table shipped with dnnprof ({shipped}): read-only here, renewed only by "
+            "`python -m dnnprof.published --refresh` or a new release; import under another source name"
+        )
+    return source
 
 
 class ImportSummary(Struct, kw_only=True):
@@ -42,13 +56,12 @@ class PublishedResultsController(Controller):
         request_max_body_size=MAX_CSV_BYTES,
         sync_to_thread=True,
         before_request=csv_body,
-        responses=error_responses(400, 401, 413, 415, 422, 429, 503),
+        responses=error_responses(400, 401, 403, 413, 415, 422, 429, 503),
     )
     def import_csv(
         self, source: FromPath[str], body: RawBody, services: NamedDependency[Services]
     ) -> ImportSummary:
-        if not re.match(SOURCE_PATTERN, source):
-            raise ValidationException("source: 1-64 letters, digits, '.', '_' or '-'")
+        writable_source(source)
         text = body.decode("utf-8-sig")  # checked by csv_body: UTF-8 sent as text/csv
         try:
             results = parse_results_csv(text, source, imported_at=now())
@@ -83,7 +96,13 @@ class PublishedResultsController(Controller):
             results = [r for r in results if r.model == model or is_published_of(r, qualified)]
         return results
 
-    @delete("/{source:str}", summary="Forget one imported source", sync_to_thread=True)
+    @delete(
+        "/{source:str}",
+        summary="Forget one imported source (not a shipped table)",
+        sync_to_thread=True,
+        responses=error_responses(401, 403, 404, 422, 429, 503),
+    )
     def forget(self, source: FromPath[str], services: NamedDependency[Services]) -> None:
+        writable_source(source)
         if not services.store.delete_published(source):
             raise NotFoundException(f"no imported source {source!r}")
