@@ -99,11 +99,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner may enter (0700), created with its parents."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(PermissionError):  # another user's directory: leave its mode be
+        if path.stat().st_uid == os.getuid():
+            os.chmod(path, 0o700)
+    return path
+
+
 def run_dir(data_dir: Path) -> Path:
     """Where processes keep files that live as long as they do (``<data dir>/run``)."""
-    path = data_dir / "run"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(data_dir / "run")
+
+
+def spool_dir(data_dir: Path) -> Path:
+    """Where a worker keeps outcomes that wait for Redis (``<data dir>/spool``)."""
+    return private_dir(data_dir / "spool")
 
 
 def remove_dead_owners(directory: Path, prefix: str) -> int:

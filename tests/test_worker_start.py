@@ -309,3 +309,33 @@ def test_a_driver_older_than_torchs_cuda_line_is_named_with_the_minimum(driver_c
     assert (why is not None) == too_old, why
     if too_old:
         assert "580" in why and f"CUDA {torch_cuda}" in why and "560.35.03" in why
+
+
+@needs_root
+def test_worker_whose_spool_is_not_writable_refuses_to_start():
+    """A data directory the user owns, but a spool/ it cannot write (left by another user): a
+    measurement finished while Redis is away would be lost, so the worker does not start."""
+    data = owned_dir()
+    try:
+        (data / "spool").mkdir(mode=0o755)  # root's
+        out = subprocess.run(
+            [*as_image_user(), sys.executable, "-m", "dnnprof.cli", "worker", "--device", "cpu"],
+            cwd=ROOT,
+            env=base_env(DNNPROF_REDIS_URL="redis://127.0.0.1:1/0", DNNPROF_DATA_DIR=str(data)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert f"the data directory {data} is not writable" in out.stderr and f"{data}/spool" in out.stderr
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_spooled_outcomes_are_private_to_the_worker(tmp_path):
+    """docs/security.md: data kept for the worker is its own (folders 0700, files 0600)."""
+    from workers.jobs import SpooledEnd, spool
+
+    path = spool(tmp_path / "data", SpooledEnd(profile_id="p1", status="failed", error="x"))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700

@@ -18,7 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from dnnprof.config import Settings
 from dnnprof.contract import ACTIVE_STATUSES, TERMINAL_STATUSES, ProfileRecord, ProfileResult, Progress
-from dnnprof.process import PARENT_PID_ENV, run_dir
+from dnnprof.process import PARENT_PID_ENV, run_dir, spool_dir
 from dnnprof.store import ConflictError, ProfileStore, now, with_retries
 from workers.aggregate import assemble
 
@@ -49,10 +49,12 @@ def write_end(store: ProfileStore, outcome: SpooledEnd) -> str:
 
 
 def spool(data_dir: Path, outcome: SpooledEnd) -> Path:
-    path = data_dir / "spool" / f"{outcome.profile_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Keep an outcome on disk (0600, in a 0700 folder) until Redis takes it."""
+    path = spool_dir(data_dir) / f"{outcome.profile_id}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.encode(outcome))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msgspec.json.encode(outcome))
     tmp.replace(path)
     return path
 

@@ -47,15 +47,18 @@ class WorkerStartError(RuntimeError):
 
 
 def check_data_dir(data_dir: Path) -> None:
-    """Create the data directory if needed and write a file in it, as the worker will."""
-    uid = os.getuid()
+    """Create the data directory and the folders the worker writes (its run files; the spool, the
+    one place a measurement waits while Redis is away) and write a file in each, as it will."""
+    from dnnprof.process import run_dir, spool_dir
+
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-check-"):
-            pass
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in (data_dir, run_dir(data_dir), spool_dir(data_dir)):
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
     except OSError as exc:
         raise WorkerStartError(
-            f"the data directory {data_dir} is not writable by uid {uid} ({exc.strerror}: "
+            f"the data directory {data_dir} is not writable by uid {os.getuid()} ({exc.strerror}: "
             f"{exc.filename or data_dir}); set DNNPROF_DATA_DIR to a directory this user owns "
             "(the images use the volume /data)"
         ) from exc
