@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
@@ -24,7 +25,7 @@ from dnnprof.analysis import MB, BatchCell, ModelRow, best_published, memory_fit
 from dnnprof.contract import ModelInfo, PublishedResult
 from dnnprof.paper import PAPER_DEVICES, PAPER_MEMORY_FACTS, PAPER_MODELS, PAPER_SOURCE, paper_tag
 from dnnprof.published import DATA
-from dnnprof.targets import class_of
+from dnnprof.targets import class_of, is_target
 
 PAPER_CLASS = "paper"
 TABLE1 = DATA / "bianco2018_table1_latency_ms.csv"
@@ -116,6 +117,15 @@ def paper_rows(
                 )
             )
     return sorted(rows, key=lambda r: (r.target, r.model))
+
+
+def measured_target(measured: Sequence[ModelRow], device: str) -> str:
+    """The target a comparison is of: ``device`` itself when it is one; for a class, its target
+    with the most of the paper's models measured (the class itself where none is)."""
+    if is_target(device):
+        return device
+    counts = Counter(r.target for r in measured if r.paper_name and class_of(r.target) == device)
+    return max(sorted(counts), key=counts.__getitem__) if counts else device
 
 
 def nearest_paper_target(target: str) -> str:

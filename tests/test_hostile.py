@@ -240,3 +240,34 @@ def test_a_source_name_with_a_trailing_newline_is_refused(client):
     response = _csv(client, "abc%0A", b"model,top1\nresnet18,70\n")
     assert response.status_code == 422, response.text
     assert client.get("/v1/results/published", params={"source": "abc\n"}).json() == []
+
+
+@pytest.mark.parametrize("path", ["/static/%00", "/vendor/%00", "/static/a%00b.js"])
+def test_a_nul_byte_in_a_file_path_is_a_404_not_a_500(client, path):
+    response = client.get(path)
+    assert response.status_code == 404, response.text
+    assert "NUL" in response.json()["detail"]
+
+
+def test_the_report_page_says_what_it_may_load_and_who_may_frame_it(client):
+    """The report runs in the browser (tests/test_report.py loads it under this policy with no
+    console error): it may load only its own files and talk only to this API."""
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    policy = dict(
+        d.strip().split(" ", 1) for d in response.headers["content-security-policy"].split(";") if d.strip()
+    )
+    assert policy["frame-ancestors"] == "'none'" and policy["script-src"] == "'self'"
+    assert policy["object-src"] == "'none'" and policy["default-src"] == "'self'"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_openapi_document_is_served_as_yaml_too(client):
+    """The README lists /schema/openapi.yaml beside openapi.json: the same document."""
+    import yaml
+
+    as_yaml = client.get("/schema/openapi.yaml")
+    assert as_yaml.status_code == 200, as_yaml.text[:200]
+    assert as_yaml.headers["content-type"].startswith("application/vnd.oai.openapi")  # OpenAPI YAML
+    assert yaml.safe_load(as_yaml.text) == client.get("/schema/openapi.json").json()

@@ -170,6 +170,12 @@ def test_measured_profiles_beside_the_papers_over_http(client, service):
         side = client.get("/v1/analysis/paper", params={"device": GPU}).json()
         assert side["paper_target"] == "paper/titan-xp" and len(side["pairs"]) == 3
         assert side["rank_correlation"] == pytest.approx(1.0) and side["median_ratio"] == pytest.approx(0.5)
+        # A class, as every other analysis takes: its target with the most paper models measured.
+        by_class = client.get("/v1/analysis/paper", params={"device": "cuda"})
+        assert by_class.status_code == 200, by_class.text
+        assert by_class.json()["target"] == GPU and by_class.json()["pairs"] == side["pairs"]
+        against_tx1 = client.get("/v1/analysis/paper", params={"device": GPU, "paper": "paper/jetson-tx1"})
+        assert against_tx1.status_code == 200 and against_tx1.json()["paper_target"] == "paper/jetson-tx1"
         both = client.get("/v1/analysis/compare", params={"a": "paper/titan-xp", "b": GPU}).json()
         assert len(both) == 3 and all(c["b_over_a"] == pytest.approx(0.5) for c in both)
         history = {h["target"]: h for h in client.get("/v1/models/ResNet-34/history").json()}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,13 @@ def page(browser, service):
     )
     yield page
     page.close()
+
+
+def wait_in_page(page, expression: str, ceiling_s: float = 60.0) -> None:
+    """Wait until ``expression`` is true in the page. Playwright's wait_for_function evaluates its
+    predicate with eval inside the page, which the report's Content-Security-Policy (script-src
+    'self', as served) refuses; page.evaluate runs outside the page's policy."""
+    until(lambda: page.evaluate(expression), ceiling_s=ceiling_s, what=expression)
 
 
 SHOTS = Path(os.environ.get("DNNPROF_SCREENSHOTS") or tempfile.mkdtemp(prefix="dnnprof-shots-"))
@@ -142,7 +149,7 @@ def test_report_draws_the_papers_figures_tables_and_profiles_from_its_form(page,
     assert "/s)" in page.inner_text("#table1 tbody")
     page.fill("#t3-memory", "5000")
     page.dispatch_event("#t3-memory", "change")
-    page.wait_for_function("document.querySelector('#table3 tbody').innerText.includes('5000 MB')")
+    wait_in_page(page, "document.querySelector('#table3 tbody').innerText.includes('5000 MB')")
 
     # Compare a measured target with the paper's Titan Xp.
     target = client.get(f"/v1/profiles/{first['id']}").json()["result"]["fingerprint"]["device_target"]
@@ -153,8 +160,9 @@ def test_report_draws_the_papers_figures_tables_and_profiles_from_its_form(page,
 
     # The form says what is wrong as it is typed, and completes names from the catalogue.
     page.fill("#model", "mobilenet_v3_sm")
-    page.wait_for_function(
-        "[...document.querySelectorAll('#model-names option')].some(o => o.value === 'mobilenet_v3_small')"
+    wait_in_page(
+        page,
+        "[...document.querySelectorAll('#model-names option')].some(o => o.value === 'mobilenet_v3_small')",
     )
     page.fill("#model", "squeezenet1_1")
     page.fill("#batch-sizes", "0,abc")
@@ -163,9 +171,7 @@ def test_report_draws_the_papers_figures_tables_and_profiles_from_its_form(page,
     page.fill("#batch-sizes", "1,2")
     assert page.inner_text("#form-error") == "" and page.is_enabled("#profile-form button")
     page.click("#profile-form button")
-    page.wait_for_function(
-        "document.querySelector('#job-status').dataset.state === 'succeeded'", timeout=240_000
-    )
+    wait_in_page(page, "document.querySelector('#job-status').dataset.state === 'succeeded'", ceiling_s=600)
     page.wait_for_selector("#models tbody tr.new")
     assert page.get_attribute("#models tbody tr.new", "data-model") == "tv:squeezenet1_1"
 
@@ -189,7 +195,7 @@ def test_report_draws_the_papers_figures_tables_and_profiles_from_its_form(page,
     # An unknown model is refused with the suggestions (Chromium logs the API's 404, nothing else).
     page.fill("#model", "resnet19")
     page.click("#profile-form button")
-    page.wait_for_function("document.querySelector('#job-status').dataset.state === 'error'")
+    wait_in_page(page, "document.querySelector('#job-status').dataset.state === 'error'")
     assert "resnet18" in page.inner_text("#job-status")
     assert page.errors == ["Failed to load resource: the server responded with a status of 404 (Not Found)"]
     assert page.outside == []  # every asset from the service itself

@@ -13,11 +13,11 @@ from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
 from dnnprof import analysis, paper_devices
-from dnnprof.contract import TARGET_PATTERN, Precision
+from dnnprof.contract import Precision
 from dnnprof.targets import class_of
 from service.deps import Services
 from service.errors import error_responses
-from service.params import Selection, ViewDevice, ViewSide
+from service.params import DeviceSide, Selection, ViewDevice, ViewSide
 
 BatchQuery = Annotated[int, QueryParameter(ge=1, le=1024)]
 
@@ -291,26 +291,26 @@ class AnalysisController(Controller):
     @get(
         "/paper",
         summary="Measured figures beside the paper's: per-model time ratio, rank correlation, memory lines",
-        description="For each of the paper's models measured on `device` (a target), its per-image time "
-        "over the paper's Table 1 time on `paper` (default: the nearest of the paper's devices, the "
-        "Titan Xp for a CUDA GPU, the Jetson TX1 otherwise), the rank correlation of the two time "
-        "orderings, and the memory-vs-size line measured beside the paper's two (its text, Titan Xp).",
+        description="For each of the paper's models measured on `device` (a target, or a class: its "
+        "target with the most of the paper's models measured), its per-image time over the paper's "
+        "Table 1 time on `paper` (default: the nearest of the paper's devices, the Titan Xp for a CUDA "
+        "GPU, the Jetson TX1 otherwise), the rank correlation of the two time orderings, and the "
+        "memory-vs-size line measured beside the paper's two (its text, Titan Xp).",
         sync_to_thread=True,
         responses=error_responses(400),
     )
     def against_paper(
         self,
         services: NamedDependency[Services],
-        device: Annotated[
-            str, QueryParameter(pattern=TARGET_PATTERN, max_length=87, description="a measured device target")
-        ],
+        device: DeviceSide,
         paper: Annotated[Literal["paper/titan-xp", "paper/jetson-tx1"] | None, QueryParameter()] = None,
         batch_size: BatchQuery = 1,
         select: Selection = "best",
     ) -> paper_devices.PaperComparison:
         measured = load_rows(services, device, "fp32", select)
+        target = paper_devices.measured_target(measured, device)
         rows = paper_devices.paper_rows(services.catalogue_cache.get().entries, services.store.published())
-        return paper_devices.against_paper(measured, rows, device, batch_size, paper)
+        return paper_devices.against_paper(measured, rows, target, batch_size, paper)
 
 
 FIGURES = ("ball", "density", "throughput", "memory")
