@@ -2,8 +2,9 @@
 
 - API keys (``DNNPROF_API_KEYS``, comma-separated): when set, POST and DELETE need one, in
   ``X-API-Key`` or ``Authorization: Bearer``; reads stay open. Compared in constant time. An
-  address that fails ``DNNPROF_AUTH_FAILURES_PER_MINUTE`` times in a minute is answered 429 for
-  the rest of it (counted in Redis, so every API replica sees it), so keys cannot be guessed.
+  address that presents ``DNNPROF_AUTH_FAILURES_PER_MINUTE`` wrong keys in a minute has its
+  further wrong keys answered 429 for the rest of it (counted in Redis, so every API replica sees
+  it), so keys cannot be guessed; a valid key still passes, and a request with no key is not counted.
 - Rate limiting (``DNNPROF_RATE_LIMIT_PER_MINUTE``): per verified API key, else per client
   address, with Litestar's rate-limit middleware; a made-up key buys no bucket of its own. The
   client address is the peer's; ``X-Forwarded-For`` counts only from ``DNNPROF_TRUSTED_PROXIES``
@@ -42,26 +43,33 @@ def peer_address(connection: ASGIConnection) -> str:
 
 
 def api_key_guard(keys: frozenset[str], failures_per_minute: int = 10):
+    """Writes need a verified key. A valid key always passes: the failure limit throttles the
+    wrong guesses of an address, never its good requests (else anyone sharing an address, or
+    a proxy's, could lock every key out). A request that presents no key guesses nothing: it is
+    told what is needed and not counted."""
+
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         if not keys or connection.scope.get("method") not in WRITE_METHODS:
             return
-        store = connection.app.state.services.store
-        address = peer_address(connection)
-        if failures_per_minute > 0 and store.auth_failures(address) >= failures_per_minute:
-            raise TooManyRequestsException(
-                detail=f"too many failed authentications from {address}: {failures_per_minute} a minute "
-                "are allowed (DNNPROF_AUTH_FAILURES_PER_MINUTE); retry in a minute",
-                headers={"Retry-After": "60"},
-            )
         key = presented_key(connection)
-        if not verified(key, keys):
-            if failures_per_minute > 0:
-                store.count_auth_failure(address)
-            raise NotAuthorizedException(
-                "this service needs an API key to change things: send it as 'X-API-Key: <key>' "
-                "or 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": 'Bearer realm="dnnprof"'},
-            )
+        if verified(key, keys):
+            return
+        if key and failures_per_minute > 0:
+            store = connection.app.state.services.store
+            address = peer_address(connection)
+            if store.auth_failures(address) >= failures_per_minute:
+                raise TooManyRequestsException(
+                    detail=f"too many failed authentications from {address}: {failures_per_minute} "
+                    "wrong keys a minute are allowed (DNNPROF_AUTH_FAILURES_PER_MINUTE); retry in a "
+                    "minute (a valid key is not refused)",
+                    headers={"Retry-After": "60"},
+                )
+            store.count_auth_failure(address)
+        raise NotAuthorizedException(
+            "this service needs an API key to change things: send it as 'X-API-Key: <key>' "
+            "or 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": 'Bearer realm="dnnprof"'},
+        )
 
     return guard
 

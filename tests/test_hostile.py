@@ -190,12 +190,19 @@ def test_failed_authentications_are_limited_per_address(limited):
             for i in range(15)
         ]
         assert codes[:10] == [401] * 10 and codes[10:] == [429] * 5, codes
-        refused = client.post("/v1/profiles", json=body, headers={"X-API-Key": "alpha-key"})
-        assert refused.status_code == 429 and "authentication" in refused.json()["detail"].lower()
-    with from_address(limited, "127.0.0.5") as other:  # another address is not affected
-        accepted = other.post("/v1/profiles", json=body, headers={"X-API-Key": "alpha-key"})
-        assert accepted.status_code == 202
-        other.delete(f"/v1/profiles/{accepted.json()['id']}", headers={"X-API-Key": "alpha-key"})
+        assert "authentication" in client.post("/v1/profiles", json=body, headers={"X-API-Key": "x"}).text
+        # The guesses are throttled, not the address: its valid key still passes (issue 28: ten bad
+        # keys from a shared address, or a proxy's, had locked every key out for the minute).
+        accepted = client.post("/v1/profiles", json=body, headers={"X-API-Key": "alpha-key"})
+        assert accepted.status_code == 202, accepted.text
+        deleted = client.delete(f"/v1/profiles/{accepted.json()['id']}", headers={"X-API-Key": "alpha-key"})
+        assert deleted.status_code == 200, deleted.text  # the cancelled job
+    with from_address(limited, "127.0.0.5") as other:
+        # A write with no key guesses nothing: told what is needed, never counted towards the limit.
+        codes = [other.post("/v1/profiles", json=body).status_code for _ in range(15)]
+        assert codes == [401] * 15, codes
+        wrong = other.post("/v1/profiles", json=body, headers={"X-API-Key": "guess"})
+        assert wrong.status_code == 401  # its first wrong key
 
 
 def _csv(client, source: str, body: bytes) -> httpx.Response:
