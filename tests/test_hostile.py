@@ -278,3 +278,14 @@ def test_the_openapi_document_is_served_as_yaml_too(client):
     assert as_yaml.status_code == 200, as_yaml.text[:200]
     assert as_yaml.headers["content-type"].startswith("application/vnd.oai.openapi")  # OpenAPI YAML
     assert yaml.safe_load(as_yaml.text) == client.get("/schema/openapi.json").json()
+
+
+def test_a_target_no_worker_ever_served_is_a_404_naming_the_known_ones(client):
+    """`cpu/ghost-box` was accepted and waited for ever in a queue of its own."""
+    known = [d["target"] for d in client.get("/v1/devices").json() if d["target"].startswith("cpu/")]
+    before = queued_ids(client)
+    response = client.post("/v1/profiles", json={"model": "resnet18", "device": "cpu/ghost-box"})
+    assert response.status_code == 404, response.text
+    detail = response.json()["detail"]
+    assert "cpu/ghost-box" in detail and known and all(t in detail for t in known)
+    assert queued_ids(client) == before

@@ -68,6 +68,21 @@ def _pick_device(requested: str | None, live: dict[str, int]) -> str:
     return "cpu"
 
 
+def _known_target(store: ProfileStore, target: str, live_targets: dict[str, int]) -> str:
+    """A target a worker serves or once served: its jobs wait for it. One no worker ever
+    advertised would wait for ever in a queue of its own (a typo, a made-up name): a 404 naming
+    the targets of its class that are known."""
+    if target in live_targets or target in store.devices():
+        return target
+    known = sorted(t for t in {*store.devices(), *live_targets} if class_of(t) == class_of(target))
+    start = f"DNNPROF_DEVICE_TARGET={target} dnnprof worker --device {class_of(target)}"
+    raise NotFoundException(
+        f"no worker has ever served the device target {target!r}; known {class_of(target)} targets: "
+        f"{', '.join(known) or 'none'} (GET /v1/devices). Name one of them or the class "
+        f"{class_of(target)!r}, or start a worker there first ({start})"
+    )
+
+
 def _route_target(store: ProfileStore, device_class: str, live_targets: dict[str, int]) -> str | None:
     """For a request naming a class: the live target of that class with the fewest jobs waiting
     per worker (then the most workers, then by name), so its result is keyed to where it runs.
@@ -159,11 +174,10 @@ class ProfileController(Controller):
         live = store.live_device_classes()
         device = _pick_device(data.device, live)
         live_targets = store.live_targets()
-        target = (
-            data.device
-            if data.device and is_target(data.device)
-            else _route_target(store, device, live_targets)
-        )
+        if data.device and is_target(data.device):
+            target = _known_target(store, data.device, live_targets)
+        else:
+            target = _route_target(store, device, live_targets)
         if data.precision == "fp16" and device == "cpu":
             raise ValidationException(
                 detail="fp16 is not measured on a CPU",
