@@ -42,6 +42,7 @@ ERROR_MEANINGS = {
     422: "A field is invalid: each error names it and what it accepts",
     429: "Too many requests, or too many failed authentications, from this client",
     503: "The store (Redis) is unreachable, or no worker has published the catalogue yet",
+    507: "The store (Redis) is full (maxmemory) and refuses writes: nothing was changed",
 }
 
 
@@ -126,11 +127,26 @@ def store_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+def store_full(request: Request, exc: Exception) -> Response:
+    """Redis at its maxmemory refuses writes (OOM): a 507 that says so, not a 500."""
+    return Response(
+        {
+            "status_code": 507,
+            "detail": "The store (Redis) is full: it refuses writes at its maxmemory, so nothing was "
+            "changed. Free memory there or raise its maxmemory, then retry.",
+            "error": type(exc).__name__,
+        },
+        status_code=507,
+        headers={"Retry-After": "60"},
+    )
+
+
 EXCEPTION_HANDLERS = {
     ValidationException: validation_error,
     UnknownModelError: unknown_model,
     CatalogueNotReadyError: catalogue_not_ready,
     redis.exceptions.ConnectionError: store_unavailable,
     redis.exceptions.TimeoutError: store_unavailable,
+    redis.exceptions.OutOfMemoryError: store_full,
     OperationalError: store_unavailable,
 }

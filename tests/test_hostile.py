@@ -5,6 +5,8 @@ Real service, real HTTP on loopback; each rate-limit test speaks from its own lo
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 import pytest
 
@@ -289,3 +291,83 @@ def test_a_target_no_worker_ever_served_is_a_404_naming_the_known_ones(client):
     detail = response.json()["detail"]
     assert "cpu/ghost-box" in detail and known and all(t in detail for t in known)
     assert queued_ids(client) == before
+
+
+def test_a_full_redis_is_a_507_that_says_so_with_nothing_half_written(tmp_path):
+    """Redis at its maxmemory (noeviction) refuses writes with OOM: `POST /v1/profiles` was a 500
+    while its record stayed stored (a sweep later ran the job nobody was told of)."""
+    import subprocess
+
+    import redis as redis_py
+
+    from dnnprof.embedded import redis_server_binary
+    from tests.helpers import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    api = None
+    try:
+        raw = redis_py.Redis.from_url(url)
+        assert _wait_ping(raw), "redis-server did not start"
+        api = start_service(
+            tmp_path / "api", device="none", wait_for_worker=False, env={"DNNPROF_REDIS_URL": url}
+        )
+        import os
+        import sys
+
+        from tests.helpers import ROOT
+
+        subprocess.run(  # what a worker does at start (no worker here)
+            [sys.executable, "-m", "workers.catalogue"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DNNPROF_REDIS_URL": url},
+        )
+        # Full: maxmemory at what is used now plus a little, then filled past it.
+        used = int(raw.info("memory")["used_memory"])
+        raw.config_set("maxmemory", str(used + 2_000_000))
+        raw.config_set("maxmemory-policy", "noeviction")
+        with contextlib.suppress(redis_py.exceptions.OutOfMemoryError):
+            for i in range(100):
+                raw.set(f"ballast:{i}", b"x" * 100_000)
+        with pytest.raises(redis_py.exceptions.OutOfMemoryError):
+            raw.set("one-more", b"x" * 100_000)
+        with api.client() as client:
+            before = queued_ids(client)
+            response = client.post("/v1/profiles", json={"model": "resnet18", "device": "cpu"})
+            assert response.status_code == 507, response.text
+            assert "full" in response.json()["detail"] and "maxmemory" in response.json()["detail"]
+            assert queued_ids(client) == before  # nothing half-written
+            assert client.get("/healthz").status_code == 200
+    finally:
+        if api is not None:
+            api.stop()
+        server.kill()
+        server.wait()
+
+
+def _wait_ping(raw) -> bool:
+    import time
+
+    import redis as redis_py
+
+    for _ in range(100):
+        with contextlib.suppress(redis_py.exceptions.ConnectionError):
+            return bool(raw.ping())
+        time.sleep(0.1)
+    return False

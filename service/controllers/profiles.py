@@ -146,7 +146,7 @@ class ProfileController(Controller):
         "unless `force`. Unknown model: 404 with close matches; bad fields: 422 naming the field.",
         sync_to_thread=True,
         before_request=strict_json(ProfileRequest),
-        responses=error_responses(400, 401, 404, 413, 415, 422, 429, 503),
+        responses=error_responses(400, 401, 404, 413, 415, 422, 429, 503, 507),
     )
     def create(
         self, data: JSONBody[ProfileRequest], services: NamedDependency[Services]
