@@ -8,7 +8,7 @@ import re
 import redis
 from kombu.exceptions import OperationalError
 from litestar import MediaType, Request, Response
-from litestar.exceptions import ValidationException
+from litestar.exceptions import InternalServerException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
@@ -141,6 +141,21 @@ def store_full(request: Request, exc: Exception) -> Response:
     )
 
 
+#: What Litestar raises when the client goes away before its body is read (an InternalServerException).
+CLIENT_GONE = "client disconnected prematurely"
+
+
+def internal_error(request: Request, exc: InternalServerException) -> Response:
+    """A client that left mid-upload is no server error: answered (and counted in the request
+    metrics) as nginx's 499 "client closed request". Anything else stays a 500 without details."""
+    if exc.detail == CLIENT_GONE:
+        return Response(
+            {"status_code": 499, "detail": "the client closed the connection before its body was read"},
+            status_code=499,
+        )
+    return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
+
+
 EXCEPTION_HANDLERS = {
     ValidationException: validation_error,
     UnknownModelError: unknown_model,
@@ -148,5 +163,6 @@ EXCEPTION_HANDLERS = {
     redis.exceptions.ConnectionError: store_unavailable,
     redis.exceptions.TimeoutError: store_unavailable,
     redis.exceptions.OutOfMemoryError: store_full,
+    InternalServerException: internal_error,
     OperationalError: store_unavailable,
 }

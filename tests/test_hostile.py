@@ -371,3 +371,36 @@ def _wait_ping(raw) -> bool:
             return bool(raw.ping())
         time.sleep(0.1)
     return False
+
+
+def _http_requests(client, status: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(client.get("/metrics").text)
+        for s in f.samples
+        if s.name == "dnnprof_http_requests_total" and s.labels.get("status_code") == status
+    )
+
+
+def test_a_client_that_leaves_mid_upload_is_not_counted_as_a_server_error(client, service):
+    """Aborted uploads were counted as 500s in the request metrics (405 in one run)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    before_500 = _http_requests(client, "500")
+    before_499 = _http_requests(client, "499")
+    address = urlsplit(service.base_url)
+    for _ in range(3):
+        with socket.create_connection((address.hostname, address.port)) as raw:
+            raw.sendall(
+                b"POST /v1/results/published/aborted HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                b"Content-Length: 100000\r\n\r\nmodel,top1\nresnet18,70\n"
+            )
+    deadline = time.monotonic() + 60
+    while _http_requests(client, "499") < before_499 + 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _http_requests(client, "499") == before_499 + 3
+    assert _http_requests(client, "500") == before_500
