@@ -140,3 +140,39 @@ def wait_for(
             return body
         time.sleep(0.3)
     raise AssertionError(f"profile {profile_id} still {body.get('status')} after {timeout}s: {body}")
+
+
+def throwaway_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """A Redis of its own for one test (no persistence), on a free loopback port, answering when
+    this returns: (the server, its URL). Stop it with ``os.killpg(server.pid, SIGKILL)``."""
+    import redis
+
+    from dnnprof.embedded import redis_server_binary
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_timeout=2)
+
+    def answers() -> bool:
+        assert server.poll() is None, f"redis-server exited ({server.returncode})"
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            return bool(client.ping())
+        return False
+
+    until(answers, ceiling_s=60, what="redis-server answering")
+    return server, url

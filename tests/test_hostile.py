@@ -5,12 +5,10 @@ Real service, real HTTP on loopback; each rate-limit test speaks from its own lo
 
 from __future__ import annotations
 
-import contextlib
-
 import httpx
 import pytest
 
-from tests.helpers import start_service
+from tests.helpers import start_service, throwaway_redis
 
 pytestmark = pytest.mark.slow
 
@@ -300,29 +298,10 @@ def test_a_full_redis_is_a_507_that_says_so_with_nothing_half_written(tmp_path):
 
     import redis as redis_py
 
-    from dnnprof.embedded import redis_server_binary
-    from tests.helpers import free_port
-
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+    server, url = throwaway_redis(tmp_path)
     api = None
     try:
         raw = redis_py.Redis.from_url(url)
-        assert _wait_ping(raw), "redis-server did not start"
         api = start_service(
             tmp_path / "api", device="none", wait_for_worker=False, env={"DNNPROF_REDIS_URL": url}
         )
@@ -338,15 +317,11 @@ def test_a_full_redis_is_a_507_that_says_so_with_nothing_half_written(tmp_path):
             capture_output=True,
             env={**os.environ, "DNNPROF_REDIS_URL": url},
         )
-        # Full: maxmemory at what is used now plus a little, then filled past it.
-        used = int(raw.info("memory")["used_memory"])
-        raw.config_set("maxmemory", str(used + 2_000_000))
+        # Full: a maxmemory below what is used now (noeviction), so Redis refuses every write.
         raw.config_set("maxmemory-policy", "noeviction")
-        with contextlib.suppress(redis_py.exceptions.OutOfMemoryError):
-            for i in range(100):
-                raw.set(f"ballast:{i}", b"x" * 100_000)
+        raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) // 2))
         with pytest.raises(redis_py.exceptions.OutOfMemoryError):
-            raw.set("one-more", b"x" * 100_000)
+            raw.set("one-more", b"x")
         with api.client() as client:
             before = queued_ids(client)
             response = client.post("/v1/profiles", json={"model": "resnet18", "device": "cpu"})
@@ -359,18 +334,6 @@ def test_a_full_redis_is_a_507_that_says_so_with_nothing_half_written(tmp_path):
             api.stop()
         server.kill()
         server.wait()
-
-
-def _wait_ping(raw) -> bool:
-    import time
-
-    import redis as redis_py
-
-    for _ in range(100):
-        with contextlib.suppress(redis_py.exceptions.ConnectionError):
-            return bool(raw.ping())
-        time.sleep(0.1)
-    return False
 
 
 def _http_requests(client, status: str) -> float:

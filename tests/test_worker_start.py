@@ -18,9 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dnnprof.embedded import redis_server_binary
 from dnnprof.store import ProfileStore
-from tests.helpers import ROOT, free_port, until, wait_for
+from tests.helpers import ROOT, free_port, throwaway_redis, until, wait_for
 
 #: The images' user (Dockerfile, Dockerfile.l4t: useradd --uid 10001 --no-create-home).
 IMAGE_UID = 10001
@@ -115,23 +114,8 @@ def test_worker_as_pid_1_and_the_image_user_without_a_home_measures_a_job(tmp_pa
     """As in a container: the worker is PID 1, runs as uid 10001 whose HOME does not exist, its
     data directory a volume it owns, its device from DNNPROF_WORKER_DEVICE (no --device, as the
     image's CMD); the API as the same user with the same HOME. A job is measured end to end."""
-    port, api_port = free_port(), free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    redis = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    api_port = free_port()
+    redis, url = throwaway_redis(tmp_path)
     worker_data, api_data = owned_dir(), owned_dir()
     env = base_env(DNNPROF_REDIS_URL=url, DNNPROF_RATE_LIMIT_PER_MINUTE="0")
     worker = start(
@@ -250,25 +234,10 @@ def test_a_worker_whose_pool_cannot_start_exits_non_zero(tmp_path):
         "from celery import signals\n"
         "signals.worker_process_init.connect(lambda **_: os._exit(1), weak=False)\n"
     )
-    port = free_port()
-    redis = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    redis, url = throwaway_redis(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
     env.update(
-        DNNPROF_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        DNNPROF_REDIS_URL=url,
         DNNPROF_DATA_DIR=str(tmp_path / "data"),
         DNNPROF_WORKER_METRICS_PORT="0",
         PYTHONPATH=str(tmp_path / "inject"),
