@@ -399,18 +399,23 @@ def test_worker_serves_its_own_device_metrics(service):
 
 
 def test_analysis_endpoints_and_exports_over_real_profiles(client):
+    # A model no other test of the session profiles: with select=best another test's clean
+    # batch-size-1 profile of the same model could count over this one (noisy on a busy host).
+    from torchvision.models import ShuffleNet_V2_X1_0_Weights
+
+    top1 = ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1.meta["_metrics"]["ImageNet-1K"]["acc@1"]
     job = client.post(
-        "/v1/profiles", json={"model": "squeezenet1_0", "batch_sizes": [1, 2], "runs": 2, "repeats": 1}
+        "/v1/profiles", json={"model": "shufflenet_v2_x1_0", "batch_sizes": [1, 2], "runs": 2, "repeats": 1}
     ).json()
     assert wait_for(client, job["id"])["status"] == "succeeded"
     table1 = client.get("/v1/analysis/table1", params={"device": "cpu"}).json()
-    row = next(r for r in table1 if r["model"] == "tv:squeezenet1_0")
+    row = next(r for r in table1 if r["model"] == "tv:shufflenet_v2_x1_0")
     assert set(row["ms_per_image"]) >= {"1", "2"} and row["images_per_s"]["1"] > 0
     table2 = client.get("/v1/analysis/table2", params={"device": "cpu"}).json()
-    assert next(r for r in table2 if r["model"] == "tv:squeezenet1_0")["memory_mb"]["1"] > 1
+    assert next(r for r in table2 if r["model"] == "tv:shufflenet_v2_x1_0")["memory_mb"]["1"] > 1
     models = client.get("/v1/analysis/models").json()
-    sq = next(r for r in models if r["model"] == "tv:squeezenet1_0")
-    assert sq["accuracy_source"] == "tv-metadata" and sq["top1"] == pytest.approx(58.092)
+    shufflenet = next(r for r in models if r["model"] == "tv:shufflenet_v2_x1_0")
+    assert shufflenet["accuracy_source"] == "tv-metadata" and shufflenet["top1"] == pytest.approx(top1)
     t3 = client.get(
         "/v1/analysis/table3", params={"device": "cpu", "max_memory_mb": [100000], "min_fps": [0.01]}
     )
@@ -432,7 +437,7 @@ def test_analysis_endpoints_and_exports_over_real_profiles(client):
         )
     throughput = client.get("/v1/analysis/throughput", params={"device": "cpu", "batch_size": 2}).json()[0]
     points = {p["model"]: p["images_per_s"] for p in throughput["points"]}
-    for model in ("tv:squeezenet1_0", "tv:mobilenet_v3_small"):
+    for model in ("tv:shufflenet_v2_x1_0", "tv:mobilenet_v3_small"):
         cell = next(b for b in stored[model]["batches"] if b["batch_size"] == 2)
         assert points[model] == pytest.approx(cell["latency"]["images_per_s"])
     expected_frontier = sorted(
