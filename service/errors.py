@@ -35,7 +35,7 @@ class ErrorBody(Struct, kw_only=True):
 ERROR_MEANINGS = {
     400: "Malformed body: not UTF-8, not JSON, nested too deep, or empty",
     401: "An API key is needed (X-API-Key or Authorization: Bearer)",
-    403: "Read-only: a table shipped with dnnprof, or a target published from the paper",
+    403: "Read-only: a published table shipped with dnnprof",
     404: "No such model (with close matches) or profile",
     413: "The body is larger than this endpoint takes",
     415: "The body's Content-Type is not the one this endpoint takes",

@@ -46,13 +46,7 @@ class Service:
 
     def publish_catalogue(self) -> None:
         """What a worker does when it starts, for a service started with no worker."""
-        subprocess.run(
-            [sys.executable, "-m", "workers.catalogue"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            env={**os.environ, "DNNPROF_REDIS_URL": self.redis_url()},
-        )
+        publish_catalogue(self.redis_url())
 
     def stop(self) -> None:
         """Ctrl-C, as a user stops it; everything it started must go with it."""
@@ -64,6 +58,17 @@ class Service:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def publish_catalogue(redis_url: str) -> None:
+    """Publish the model catalogue into the Redis at ``redis_url``, as a worker does at start."""
+    subprocess.run(
+        [sys.executable, "-m", "workers.catalogue"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DNNPROF_REDIS_URL": redis_url},
+    )
 
 
 def start_service(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.helpers import start_service, throwaway_redis
+from tests.helpers import publish_catalogue, start_service, throwaway_redis, until
 
 pytestmark = pytest.mark.slow
 
@@ -294,8 +294,6 @@ def test_a_target_no_worker_ever_served_is_a_404_naming_the_known_ones(client):
 def test_a_full_redis_is_a_507_that_says_so_with_nothing_half_written(tmp_path):
     """Redis at its maxmemory (noeviction) refuses writes with OOM: `POST /v1/profiles` was a 500
     while its record stayed stored (a sweep later ran the job nobody was told of)."""
-    import subprocess
-
     import redis as redis_py
 
     server, url = throwaway_redis(tmp_path)
@@ -305,18 +303,7 @@ def test_a_full_redis_is_a_507_that_says_so_with_nothing_half_written(tmp_path):
         api = start_service(
             tmp_path / "api", device="none", wait_for_worker=False, env={"DNNPROF_REDIS_URL": url}
         )
-        import os
-        import sys
-
-        from tests.helpers import ROOT
-
-        subprocess.run(  # what a worker does at start (no worker here)
-            [sys.executable, "-m", "workers.catalogue"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            env={**os.environ, "DNNPROF_REDIS_URL": url},
-        )
+        publish_catalogue(url)  # what a worker does at start (no worker here)
         # Full: a maxmemory below what is used now (noeviction), so Redis refuses every write.
         raw.config_set("maxmemory-policy", "noeviction")
         raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) // 2))
@@ -350,7 +337,6 @@ def _http_requests(client, status: str) -> float:
 def test_a_client_that_leaves_mid_upload_is_not_counted_as_a_server_error(client, service):
     """Aborted uploads were counted as 500s in the request metrics (405 in one run)."""
     import socket
-    import time
     from urllib.parse import urlsplit
 
     before_500 = _http_requests(client, "500")
@@ -362,8 +348,6 @@ def test_a_client_that_leaves_mid_upload_is_not_counted_as_a_server_error(client
                 b"POST /v1/results/published/aborted HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
                 b"Content-Length: 100000\r\n\r\nmodel,top1\nresnet18,70\n"
             )
-    deadline = time.monotonic() + 60
-    while _http_requests(client, "499") < before_499 + 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    until(lambda: _http_requests(client, "499") >= before_499 + 3, what="the three aborted uploads counted")
     assert _http_requests(client, "499") == before_499 + 3
     assert _http_requests(client, "500") == before_500

@@ -72,9 +72,10 @@ def _known_target(store: ProfileStore, target: str, live_targets: dict[str, int]
     """A target a worker serves or once served: its jobs wait for it. One no worker ever
     advertised would wait for ever in a queue of its own (a typo, a made-up name): a 404 naming
     the targets of its class that are known."""
-    if target in live_targets or target in store.devices():
+    seen = store.devices()
+    if target in live_targets or target in seen:
         return target
-    known = sorted(t for t in {*store.devices(), *live_targets} if class_of(t) == class_of(target))
+    known = sorted(t for t in {*seen, *live_targets} if class_of(t) == class_of(target))
     start = f"DNNPROF_DEVICE_TARGET={target} dnnprof worker --device {class_of(target)}"
     raise NotFoundException(
         f"no worker has ever served the device target {target!r}; known {class_of(target)} targets: "

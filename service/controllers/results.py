@@ -25,7 +25,7 @@ MAX_CSV_BYTES = 8 * 1024 * 1024
 SOURCE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"  # whole name (fullmatch: no trailing newline)
 
 
-def writable_source(source: str) -> str:
+def writable_source(source: str) -> None:
     """A source name an API client may import into or delete: well formed, and not one of the
     tables shipped with dnnprof (anyone who may POST could otherwise replace the paper's figures)."""
     if not re.fullmatch(SOURCE_PATTERN, source):
@@ -36,7 +36,6 @@ def writable_source(source: str) -> str:
             f"{source!r} is a table shipped with dnnprof ({shipped}): read-only here, renewed only by "
             "`python -m dnnprof.published --refresh` or a new release; import under another source name"
         )
-    return source
 
 
 class ImportSummary(Struct, kw_only=True):
