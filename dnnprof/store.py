@@ -11,7 +11,6 @@ Keys (all under ``dnnprof:``):
                         ``static:<p>``, ``cell:<p>:<batch size>``, ``end:<p>`` (see contract.py)
 - ``flops:v<n>:<model>:<input size>``  the model's :class:`FlopCount`, counted once
 - ``worker:<class>:<hostname>``  JSON :class:`WorkerInfo`, expiring unless renewed
-- ``busy:<hostname>``   the id of the job that worker is measuring, expiring unless renewed
 - ``authfail:<address>``  failed authentications of one client address in the current minute
 - ``stats:jobs``        hash "<status>:count" / "<status>:seconds" of ended jobs
 - ``catalogue``         hash name -> JSON :class:`ModelInfo`; ``catalogue:version`` its version
@@ -29,6 +28,8 @@ from typing import Any
 import msgspec
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from dnnprof import indexes
 from dnnprof.analysis import quality
@@ -101,8 +102,7 @@ class ProfileStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> ProfileStore:
-        if url.startswith("redis+socket://"):
-            url = "unix://" + url[len("redis+socket://") :]
+        url = redis_py_url(url)
         kwargs.setdefault("socket_timeout", 10)
         kwargs.setdefault("socket_connect_timeout", 5)
         kwargs.setdefault("health_check_interval", 15)
@@ -115,16 +115,27 @@ class ProfileStore:
         """PING on a connection of its own with a short timeout, for health checks that must answer
         quickly when the server hangs (the store's own connections wait socket_timeout)."""
         if getattr(self, "_probe", None) is None:
-            pool = self.redis.connection_pool
-            kwargs = {
-                **pool.connection_kwargs,
-                "socket_timeout": timeout_s,
-                "socket_connect_timeout": timeout_s,
-            }
-            self._probe = redis.Redis(
+            self._probe = self.with_timeout(timeout_s).redis
+        return bool(self._probe.ping())
+
+    def with_timeout(self, timeout_s: float) -> ProfileStore:
+        """The same store on connections of their own that give up after ``timeout_s``: for loops
+        that must keep their own time while Redis hangs (a paused server never answers)."""
+        pool = self.redis.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+        kwargs["retry"] = Retry(NoBackoff(), 0)  # redis-py retries a timeout 10 times by default
+        return ProfileStore(
+            redis.Redis(
                 connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
             )
-        return bool(self._probe.ping())
+        )
+
+    def drop_process_parts(self, profile_id: str, process: int) -> None:
+        """Forget what one measuring process stored (it is measured again from its start)."""
+        key = f"{PREFIX}parts:{profile_id}"
+        mine = [f for f in self.redis.hkeys(key) if f.decode().split(":")[1] == str(process)]
+        if mine:
+            self.redis.hdel(key, *mine)
 
     # -- profile records ---------------------------------------------------------------------
 
@@ -521,21 +532,6 @@ class ProfileStore:
         raw = self.redis.get(f"{PREFIX}counts:{qualified}")
         return msgspec.json.decode(raw, type=ModelCounts) if raw is not None else None
 
-    def mark_busy(self, hostname: str, profile_id: str, ttl_s: int) -> None:
-        self.redis.set(f"{PREFIX}busy:{hostname}", profile_id, ex=ttl_s)
-
-    def busy_with(self, hostname: str) -> str | None:
-        raw = self.redis.get(f"{PREFIX}busy:{hostname}")
-        return raw.decode() if raw is not None else None
-
-    def clear_busy(self, hostname: str, profile_id: str) -> None:
-        self.redis.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-            1,
-            f"{PREFIX}busy:{hostname}",
-            profile_id,
-        )
-
     # -- the broker's messages (kombu's Redis layout), for what no job refers to any more ----------
 
     def queued_task_ids(self, queue: str) -> list[str]:
@@ -782,9 +778,7 @@ class AsyncRecordReader:
     store's)."""
 
     def __init__(self, url: str) -> None:
-        if url.startswith("redis+socket://"):
-            url = "unix://" + url[len("redis+socket://") :]
-        self.url = url
+        self.url = redis_py_url(url)
         self._client: redis.asyncio.Redis | None = None
 
     async def get(self, profile_id: str) -> ProfileRecord | None:
@@ -799,6 +793,11 @@ class AsyncRecordReader:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def redis_py_url(url: str) -> str:
+    """Celery/kombu spell a Unix-socket Redis ``redis+socket://``; redis-py spells it ``unix://``."""
+    return "unix://" + url[len("redis+socket://") :] if url.startswith("redis+socket://") else url
 
 
 def now() -> float:

@@ -9,14 +9,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
 from dnnprof.process import pid_alive
-from tests.helpers import ROOT, free_port, start_service, wait_for
+from tests.helpers import ROOT, free_port, start_service, until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -190,13 +192,14 @@ def wait_redis(url: str, up: bool = True, timeout: float = 20) -> None:
     raise AssertionError(f"redis at {url} not {'up' if up else 'down'}")
 
 
-def start_worker(env: dict) -> subprocess.Popen:
+def start_worker(env: dict, log_path=None) -> subprocess.Popen:
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(
         [sys.executable, "-m", "dnnprof.cli", "worker", "--device", "cpu"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -278,6 +281,111 @@ def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_j
         server.terminate()
         server.wait(timeout=20)
     assert not any(pid_alive(w.pid) for w in workers)
+
+
+def measuring_processes(sessions: set[int]) -> list[str]:
+    """The profile ids the measuring processes (``workers.runner``) of these sessions measure."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            session = int((proc / "stat").read_text().rpartition(")")[2].split()[3])
+        except (OSError, ValueError, IndexError):
+            continue  # ended while we looked
+        if session in sessions and b"workers.runner" in args:
+            found.append(args[args.index(b"workers.runner") + 1].decode())
+    return found
+
+
+class RunnerWatch(threading.Thread):
+    """Samples the measuring processes of the workers every 50 ms: the most seen at once."""
+
+    def __init__(self, sessions: set[int]) -> None:
+        super().__init__(daemon=True)
+        self.sessions, self.most, self.seen, self.stopped = sessions, 0, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.05):
+            now = measuring_processes(self.sessions)
+            if len(now) > self.most:
+                self.most, self.seen = len(now), now
+
+
+def test_a_redis_pause_past_the_device_lease_never_measures_the_device_twice(tmp_path):
+    """Issue 28 (1): a pause longer than the lease and the heartbeat let the lease and the busy
+    key expire; the sweep then requeued a job still measuring and the second worker measured it
+    (or the next job) beside it, on the same CPU. One device, one measuring process, always."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = start_redis(tmp_path, port)
+    wait_redis(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    # Heartbeat 2 s: the device lease lasts 10 s and a worker's presence 6 s; the pause is 25 s.
+    env.update({"DNNPROF_REDIS_URL": url, "DNNPROF_HEARTBEAT_S": "2", "DNNPROF_WORKER_METRICS_PORT": "0"})
+    env["DNNPROF_RATE_LIMIT_PER_MINUTE"] = "0"
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    workers = [
+        start_worker({**env, "DNNPROF_DATA_DIR": str(tmp_path / f"w{i}")}, log) for i, log in enumerate(logs)
+    ]
+    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
+    watch = RunnerWatch({w.pid for w in workers})
+    try:
+        with api.client() as client:
+            until(
+                lambda: client.get("/readyz").json().get("workers", {}).get("cpu", 0) == 2, what="two workers"
+            )
+            body = {"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 40, "repeats": 2}
+            jobs = [
+                client.post("/v1/profiles", json={**body, "model": m}).json()
+                for m in ("resnet18", "mobilenet_v2")
+            ]
+            watch.start()
+            first = until(
+                lambda: next(
+                    (
+                        j
+                        for j in jobs
+                        if (
+                            (client.get(f"/v1/profiles/{j['id']}").json()["progress"] or {}).get(
+                                "batches_done"
+                            )
+                            or 0
+                        )
+                        >= 1
+                    ),
+                    None,
+                ),
+                what="a job with one batch measured",
+            )
+            assert measuring_processes(watch.sessions) == [first["id"]]
+            os.kill(server.pid, signal.SIGSTOP)
+            time.sleep(25)
+            os.kill(server.pid, signal.SIGCONT)
+            # While a measuring process runs for a job, its record says so.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for profile_id in measuring_processes(watch.sessions):
+                    record = client.get(f"/v1/profiles/{profile_id}").json()
+                    still = measuring_processes(watch.sessions)
+                    if profile_id in still:
+                        assert record["status"] == "running", record
+                time.sleep(0.5)
+            done = [wait_for(client, j["id"], timeout=900) for j in jobs]
+            assert [d["status"] for d in done] == ["succeeded", "succeeded"], [d["error"] for d in done]
+            assert watch.most == 1, f"measured at once on one device: {watch.seen}"
+            spans = sorted((d["started_at"], d["finished_at"]) for d in done)
+            assert spans[1][0] >= spans[0][1], f"two measurements overlapped on one device: {spans}"
+    finally:
+        watch.stopped.set()
+        api.stop()
+        for w in workers:
+            stop(w)
+        server.terminate()
+        server.wait(timeout=20)
+    lease_lines = sum(log.read_text(errors="replace").count("device lease") for log in logs)
+    assert lease_lines <= 10, f"{lease_lines} log lines about the device lease"
 
 
 def test_metrics_say_when_the_store_is_down(tmp_path):

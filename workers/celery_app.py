@@ -16,11 +16,12 @@ import sys
 import threading
 import time
 
+import redis
 from celery import signals
 
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES, TERMINAL_STATUSES, WorkerInfo
-from dnnprof.process import die_with_parent, remove_dead_owners, run_dir
+from dnnprof.process import die_with_parent, remove_dead_owners, run_dir, spool_dir
 from dnnprof.queue import PROFILE_TASK, make_celery, queue_for, route_of, send_profile
 from dnnprof.store import ProfileStore
 from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
@@ -91,8 +92,23 @@ def profile(self, profile_id: str) -> str:
     )
     try:
         return job.run(profile_id)
-    except DeviceBusyError as exc:
+    except (DeviceBusyError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # The device is taken, or Redis did not answer before the job was claimed: later.
         raise self.retry(countdown=5, exc=exc) from exc
+
+
+def active_task_ids() -> set[str]:
+    """The tasks this worker's pool runs now (Celery's own state, kept in this process)."""
+    from celery.worker import state
+
+    for _ in range(3):
+        with contextlib.suppress(RuntimeError):  # the pool changed the set while we read it
+            return {request.id for request in list(state.active_requests)}
+    return set()
+
+
+def spooled(profile_id: str) -> bool:
+    return (spool_dir(settings.data_dir) / f"{profile_id}.json").exists()
 
 
 class Heartbeat(threading.Thread):
@@ -112,6 +128,8 @@ class Heartbeat(threading.Thread):
             started_at=started,
             seen_at=started,
         )
+        #: When this worker first saw another one missing from the registry (see workers_gone).
+        self.missing_since: dict[str, float] = {}
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -127,29 +145,34 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(settings.heartbeat_s)
 
     def sweep(self) -> None:
-        """Nothing stays ``running`` for ever. A job whose worker stopped beating (killed, machine
-        gone), or whose worker beats but is not busy with it (its outcome was lost while Redis was
-        away), goes back to its queue, or fails once it has used its attempts; one of ours past the
-        hard time limit fails (its pool process was killed)."""
-        alive = {w.hostname for w in store().workers()}
+        """Nothing stays ``running`` for ever, and nothing is requeued while it is measured. A job
+        of this worker that none of its pool processes runs (the process died, its outcome was
+        lost) goes back to its queue, as does one whose worker has been seen gone for three
+        heartbeats in a row (killed, machine gone), or fails once it has used its attempts; one
+        of ours past the hard time limit fails (its pool process was killed). Whether a job runs
+        is asked of Celery in this process, never read from keys that expire in Redis: a Redis
+        pause lets every such key lapse at once while the jobs go on measuring."""
+        running = store().list(status="running", limit=1000)
+        gone = self.workers_gone({w.hostname for w in store().workers()}, {r.worker for r in running})
         orphan_after = time.time() - 3 * settings.heartbeat_s
         overdue_after = time.time() - settings.time_limit_s - 60
         job = ProfileJob(store(), settings, DEVICE_CLASS, self.info.hostname, "", target=DEVICE_TARGET)
-        for rec in store().list(status="running", limit=1000):
+        active = active_task_ids()
+        for rec in running:
             started = rec.started_at or rec.created_at
-            if rec.worker == self.info.hostname and started < overdue_after:
-                job._end(
-                    rec.id, "failed", error=f"killed at the hard time limit of {settings.time_limit_s} s"
-                )
-                continue
-            if started >= orphan_after:
-                continue  # just claimed: its worker may not have marked itself busy yet
-            if rec.worker not in alive:
+            if rec.worker == self.info.hostname:
+                if started < overdue_after:
+                    job._end(
+                        rec.id, "failed", error=f"killed at the hard time limit of {settings.time_limit_s} s"
+                    )
+                    continue
+                if started >= orphan_after or rec.id in active or spooled(rec.id):
+                    continue  # just claimed, measuring, or its outcome waits for Redis
+                why = "none of its worker's processes runs it (its outcome was lost)"
+            elif rec.worker in gone:
                 why = f"its worker {rec.worker} stopped beating"
-            elif store().busy_with(rec.worker or "") != rec.id:
-                why = f"its worker {rec.worker} is alive but not measuring it"
             else:
-                continue
+                continue  # its own worker looks after it
             if rec.attempts >= settings.max_attempts:
                 job._end(
                     rec.id,
@@ -160,6 +183,16 @@ class Heartbeat(threading.Thread):
                 store().purge_unacked(rec.id)  # the lost delivery: it would come back in an hour
                 send_profile(app, rec)
                 log.warning("requeued %s: %s", rec.id, why)
+
+    def workers_gone(self, alive: set[str], named: set[str | None]) -> set[str]:
+        """Workers missing from the registry at every sweep of the last three heartbeats, as this
+        worker saw it: one missing now may only have lost its entry to a Redis pause."""
+        now_s = time.monotonic()
+        for hostname in alive:
+            self.missing_since.pop(hostname, None)
+        for hostname in named - alive - {None, self.info.hostname}:
+            self.missing_since.setdefault(hostname, now_s)  # type: ignore[arg-type]
+        return {h for h, since in self.missing_since.items() if now_s - since >= 3 * settings.heartbeat_s}
 
     def resend_lost_messages(self) -> None:
         """A job queued for a while whose message is neither waiting nor freshly delivered is sent

@@ -21,6 +21,7 @@ from dnnprof.contract import ACTIVE_STATUSES, TERMINAL_STATUSES, ProfileRecord, 
 from dnnprof.process import PARENT_PID_ENV, run_dir, spool_dir
 from dnnprof.store import ConflictError, ProfileStore, now, with_retries
 from workers.aggregate import assemble
+from workers.lease import DeviceLease, LeaseInDoubt
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class ProfileJob:
         self.device_class = device_class
         self.hostname = hostname
         self.lock_name = lock_name
+        self.lease: DeviceLease | None = None  # held while the job runs
 
     def run(self, profile_id: str) -> str:
         record = self.store.get(profile_id)
@@ -117,19 +119,15 @@ class ProfileJob:
         if self.store.cancel_requested(profile_id):
             return self._end(profile_id, "cancelled", error="cancelled before it started")
 
-        # A lease, not a lock for the whole job: renewed while the job runs, it lapses within
-        # lease_s of a worker's death, so the device is not blocked for the length of a time limit.
-        lock = self.store.redis.lock(
-            f"dnnprof:lock:{self.lock_name}", timeout=self.lease_s, blocking_timeout=1
-        )
-        if not lock.acquire():
+        lease = DeviceLease(self.store, self.lock_name, self.lease_s)
+        if not lease.acquire():
             raise DeviceBusyError(self.lock_name)
-        self._lock = lock
+        self.lease = lease
         try:
             return self._run_locked(profile_id)
         finally:
-            with contextlib.suppress(redis.exceptions.LockError, redis.exceptions.RedisError):
-                lock.release()
+            lease.release()
+            self.lease = None
 
     def _run_locked(self, profile_id: str) -> str:
         def claim(rec: ProfileRecord) -> ProfileRecord:
@@ -150,15 +148,7 @@ class ProfileJob:
             record = self.store.update(profile_id, claim, allowed_from=("queued",))
         except (ConflictError, KeyError):
             return "skipped"
-        # What this worker measures, for the sweep: a record 'running' on a live worker that is
-        # not busy with it (its outcome was lost) goes back to its queue.
-        self.store.mark_busy(self.hostname, profile_id, self.lease_s)
-        self._busy_with = profile_id
-        try:
-            return self._claimed(profile_id, record)
-        finally:
-            with contextlib.suppress(redis.exceptions.RedisError):
-                self.store.clear_busy(self.hostname, profile_id)
+        return self._claimed(profile_id, record)
 
     def _claimed(self, profile_id: str, record: ProfileRecord) -> str:
         if record.attempts > self.settings.max_attempts:
@@ -182,7 +172,7 @@ class ProfileJob:
             if process in parts.ends:
                 continue  # measured to its end on an earlier delivery
             try:
-                status, error, outcome = self._measure_in_child(profile_id, process)
+                status, error, outcome = self._measure_holding_the_device(profile_id, process)
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 status, error, outcome = (
                     "failed",
@@ -217,14 +207,41 @@ class ProfileJob:
             self.store.drop_parts(profile_id)
         return ended
 
-    def requeue(self, profile_id: str, *, from_worker: str | None) -> bool:
-        """Put a running job whose worker vanished back to ``queued`` (True if this call did)."""
+    def _measure_holding_the_device(self, profile_id: str, process: int):
+        """One measuring process, run again when it was stopped for a lease in doubt and the
+        lease came back (nobody measured meanwhile: the cells it stored before still count)."""
+        while True:
+            try:
+                return self._measure_in_child(profile_id, process)
+            except LeaseInDoubt as exc:
+                log.warning("stopped measuring %s (process %d): %s", profile_id, process, exc)
+                if not self._regain_lease(profile_id, process):
+                    raise DeviceBusyError(self.lock_name) from exc  # Celery retries it later
+
+    def _regain_lease(self, profile_id: str, process: int) -> bool:
+        """True when this job holds the device again; else the job is back in its queue (its
+        record says so) and what the stopped process stored in doubt is forgotten."""
+        assert self.lease is not None
+        with contextlib.suppress(redis.exceptions.RedisError):
+            if self.lease.regain(until_s=self.settings.store_retry_s):
+                return True
+            # Another job took the device: the lease lapsed unseen, so what this process
+            # stored since may have been measured beside it.
+            self.store.drop_process_parts(profile_id, process)
+            self.requeue(profile_id, from_worker=self.hostname, lost_worker=False)
+        return False  # Redis never came back: the heartbeat's sweep requeues the record
+
+    def requeue(self, profile_id: str, *, from_worker: str | None, lost_worker: bool = True) -> bool:
+        """Put a running job back to ``queued`` (True if this call did): its worker vanished
+        (the attempt counts), or it handed the device over (``lost_worker=False``: it does not)."""
 
         def change(rec: ProfileRecord) -> ProfileRecord | None:
             if rec.status != "running" or rec.worker != from_worker:
                 return None
             rec.status = "queued"
             rec.worker = None
+            if not lost_worker:
+                rec.attempts = max(0, rec.attempts - 1)
             rec.progress = Progress(
                 stage="queued",
                 batches_total=len(rec.settings.batch_sizes) * rec.settings.repeats,
@@ -291,13 +308,15 @@ class ProfileJob:
                 try:
                     while True:
                         try:
-                            code = child.wait(timeout=0.5)
+                            code = child.wait(timeout=self._poll_s())
                             break
                         except subprocess.TimeoutExpired:
-                            self._renew_lease()
-                            if self._cancel_requested(profile_id):
+                            if self._keep_lease() and self._cancel_requested(profile_id):
                                 _stop(child)
                                 return "cancelled", "cancelled while running", None
+                except LeaseInDoubt:
+                    _stop(child)
+                    raise
                 except SoftTimeLimitExceeded:
                     _stop(child)
                     return (
@@ -323,21 +342,25 @@ class ProfileJob:
     def lease_s(self) -> int:
         return max(10, 3 * self.settings.heartbeat_s)
 
-    def _renew_lease(self) -> None:
-        lock = getattr(self, "_lock", None)
-        now_s = time.monotonic()
-        if lock is None or now_s - getattr(self, "_renewed", 0.0) < self.lease_s / 3:
-            return
-        try:
-            lock.reacquire()
-            self.store.mark_busy(self.hostname, self._busy_with, self.lease_s)
-            self._renewed = now_s
-        except (redis.exceptions.LockError, redis.exceptions.RedisError) as exc:
-            log.warning("could not renew the device lease %s: %s", self.lock_name, exc)
+    def _poll_s(self) -> float:
+        """How long to wait on the measuring process before looking at the lease again."""
+        if self.lease is None:
+            return 0.5
+        return min(0.5, max(0.05, self.lease.must_stop_at - time.monotonic()))
+
+    def _keep_lease(self) -> bool:
+        """True while the lease is confirmed; raises LeaseInDoubt when the measurement must stop."""
+        if self.lease is None:
+            return True
+        if not self.lease.keep():
+            self.lease.check()
+            return False
+        return True
 
     def _cancel_requested(self, profile_id: str) -> bool:
         try:
-            return self.store.cancel_requested(profile_id)
+            store = self.lease.store if self.lease is not None else self.store  # one that gives up soon
+            return store.cancel_requested(profile_id)
         except redis.exceptions.RedisError:
             return False  # Redis away for a moment: keep measuring
 
