@@ -129,7 +129,17 @@ def result_table(record: dict) -> Table:
         f"({fp.get('device_name')}): {result['params'] / 1e6:.2f} M params, {gflops}"
     )
     table = Table(title=title)
-    for column in ("batch", "status", "ms/image", "95% CI", "images/s", "memory MB", "noisy"):
+    columns = (
+        "batch",
+        "status",
+        "ms/image",
+        "median",
+        "95% CI of the mean",
+        "images/s",
+        "memory MB",
+        "noisy",
+    )
+    for column in columns:
         table.add_column(column, justify="right")
     for b in result["batches"]:
         lat, mem = b.get("latency") or {}, b.get("memory") or {}
@@ -137,7 +147,8 @@ def result_table(record: dict) -> Table:
             str(b["batch_size"]),
             b["status"],
             f"{lat['mean_ms']:.3f}" if lat else "",
-            f"{lat['ci95_low_ms']:.3f}-{lat['ci95_high_ms']:.3f}" if lat else "",
+            f"{lat['median_ms']:.3f}" if lat else "",
+            f"[{lat['ci95_low_ms']:.3f}, {lat['ci95_high_ms']:.3f}]" if lat else "",
             f"{lat['images_per_s']:.1f}" if lat else "",
             f"{mem['total_bytes'] / 1e6:.0f}" if mem.get("total_bytes") else "",
             "yes" if lat.get("noisy") else "",

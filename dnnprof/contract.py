@@ -231,8 +231,10 @@ class LatencyStats(Struct, kw_only=True):
 
     Over ``processes`` fresh processes: ``mean_ms`` is the mean over every timed run of every
     process (the paper's "mean of N runs"), ``median_ms`` the median of the process medians, and the
-    95% CI is Student's over the process means (``ci95_basis: "process_means"``), since one process
-    differs from the next more than its own runs do. With one process it is over the runs.
+    95% CI is over the process means (``ci95_basis: "process_means"``), since one process differs
+    from the next more than its own runs do; with one process it is over the runs. It is the
+    modified Cox interval for a log-normal mean (``ci95_scale: "log"``): positive, and as skewed as
+    the times. Profiles stored before it carry Student's on the times themselves (``"linear"``).
     """
 
     runs: int  # timed runs in all, over every process
@@ -251,6 +253,7 @@ class LatencyStats(Struct, kw_only=True):
     noisy: bool  # cv or the process-to-process spread over the noisy threshold
     processes: int = 1
     ci95_basis: Literal["runs", "process_means"] = "runs"
+    ci95_scale: Literal["linear", "log"] = "linear"
     #: Standard deviation of the process means over their mean (None with one process).
     process_cv: float | None = None
     #: Whether every process's warm-up settled before its runs were timed (None: not recorded).

@@ -4,6 +4,7 @@ across fresh processes, noisy blocks measured again, and the host's load recorde
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import pytest
@@ -79,10 +80,33 @@ def test_statistics_of_one_process_from_known_run_times():
     assert stats.min_ms == pytest.approx(5.0) and stats.max_ms == pytest.approx(7.0)
     assert stats.images_per_s == pytest.approx(1000 / mean)
     assert stats.ci95_basis == "runs" and stats.processes == 1 and stats.process_cv is None
-    assert stats.ci95_high_ms - mean == pytest.approx(2.776445 * std / math.sqrt(5), rel=1e-5)  # t(0.975, 4)
+    assert (stats.ci95_low_ms, stats.ci95_high_ms) == pytest.approx(cox_interval(runs, t=2.776445), rel=1e-6)
     assert stats.noisy is True  # cv ~ 0.13
     # The sample cannot support percentiles it is too small for.
     assert stats.p90_ms is None and stats.p99_ms is None
+
+
+def cox_interval(values: list[float], t: float) -> tuple[float, float]:
+    """The modified Cox interval for a log-normal mean (Olsson 2005), written out from the paper:
+    exp(ȳ + s²/2 ± t·√(s²/n + s⁴/(2(n−1)))), with t from a t table."""
+    logs = [math.log(v) for v in values]
+    n = len(logs)
+    mean = sum(logs) / n
+    var = sum((y - mean) ** 2 for y in logs) / (n - 1)
+    half = t * math.sqrt(var / n + var**2 / (2 * (n - 1)))
+    return math.exp(mean + var / 2 - half), math.exp(mean + var / 2 + half)
+
+
+def test_the_interval_of_a_noisy_positive_time_stays_positive_and_holds_the_mean():
+    """Seen under load (issue 29): mobilenet_v2 bs 1, three processes, 331 ms/image, Student's
+    interval -1100.3 to 1762.8. Process means 30, 40 and 923 ms give 331 ms as their mean."""
+    cells = [cell(0, [30.0] * 10), cell(1, [40.0] * 10), cell(2, [923.0] * 10)]
+    stats = latency_stats(cells)
+    assert stats.mean_ms == pytest.approx(331.0)
+    student_low = 331.0 - 4.302653 * statistics.stdev([30.0, 40.0, 923.0]) / math.sqrt(3)
+    assert student_low < 0  # what it used to say
+    assert 0 < stats.ci95_low_ms < stats.mean_ms < stats.ci95_high_ms
+    assert stats.ci95_scale == "log"
 
 
 def test_percentiles_only_where_the_sample_supports_them():
@@ -100,8 +124,12 @@ def test_across_processes_the_ci_is_over_the_process_means():
     assert stats.processes == 3 and stats.runs == 30 and stats.ci95_basis == "process_means"
     assert stats.mean_ms == pytest.approx(11.0)  # the paper's mean over every run
     assert stats.median_ms == pytest.approx(11.0)  # the median of the process medians
-    s = 1.0  # std of the process means 10, 11, 12
-    assert stats.ci95_high_ms - 11.0 == pytest.approx(4.302653 * s / math.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    # t(0.975, 2) = 4.302653; by hand: logs 2.302585, 2.397895, 2.484907, mean 2.395129,
+    # s² = 0.008316, centre 2.399287, half 4.302653·√(0.008316/3 + 0.008316²/4) = 0.227239.
+    assert (stats.ci95_low_ms, stats.ci95_high_ms) == pytest.approx((8.7762, 13.8257), rel=1e-4)
+    assert (stats.ci95_low_ms, stats.ci95_high_ms) == pytest.approx(
+        cox_interval([10, 11, 12], t=4.302653), rel=1e-6
+    )
     assert stats.process_cv == pytest.approx(1 / 11)
     assert [p.mean_ms for p in stats.per_process] == pytest.approx([10.0, 11.0, 12.0])
     assert all(p.cv == 0 for p in stats.per_process)

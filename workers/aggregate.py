@@ -1,13 +1,16 @@
 """From what each fresh measuring process stored, cell by cell, to the profile a user reads.
 
 Torch-free: the Celery pool process assembles results (it never imports torch). The aggregation
-follows pyperf's answer to process-to-process variance (``shared/design/measurement.md``):
+follows pyperf's answer to process-to-process variance (pyperf's docs, "Analyze benchmark
+results": run in several fresh processes, since one process's runs share its state):
 
 - per process, per batch size: the per-image times of its timed runs (mean, median, spread);
 - headline (the paper's): the mean over every timed run of every process;
 - robust companion: the median of the process medians;
-- spread: Student's 95% CI over the process means (t(0.975, k-1)), since processes differ from one
-  another more than a process's runs do; with one process, over its runs, and said so;
+- spread: a 95% interval of the mean over the process means, since processes differ from one
+  another more than a process's runs do (with one process, over its runs, and said so). A time is
+  positive and skewed, and three process means under load can differ tenfold: Student's interval
+  on the times went below zero there; the modified Cox interval on their logs stays positive;
 - percentiles only where the sample supports them (p90 from 10 runs, p99 from 100).
 """
 
@@ -42,11 +45,19 @@ def per_image_ms(run_seconds: Sequence[float], batch_size: int) -> np.ndarray:
     return np.asarray(run_seconds, dtype=np.float64) * 1000.0 / batch_size
 
 
-def _t_half_width(values: np.ndarray) -> float:
-    n = values.size
+def mean_interval_95(values: np.ndarray) -> tuple[float, float]:
+    """95% interval of the mean of a positive, skewed quantity: the modified Cox interval for a
+    log-normal mean (Olsson 2005, J. Statistics Education 13(1)), exp(ȳ + s²/2 ± t·√(s²/n +
+    s⁴/(2(n-1)))) over the logs y. Always > 0; close to Student's when the spread is small; a
+    point for one value."""
+    logs = np.log(values)
+    n = logs.size
     if n < 2:
-        return 0.0
-    return float(scipy_stats.t.ppf(0.975, n - 1)) * float(values.std(ddof=1)) / math.sqrt(n)
+        return float(values[0]), float(values[0])
+    var = float(logs.var(ddof=1))
+    centre = float(logs.mean()) + var / 2
+    half = float(scipy_stats.t.ppf(0.975, n - 1)) * math.sqrt(var / n + var**2 / (2 * (n - 1)))
+    return math.exp(centre - half), math.exp(centre + half)
 
 
 def process_latency(cell: ProcessCell) -> ProcessLatency:
@@ -82,11 +93,11 @@ def latency_stats(cells: Sequence[ProcessCell], noisy_cv: float = NOISY_CV) -> L
     cv = std / mean if mean > 0 else 0.0
     means = np.asarray([p.mean_ms for p in per_process])
     if len(per_process) >= 2:
-        half = _t_half_width(means)
+        low, high = mean_interval_95(means)
         basis = "process_means"
         process_cv = float(means.std(ddof=1) / means.mean()) if means.mean() > 0 else 0.0
     else:
-        half = _t_half_width(every)
+        low, high = mean_interval_95(every)
         basis = "runs"
         process_cv = None
     return LatencyStats(
@@ -99,8 +110,9 @@ def latency_stats(cells: Sequence[ProcessCell], noisy_cv: float = NOISY_CV) -> L
         max_ms=float(every.max()),
         p90_ms=float(np.percentile(every, 90)) if n >= P90_MIN_RUNS else None,
         p99_ms=float(np.percentile(every, 99)) if n >= P99_MIN_RUNS else None,
-        ci95_low_ms=mean - half,
-        ci95_high_ms=mean + half,
+        ci95_low_ms=low,
+        ci95_high_ms=high,
+        ci95_scale="log",
         images_per_s=1000.0 / mean if mean > 0 else 0.0,
         cv=cv,
         noisy=cv > noisy_cv or (process_cv is not None and process_cv > noisy_cv),
