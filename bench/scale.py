@@ -145,11 +145,15 @@ def api(url: str, workers: int = 1):
         process.wait(timeout=30)
 
 
-def wrk(base: str, path: str) -> dict | None:
+def wrk(base: str, path: str, headers: dict[str, str] | None = None) -> dict | None:
     if shutil.which("wrk") is None:
         return None
+    sent = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["wrk", "-t2", "-c16", "-d10s", "--latency", base + path], capture_output=True, text=True, check=True
+        ["wrk", "-t2", "-c16", "-d10s", "--latency", *sent, base + path],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = next(line for line in out.splitlines() if line.startswith("Requests/sec")).split()[-1]
     p99 = next(line for line in out.splitlines() if line.strip().startswith("99%")).split()[-1]
@@ -181,6 +185,12 @@ def measure(seed: ProfileRecord, size: int, requests: int, tmp: Path) -> dict:
             row["export_first_byte"] = summary(firsts)
             row["export_whole"] = {**summary(wholes), "bytes": nbytes}
             row["wrk_by_id_1_worker"] = wrk(base, f"/v1/profiles/{some}")
+            # The same request answered 304 (the client has it), and the framework's floor in the
+            # same run: /healthz, a handler that reads nothing.
+            etag = client.get(f"/v1/profiles/{some}").headers.get("etag")
+            if etag:
+                row["wrk_by_id_304_1_worker"] = wrk(base, f"/v1/profiles/{some}", {"If-None-Match": etag})
+            row["wrk_healthz_1_worker"] = wrk(base, "/healthz")
         if shutil.which("wrk"):
             with api(url, workers=2) as base:
                 row["wrk_by_id_2_workers"] = wrk(base, f"/v1/profiles/{some}")

@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dnnprof.contract import PRECISIONS
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -45,16 +47,23 @@ class Client:
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
         self.http = httpx.Client(base_url=url or DEFAULT_URL, headers=headers, timeout=timeout)
+        self._seen: dict[str, tuple[str, dict]] = {}  # profile id -> (ETag, body) last read
 
     @classmethod
     def from_env(cls) -> Client:
         return cls(os.environ.get("DNNPROF_URL"), os.environ.get("DNNPROF_API_KEY"))
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._body(self._request(method, path, **kwargs))
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach the service at {self.http.base_url}: {exc}") from exc
+
+    @staticmethod
+    def _body(response: httpx.Response) -> Any:
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail") or response.text  # says what was wrong
@@ -67,7 +76,17 @@ class Client:
         return self._call("POST", "/v1/profiles", json=body)
 
     def get(self, profile_id: str) -> dict:
-        return self._call("GET", f"/v1/profiles/{profile_id}")
+        """The profile; a poll of one that did not change is a 304 with no body (its ETag)."""
+        etag, known = self._seen.get(profile_id, (None, None))
+        response = self._request(
+            "GET", f"/v1/profiles/{profile_id}", headers={"If-None-Match": etag} if etag else {}
+        )
+        if response.status_code == 304 and known is not None:
+            return known
+        body = self._body(response)
+        if response.headers.get("etag"):
+            self._seen[profile_id] = (response.headers["etag"], body)
+        return body
 
     def list(self, **params: Any) -> list[dict]:
         return self._call("GET", "/v1/profiles", params={k: v for k, v in params.items() if v is not None})
@@ -225,7 +244,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", type=batch_sizes, help="comma-separated, e.g. 1,2,4 (default 1..64)")
     p.add_argument("--runs", type=int)
     p.add_argument("--repeats", type=int)
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16", "amp"))
+    p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--force", action="store_true", help="measure again even if an equal profile is stored")
     p.add_argument("--wait", action="store_true", help="follow the job and print its result")
     p.add_argument("--json", action="store_true", help="print the API's JSON")

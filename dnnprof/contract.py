@@ -8,7 +8,7 @@ incompatible change; readers keep accepting older versions where the fields allo
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -18,7 +18,21 @@ SCHEMA_VERSION = 2  # 2: repeats over fresh processes, per-process statistics, F
 DeviceClass = Literal["cuda", "jetson", "cpu"]
 DEVICE_CLASSES: tuple[str, ...] = ("cuda", "jetson", "cpu")
 Precision = Literal["fp32", "fp16", "bf16", "amp"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "amp")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def precision_refusal(precision: str, device_class: str) -> str | None:
+    """Why this precision is not measured on this device class (None: it is). The API refuses
+    the request with it; the engine checks it again on the device it opened."""
+    if precision == "fp16" and device_class == "cpu":
+        return (
+            "fp16 on a CPU is refused: CPUs have no fast fp16 kernels, so its time would describe "
+            "a slow fallback rather than the model; use bf16 or amp on a CPU, or fp16 on a cuda or "
+            "jetson device"
+        )
+    return None
+
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})

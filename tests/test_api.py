@@ -3,11 +3,13 @@ under uvicorn) over HTTP on loopback."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy
 import pytest
 
+from dnnprof.client import Client
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -29,6 +31,37 @@ def test_openapi_schema_documents_the_api(client):
         assert path in schema["paths"], path
     props = schema["components"]["schemas"]["ProfileRequest"]["properties"]
     assert {"model", "device", "batch_sizes", "runs", "precision", "input_size", "force"} <= set(props)
+
+
+def test_a_profile_by_id_is_a_304_while_it_has_not_changed_and_immutable_once_finished(service, client):
+    body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 3, "repeats": 1, "force": True}
+    job = client.post("/v1/profiles", json=body).json()
+    first = client.get(f"/v1/profiles/{job['id']}")
+    assert first.headers["cache-control"] == "no-cache" and first.headers["etag"].startswith('"')
+    done = wait_for(client, job["id"])
+    finished = client.get(f"/v1/profiles/{job['id']}")
+    assert finished.json() == done and finished.headers["etag"] != first.headers["etag"]
+    assert finished.headers["cache-control"] == "max-age=3600, immutable"
+    # The ETag is over the exact bytes served (RFC 9110 strong validator): blake2b of the body.
+    digest = hashlib.blake2b(finished.content, digest_size=16).hexdigest()
+    assert finished.headers["etag"] == f'"{digest}"'
+    for sent in (
+        finished.headers["etag"],
+        f"W/{finished.headers['etag']}",
+        f'"other", {finished.headers["etag"]}',
+        "*",
+    ):
+        again = client.get(f"/v1/profiles/{job['id']}", headers={"If-None-Match": sent})
+        assert again.status_code == 304 and again.content == b"", sent
+        assert again.headers["etag"] == finished.headers["etag"]
+    stale = client.get(f"/v1/profiles/{job['id']}", headers={"If-None-Match": first.headers["etag"]})
+    assert stale.status_code == 200 and stale.json() == done
+    # The CLI's client sends what it saw last: a poll of an unchanged profile costs a 304.
+    codes: list[int] = []
+    cli = Client(service.base_url)
+    cli.http.event_hooks["response"] = [lambda r: codes.append(r.status_code)]
+    assert cli.get(job["id"]) == done and cli.get(job["id"]) == done
+    assert codes == [200, 304]
 
 
 def test_round_trip_resnet18_profile(client):
@@ -131,6 +164,33 @@ def test_bad_fields_are_422_naming_the_field_and_what_is_accepted(client, body, 
     assert accepted_fragment in errors[0]["accepted"]
     assert field in response.json()["detail"]
     assert len(client.get("/v1/profiles", params={"limit": 1000}).json()) == before  # nothing queued
+
+
+def test_a_request_that_cannot_finish_inside_the_time_limit_is_refused_with_the_estimate(client):
+    """Issue 28 (7): it fitted in memory, so it was queued and held the worker for the time limit."""
+    body = {
+        "model": "resnet18",
+        "batch_sizes": list(range(1, 17)),
+        "input_size": 1024,
+        "runs": 1000,
+        "repeats": 10,
+    }
+    before = len(client.get("/v1/profiles", params={"limit": 1000}).json())
+    response = client.post("/v1/profiles", json=body)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    # By hand: (1 + ... + 16) x 1000 runs x 10 repeats = 1,360,000 images, each
+    # 2 x 1.814 GMACs (torchvision's published figure) x (1024 / 224)² = 75.8 GFLOPs: 1.03e17 FLOPs,
+    # 10,311 s even at 10 TFLOP/s, past the default limit of 3,300 s.
+    assert error["field"] == "runs"
+    assert "1,360,000 images of 75.8 GFLOPs each" in error["message"]
+    assert "10,311 s" in error["message"] and "time limit of 3300 s" in error["message"]
+    assert len(client.get("/v1/profiles", params={"limit": 1000}).json()) == before
+    # A tenth of the runs on a Jetson fits (103 s at its 100 TFLOP/s ceiling): accepted (and only
+    # queued: no Jetson worker here).
+    fits = client.post("/v1/profiles", json={**body, "runs": 100, "device": "jetson"})
+    assert fits.status_code == 202, fits.text
+    client.delete(f"/v1/profiles/{fits.json()['id']}")
 
 
 def test_the_deployed_form_is_the_default_and_keys_apart_only_models_that_have_one(client):

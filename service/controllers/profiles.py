@@ -25,12 +25,14 @@ from dnnprof.contract import (
     ProfileRequest,
     ProfileSettings,
     Progress,
+    precision_refusal,
 )
-from dnnprof.cost import GB, too_costly
+from dnnprof.cost import GB, too_costly, too_slow
 from dnnprof.queue import queue_for, route_of
 from dnnprof.store import ConflictError, ProfileStore, now
 from dnnprof.targets import class_of, is_target, target_of
 from service.bodies import strict_json
+from service.caching import conditional_json
 from service.deps import Services
 from service.errors import error_responses
 from service.params import DeviceFilter, ModelFilter
@@ -179,18 +181,10 @@ class ProfileController(Controller):
             target = _known_target(store, data.device, live_targets)
         else:
             target = _route_target(store, device, live_targets)
-        if data.precision == "fp16" and device == "cpu":
+        if refusal := precision_refusal(data.precision, device):
             raise ValidationException(
-                detail="fp16 is not measured on a CPU",
-                extra=[
-                    {
-                        "key": "precision",
-                        "source": "body",
-                        "message": "fp16 on a CPU is refused: CPUs have no fast fp16 kernels, so its "
-                        "time would describe a slow fallback rather than the model; use bf16 or amp "
-                        "on a CPU, or fp16 on a cuda or jetson device",
-                    }
-                ],
+                detail=f"{data.precision} is not measured on a {device} device",
+                extra=[{"key": "precision", "source": "body", "message": refusal}],
             )
         settings = ProfileSettings(
             model=resolved.qualified,
@@ -248,7 +242,8 @@ class ProfileController(Controller):
     @staticmethod
     def _check_cost(services: Services, info, settings: ProfileSettings) -> None:
         """Refuse what no worker of the device could hold (DNNPROF_MAX_REQUEST_COST_GB, and the
-        largest memory a live worker of that device reports)."""
+        largest memory a live worker of that device reports), and what no device of its class
+        could time inside the time limit (:func:`dnnprof.cost.too_slow`)."""
         limit = services.settings.max_request_cost_gb * GB
         cap = services.settings.max_request_cost_gb
         source = f"the most one request may ask (DNNPROF_MAX_REQUEST_COST_GB={cap:g})"
@@ -270,13 +265,28 @@ class ProfileController(Controller):
                 detail="the request needs more memory than any device here has",
                 extra=[{"key": "batch_sizes", "source": "body", "message": reason}],
             )
+        counted = services.store.model_counts(info.name) if not info.published_gmacs else None
+        if reason := too_slow(info, settings, services.settings.soft_time_limit_s, counted and counted.flops):
+            raise ValidationException(
+                detail="the request cannot finish inside the time limit",
+                extra=[{"key": "runs", "source": "body", "message": reason}],
+            )
 
-    @get("/{profile_id:str}", summary="A profile job and its result")
-    async def read(self, profile_id: FromPath[str], services: NamedDependency[Services]) -> ProfileRecord:
+    @get(
+        "/{profile_id:str}",
+        summary="A profile job and its result",
+        description="With a strong `ETag`: send it back as `If-None-Match` and an unchanged profile "
+        "is a 304 with no body. A finished profile never changes (`Cache-Control: max-age=3600, "
+        "immutable`); a queued or running one is `no-cache` (revalidate each poll).",
+    )
+    async def read(
+        self, request: Request, profile_id: FromPath[str], services: NamedDependency[Services]
+    ) -> Response[ProfileRecord]:
         record = await services.reader.get(profile_id)
         if record is None:
             raise NotFoundException(f"no profile with id {profile_id!r}")
-        return record
+        body = msgspec.json.encode(record)
+        return conditional_json(request, body, finished=record.status in TERMINAL_STATUSES)
 
     @get(
         "/",

@@ -31,6 +31,7 @@ from dnnprof.contract import (
     ProfileSettings,
     Progress,
     TimingAttempt,
+    precision_refusal,
 )
 from workers import aggregate
 from workers.engine.accuracy import (
@@ -143,11 +144,8 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
 
 
 def check_precision(precision: str, device: torch.device) -> None:
-    if precision == "fp16" and device.type == "cpu":
-        raise PrecisionUnsupportedError(
-            "fp16 on a CPU is refused: CPUs have no fast fp16 kernels, so its time would describe "
-            "a slow fallback, not the model (use bf16 or amp on a CPU, fp16 on a GPU)"
-        )
+    if refusal := precision_refusal(precision, "cpu" if device.type == "cpu" else "cuda"):
+        raise PrecisionUnsupportedError(refusal)
 
 
 def run_profile(
