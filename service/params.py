@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from litestar.params import QueryParameter
 
-from dnnprof.contract import DEVICE_PATTERN
+from dnnprof.contract import DEVICE_PATTERN, PRECISIONS, Precision
 
 DEVICE_HELP = (
     "a device class (cpu, cuda, jetson: every target of it) or one device target, "
@@ -39,6 +39,12 @@ Selection = Annotated[
         description="best (default): a clean profile over a noisy one, then more fresh processes, then "
         "the newer; newest: the newest whatever its quality"
     ),
+]
+
+#: An analysis's precision filter (every precision when omitted).
+PrecisionFilter = Annotated[
+    Precision | None,
+    QueryParameter(description="one of " + ", ".join(PRECISIONS) + "; every one when omitted"),
 ]
 
 #: A listing's or an export's model filter (resolved like a request's name).

@@ -1,5 +1,5 @@
-"""``/v1/analysis/*``, ``/v1/figures/*`` and ``/v1/export.*``: the paper's tables and figures over
-what the service has measured and imported."""
+"""``/v1/analysis/*`` and ``/v1/figures/*``: the paper's tables and figures over what the service
+has measured and imported (the exports are in :mod:`service.controllers.exports`)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
 from dnnprof import analysis, paper_devices
-from dnnprof.contract import Precision
 from dnnprof.targets import class_of
 from service.deps import Services
 from service.errors import error_responses
-from service.params import DeviceSide, Selection, ViewDevice, ViewSide
+from service.params import DeviceSide, PrecisionFilter, Selection, ViewDevice, ViewSide
 
 BatchQuery = Annotated[int, QueryParameter(ge=1, le=1024)]
 
@@ -101,6 +100,18 @@ def with_counts(services: Services, rows: list[analysis.ModelRow]) -> list[analy
     return rows
 
 
+def _identity(row: analysis.ModelRow) -> dict:
+    """The columns every per-model table starts with (Table 1 and Table 2 alike)."""
+    return {
+        "model": row.model,
+        "paper_name": row.paper_name,
+        "device": row.device,
+        "target": row.target,
+        "device_name": row.device_name,
+        "precision": row.precision,
+    }
+
+
 def load_measured(services: Services, device, precision, select, published) -> list[analysis.ModelRow]:
     """Only the profile that counts per model, target and precision is read (the store keeps it)."""
     records = services.store.counting(select, device=device, precision=precision)
@@ -131,7 +142,7 @@ class AnalysisController(Controller):
         services: NamedDependency[Services],
         device: ViewDevice = None,
         select: Selection = "best",
-        precision: Annotated[Precision | None, QueryParameter()] = None,
+        precision: PrecisionFilter = None,
     ) -> list[analysis.ModelRow]:
         return load_rows(services, device, precision, select)
 
@@ -145,16 +156,11 @@ class AnalysisController(Controller):
         services: NamedDependency[Services],
         device: ViewDevice = None,
         select: Selection = "best",
-        precision: Annotated[Precision | None, QueryParameter()] = None,
+        precision: PrecisionFilter = None,
     ) -> list[Table1Row]:
         return [
             Table1Row(
-                model=r.model,
-                paper_name=r.paper_name,
-                device=r.device,
-                target=r.target,
-                device_name=r.device_name,
-                precision=r.precision,
+                **_identity(r),
                 ms_per_image={c.batch_size: c.ms_per_image for c in r.batches},
                 images_per_s={c.batch_size: c.images_per_s for c in r.batches},
                 oom=[c.batch_size for c in r.batches if c.status == "oom"],
@@ -168,16 +174,11 @@ class AnalysisController(Controller):
         services: NamedDependency[Services],
         device: ViewDevice = None,
         select: Selection = "best",
-        precision: Annotated[Precision | None, QueryParameter()] = None,
+        precision: PrecisionFilter = None,
     ) -> list[Table2Row]:
         return [
             Table2Row(
-                model=r.model,
-                paper_name=r.paper_name,
-                device=r.device,
-                target=r.target,
-                device_name=r.device_name,
-                precision=r.precision,
+                **_identity(r),
                 param_file_mb=r.param_file_mb,
                 memory_mb={c.batch_size: c.memory_mb for c in r.batches},
                 oom=[c.batch_size for c in r.batches if c.status == "oom"],
@@ -197,7 +198,7 @@ class AnalysisController(Controller):
         services: NamedDependency[Services],
         device: ViewDevice = None,
         select: Selection = "best",
-        precision: Annotated[Precision | None, QueryParameter()] = None,
+        precision: PrecisionFilter = None,
         max_memory_mb: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
         min_fps: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
         batch_size: BatchQuery = 1,
@@ -248,7 +249,7 @@ class AnalysisController(Controller):
         services: NamedDependency[Services],
         device: ViewDevice = None,
         select: Selection = "best",
-        precision: Annotated[Precision | None, QueryParameter()] = None,
+        precision: PrecisionFilter = None,
         batch_size: BatchQuery = 1,
     ) -> list[analysis.ThroughputBound]:
         rows = load_rows(services, device, precision, select)
@@ -264,7 +265,7 @@ class AnalysisController(Controller):
         services: NamedDependency[Services],
         device: ViewDevice = None,
         select: Selection = "best",
-        precision: Annotated[Precision | None, QueryParameter()] = None,
+        precision: PrecisionFilter = None,
     ) -> list[analysis.MemoryFit]:
         return analysis.memory_fits(load_rows(services, device, precision, select))
 
@@ -281,7 +282,7 @@ class AnalysisController(Controller):
         services: NamedDependency[Services],
         a: ViewSide,
         b: ViewSide,
-        precision: Annotated[Precision | None, QueryParameter()] = None,
+        precision: PrecisionFilter = None,
         batch_size: Annotated[int | None, QueryParameter(ge=1, le=1024)] = None,
         select: Selection = "best",
     ) -> list[analysis.Comparison]:
