@@ -50,6 +50,8 @@ from dnnprof.contract import (
 from dnnprof.targets import matches, target_of
 
 PREFIX = "dnnprof:"
+#: What redis-py raises when Redis at its maxmemory (noeviction) refuses a write or a transaction.
+FULL_ERRORS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError)
 ALL_PROFILES = indexes.ALL
 PUBLISHED_VERSION = f"{PREFIX}published:version"
 _record_decoder = msgspec.json.Decoder(ProfileRecord)
@@ -439,23 +441,45 @@ class ProfileStore:
         if rec is None:
             return False
         dedupe_key = f"{PREFIX}dedupe:{rec.settings.dedupe_key()}"
-        with self.redis.pipeline() as pipe:
-            pipe.delete(self._key(profile_id))
-            for key in indexes.index_keys(rec):
-                pipe.zrem(key, profile_id)
-            pipe.delete(f"{PREFIX}cancel:{profile_id}")
-            pipe.delete(f"{PREFIX}parts:{profile_id}")
-            pipe.execute()
+        try:
+            self._delete_keys(rec, transaction=True)
+        except FULL_ERRORS:
+            # Redis at its maxmemory queues nothing in a MULTI, but still runs DEL and ZREM: the
+            # same commands one by one (undoing a half-made request must work exactly then).
+            self._delete_keys(rec, transaction=False)
         if rec.status == "succeeded":
             self.recount(rec)
-        # Drop the dedupe pointer only if it still points at this record.
-        self.redis.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-            1,
-            dedupe_key,
-            profile_id,
-        )
+        self.delete_if_equal(dedupe_key, profile_id)  # only if it still points at this record
         return True
+
+    def _delete_keys(self, rec: ProfileRecord, *, transaction: bool) -> None:
+        with self.redis.pipeline(transaction=transaction) as pipe:
+            pipe.delete(self._key(rec.id))
+            for key in indexes.index_keys(rec):
+                pipe.zrem(key, rec.id)
+            pipe.delete(f"{PREFIX}cancel:{rec.id}")
+            pipe.delete(f"{PREFIX}parts:{rec.id}")
+            pipe.execute()
+
+    def delete_if_equal(self, key: str, value: str) -> bool:
+        """Delete ``key`` if it holds ``value`` (a compare-and-delete), in a WATCH transaction.
+        Redis at its maxmemory refuses scripts and queues nothing in a MULTI, but runs GET and DEL;
+        then a plain GET and DEL is as safe, since no write could have set the key meanwhile."""
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.get(key) != value.encode():
+                    pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.delete(key)
+                pipe.execute()
+                return True
+            except redis.exceptions.WatchError:  # changed meanwhile: no longer ours to delete
+                return False
+            except FULL_ERRORS:
+                pass
+        return self.redis.get(key) == value.encode() and bool(self.redis.delete(key))
 
     # -- what the measuring processes stored, cell by cell --------------------------------------
 
@@ -717,12 +741,11 @@ class ProfileStore:
         counting, published = self.redis.mget([indexes.COUNTING_VERSION, PUBLISHED_VERSION])
         return f"{int(counting or 0)}:{int(published or 0)}"
 
+    def published_sources(self) -> set[str]:
+        return {s.decode() for s in self.redis.smembers(f"{PREFIX}published:sources")}
+
     def published(self, source: str | None = None) -> list[PublishedResult]:
-        sources = (
-            [source]
-            if source
-            else sorted(s.decode() for s in self.redis.smembers(f"{PREFIX}published:sources"))
-        )
+        sources = [source] if source else sorted(self.published_sources())
         out: list[PublishedResult] = []
         for src in sources:
             out.extend(_published_decoder.decode(v) for v in self.redis.hvals(f"{PREFIX}published:{src}"))

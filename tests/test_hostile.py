@@ -243,6 +243,51 @@ def test_an_import_that_cannot_be_read_or_is_too_big_is_a_422_never_a_500(client
     assert client.get("/v1/results/published", params={"source": "hostile-import"}).json() == []
 
 
+def test_imported_sources_are_capped_and_the_listing_is_paged(client):
+    """Issue 28 (3): sources were unlimited and the listing one unpaged answer."""
+    from service.controllers.results import MAX_IMPORTED_SOURCES
+
+    shipped = {"timm-results-2026-08", "pretrainedmodels-ports"}
+    listed = {r["source"] for r in client.get("/v1/results/published").json()}
+    mine = [f"cap-{i}" for i in range(MAX_IMPORTED_SOURCES - len(listed - shipped))]
+    try:
+        for source in mine:
+            assert _csv(client, source, b"model,top1\nresnet18,70\nresnet34,73\n").status_code == 201
+        refused = _csv(client, "one-too-many", b"model,top1\nresnet18,70\n")
+        assert refused.status_code == 422, refused.text
+        assert f"at most {MAX_IMPORTED_SOURCES} imported sources" in refused.text
+        # Replacing a source that exists is not a new one.
+        assert _csv(client, mine[0], b"model,top1\nresnet18,71\n").status_code == 201
+        # Pages: by source then model, a Link to the next while one follows.
+        first = client.get("/v1/results/published", params={"source": mine[1], "limit": 1})
+        assert [r["model"] for r in first.json()] == ["resnet18"]
+        assert 'rel="next"' in first.headers["link"] and "offset=1" in first.headers["link"]
+        second = client.get("/v1/results/published", params={"source": mine[1], "limit": 1, "offset": 1})
+        assert [r["model"] for r in second.json()] == ["resnet34"] and "link" not in second.headers
+        assert client.get("/v1/results/published", params={"limit": 0}).status_code == 422
+    finally:
+        for source in mine:
+            client.delete(f"/v1/results/published/{source}")
+    assert _csv(client, "one-too-many", b"model,top1\nresnet18,70\n").status_code == 201
+    client.delete("/v1/results/published/one-too-many")
+
+
+def test_an_unknown_name_in_an_import_is_not_fuzzy_matched():
+    """Issue 28 (3): 50,000 unknown names took 131 s, ~2.5 ms of difflib each; an import needs
+    only whether a name resolves, and a request's 404 keeps its suggestions."""
+    from dnnprof.catalogue import Catalogue, UnknownModelError
+    from dnnprof.contract import ModelInfo
+
+    info = ModelInfo(name="tv:resnet18", source="tv", architecture="resnet18", input_size=224)
+    catalogue = Catalogue({info.name: info})
+    with pytest.raises(UnknownModelError) as asked:
+        catalogue.resolve("resnet81")
+    assert "resnet18" in asked.value.suggestions
+    with pytest.raises(UnknownModelError) as imported:
+        catalogue.resolve("resnet81", suggest=False)
+    assert imported.value.suggestions == []
+
+
 def test_a_source_name_with_a_trailing_newline_is_refused(client):
     response = _csv(client, "abc%0A", b"model,top1\nresnet18,70\n")
     assert response.status_code == 422, response.text
@@ -319,6 +364,34 @@ def test_a_full_redis_is_a_507_that_says_so_with_nothing_half_written(tmp_path):
     finally:
         if api is not None:
             api.stop()
+        server.kill()
+        server.wait()
+
+
+def test_a_request_whose_enqueue_fails_on_a_full_redis_is_undone_whole(tmp_path):
+    """Issue 28 (5): the record fitted but the queue's write did not, and the undo (a
+    compare-and-delete script) was refused too: Redis at maxmemory refuses scripts."""
+    import redis as redis_py
+
+    from dnnprof.store import ProfileStore
+    from tests.factories import profile
+
+    server, url = throwaway_redis(tmp_path)
+    try:
+        store = ProfileStore.from_url(url)
+        record = profile("resnet18", device="cpu", cells={1: (10.0, 100.0)})
+        record.status = "queued"
+        _, created = store.create_or_get(record)
+        assert created and store.get(record.id) is not None
+        raw = redis_py.Redis.from_url(url)
+        raw.config_set("maxmemory-policy", "noeviction")
+        raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) // 2))
+        with pytest.raises(redis_py.exceptions.OutOfMemoryError):
+            raw.set("one-more", b"x")  # full: what the enqueue ran into
+        assert store.delete(record.id)  # the API's undo
+        assert store.get(record.id) is None
+        assert raw.keys("dnnprof:dedupe:*") == [] and raw.keys(f"*{record.id}*") == []
+    finally:
         server.kill()
         server.wait()
 

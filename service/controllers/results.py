@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlencode
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
 from litestar.params import FromPath, QueryParameter, RawBody
@@ -15,13 +16,17 @@ from msgspec import Struct
 
 from dnnprof.analysis import is_published_of
 from dnnprof.contract import PublishedResult
-from dnnprof.published import SHIPPED_TABLES, is_shipped, parse_results_csv, resolve_rows
+from dnnprof.published import MAX_IMPORT_ROWS, SHIPPED_TABLES, is_shipped, parse_results_csv, resolve_rows
 from dnnprof.store import now
 from service.bodies import csv_body
 from service.deps import CatalogueNotReadyError, Services
 from service.errors import error_responses
 
 MAX_CSV_BYTES = 8 * 1024 * 1024
+#: Imported sources kept at once (the shipped tables not counted): with MAX_IMPORT_ROWS each, what
+#: the imports may hold in Redis and what a listing may read stay bounded.
+MAX_IMPORTED_SOURCES = 20
+MAX_LISTED = (MAX_IMPORTED_SOURCES + 4) * MAX_IMPORT_ROWS
 SOURCE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"  # whole name (fullmatch: no trailing newline)
 
 
@@ -61,6 +66,13 @@ class PublishedResultsController(Controller):
         self, source: FromPath[str], body: RawBody, services: NamedDependency[Services]
     ) -> ImportSummary:
         writable_source(source)
+        imported = services.store.published_sources() - {t.source for t in SHIPPED_TABLES}
+        if source not in imported and len(imported) >= MAX_IMPORTED_SOURCES:
+            raise ValidationException(
+                f"source: at most {MAX_IMPORTED_SOURCES} imported sources are kept (of "
+                f"{MAX_IMPORT_ROWS} rows each); delete one (DELETE /v1/results/published/{{source}}) "
+                "or import into an existing one, which replaces it"
+            )
         text = body.decode("utf-8-sig")  # checked by csv_body: UTF-8 sent as text/csv
         try:
             results = parse_results_csv(text, source, imported_at=now())
@@ -73,7 +85,7 @@ class PublishedResultsController(Controller):
         if catalogue is None:
             unresolved = [r.model for r in results]
         else:
-            unresolved = resolve_rows(results, lambda name: catalogue.resolve(name).qualified)
+            unresolved = resolve_rows(results, lambda name: catalogue.resolve(name, suggest=False).qualified)
         services.store.import_published(source, results)
         return ImportSummary(
             source=source,
@@ -82,18 +94,34 @@ class PublishedResultsController(Controller):
             unresolved=unresolved[:50],
         )
 
-    @get("/", summary="Imported published results, labelled with their source", sync_to_thread=True)
+    @get(
+        "/",
+        summary="Imported published results, labelled with their source",
+        description="By source, then model. Page with `limit` and `offset`; a full page carries a "
+        '`Link: <...>; rel="next"` header to the next one.',
+        sync_to_thread=True,
+    )
     def list_published(
         self,
+        request: Request,
         services: NamedDependency[Services],
         model: Annotated[str | None, QueryParameter(max_length=200)] = None,
         source: Annotated[str | None, QueryParameter(max_length=64)] = None,
-    ) -> list[PublishedResult]:
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_IMPORT_ROWS)] = MAX_IMPORT_ROWS,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_LISTED)] = 0,
+    ) -> Response[list[PublishedResult]]:
         results = services.store.published(source)
         if model:
             qualified = services.try_resolve(model)
             results = [r for r in results if r.model == model or is_published_of(r, qualified)]
-        return results
+        results.sort(key=lambda r: (r.source, r.model))
+        page = results[offset : offset + limit]
+        headers = {}
+        if len(page) == limit and offset + limit < len(results):
+            query = {k: v for k, v in request.query_params.items() if k != "offset"}
+            query["offset"] = str(offset + limit)
+            headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+        return Response(page, headers=headers)
 
     @delete(
         "/{source:str}",
