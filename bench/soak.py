@@ -9,7 +9,13 @@ no job of the soak progressed (waiting its turn behind a job that progresses is 
 At most ``--max-in-flight`` of the soak's jobs are unfinished at a time (a POST beyond that is
 replaced by a GET), so one CPU worker restarted every minute can keep up with the traffic.
 
+Issue 28's round: ``--pause-redis`` also freezes Redis (SIGSTOP) for 20–60 s at some of those
+moments, and ``--second-worker`` starts another CPU worker on the same Redis and host (one device
+for two workers). A watcher samples the measuring processes every 50 ms: the most ever seen at
+once must be 1 (one device, one measurement).
+
     python -m bench.soak [--minutes 30] [--seed 1] [--kill-every-s 120] [--max-in-flight 4]
+                         [--pause-redis] [--second-worker]
 """
 
 from __future__ import annotations
@@ -42,6 +48,37 @@ def children(pid: int) -> list[tuple[int, str]]:
     ]
 
 
+def measuring_processes() -> list[str]:
+    """The profile ids the measuring processes (``workers.runner``) on this host measure."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"workers.runner" in args and args.index(b"workers.runner") + 1 < len(args):
+            found.append(args[args.index(b"workers.runner") + 1].decode())
+    return found
+
+
+class MeasuringWatch(threading.Thread):
+    """The most measuring processes seen at once, and what they were."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.most, self.seen, self.overlaps, self.stopped = 0, [], 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.05):
+            now = measuring_processes()
+            if len(now) > 1:
+                self.overlaps += 1
+            if len(now) > self.most:
+                self.most, self.seen = len(now), now
+
+
 def nothing_runs(service, job_ids: list[str]) -> set[str]:
     """Of these unfinished jobs, those nothing will ever run: the record gone, or queued with no
     message waiting in its queue nor held by a worker."""
@@ -64,6 +101,25 @@ def nothing_runs(service, job_ids: list[str]) -> set[str]:
     return lost
 
 
+def start_second_worker(service, tmp: Path) -> subprocess.Popen:
+    """Another CPU worker on the service's Redis, on this host: the same device as the first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    env.update(
+        DNNPROF_REDIS_URL=service.redis_url(),
+        DNNPROF_HEARTBEAT_S="2",
+        DNNPROF_WORKER_METRICS_PORT="0",
+        DNNPROF_DATA_DIR=str(tmp / "second-worker"),
+    )
+    log = open(tmp / "second-worker.log", "wb")  # noqa: SIM115 - the worker keeps it
+    return subprocess.Popen(
+        [sys.executable, "-m", "dnnprof.cli", "worker", "--device", "cpu"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -71,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-every-s", type=float, default=120.0, help="mean time between kills")
     parser.add_argument("--settle-minutes", type=float, default=20.0, help="ceiling for jobs to end after")
     parser.add_argument("--max-in-flight", type=int, default=4, help="the soak's unfinished jobs at most")
+    parser.add_argument("--pause-redis", action="store_true", help="also freeze Redis for 20-60 s")
+    parser.add_argument("--second-worker", action="store_true", help="a second CPU worker on the same Redis")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     counts = {
@@ -80,18 +138,28 @@ def main(argv: list[str] | None = None) -> int:
         "other_errors": 0,
         "kills_worker": 0,
         "kills_redis": 0,
+        "pauses_redis": 0,
+        "client_timeouts": 0,
     }
     jobs: dict[str, dict] = {}  # id -> {"last_change": t, "state": (status, progress), "stuck_s": max}
     stop = threading.Event()
 
     with tempfile.TemporaryDirectory(prefix="dnnprof-soak-") as tmp:
         service = start_service(Path(tmp), env={"DNNPROF_HEARTBEAT_S": "2"})
-        client = httpx.Client(base_url=service.base_url, timeout=30)
+        # A request during a 60 s pause waits on Redis (a 503 after the store's timeouts): give it
+        # the time, and count a client timeout apart from a server error.
+        client = httpx.Client(base_url=service.base_url, timeout=120)
+        second = start_second_worker(service, Path(tmp)) if args.second_worker else None
+        watch = MeasuringWatch()
+        watch.start()
 
         def request(method: str, path: str, **kw) -> httpx.Response | None:
             counts["requests"] += 1
             try:
                 response = client.request(method, path, **kw)
+            except httpx.TimeoutException:
+                counts["client_timeouts"] += 1
+                return None
             except httpx.HTTPError:
                 counts["other_errors"] += 1
                 return None
@@ -106,7 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         def killer() -> None:
             while not stop.wait(rng.expovariate(1 / args.kill_every_s)):
                 family = children(service.process.pid)
-                if rng.random() < 0.5:
+                if args.pause_redis and rng.random() < 0.4:
+                    target = [p for p, a in family if "redis-server" in a]
+                    if target:
+                        seconds = rng.uniform(20, 60)
+                        stamp(f"pausing Redis for {seconds:.0f} s")
+                        os.kill(target[0], signal.SIGSTOP)
+                        time.sleep(seconds)
+                        os.kill(target[0], signal.SIGCONT)
+                        counts["pauses_redis"] += 1
+                elif rng.random() < 0.5:
                     target = [p for p, a in family if "dnnprof.cli worker" in a]
                     if target:
                         os.killpg(target[0], signal.SIGKILL)
@@ -185,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             lost = nothing_runs(service, unfinished)
         finally:
             stop.set()
+            watch.stopped.set()
             client.close()
+            if second is not None:
+                os.killpg(second.pid, signal.SIGTERM)
+                second.wait(timeout=60)
             service.stop()
 
     for job_id, seen in jobs.items():
@@ -204,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         "jobs_unfinished": sum(1 for f in finals if f is None),
         "jobs_lost": len(lost),
         "longest_stuck_s": max((j["stuck_s"] for j in jobs.values()), default=0.0),
+        "second_worker": args.second_worker,
+        "most_measuring_at_once": watch.most,
+        "samples_with_two_measuring": watch.overlaps,
     }
-    ok = report["jobs_lost"] == 0 and report["other_errors"] == 0
+    ok = report["jobs_lost"] == 0 and report["other_errors"] == 0 and watch.most <= 1
     stamp(
         f"{report['requests']} requests ({report['unavailable_503']} 503 while Redis was down, "
         f"{report['other_errors']} other errors); {report['jobs']} jobs: "
@@ -213,9 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['jobs_failed']} failed, {report['jobs_cancelled']} cancelled, "
         f"{report['jobs_unfinished']} unfinished, {report['jobs_lost']} lost; "
         f"longest stuck {report['longest_stuck_s']:.0f} s; kills: {report['kills_worker']} worker, "
-        f"{report['kills_redis']} Redis: {'ok' if ok else 'NOT ok'}"
+        f"{report['kills_redis']} Redis, {report['pauses_redis']} Redis pauses; most measuring at "
+        f"once {watch.most}: {'ok' if ok else 'NOT ok'}"
     )
-    write("soak", {"environment": environment(), **report, "passed": ok})
+    name = "soak-pauses" if args.pause_redis or args.second_worker else "soak"
+    write(name, {"environment": environment(), **report, "passed": ok})
     return 0 if ok else 1
 
 

@@ -17,7 +17,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 #: ``shared/reference`` beside the checkout (the paper's tables, timm's results), or DNNPROF_REFERENCE_DIR.
-REFERENCE = Path(os.environ.get("DNNPROF_REFERENCE_DIR") or ROOT.parent / "shared" / "reference")
+SHARED_REFERENCE = Path(os.environ.get("DNNPROF_REFERENCE_DIR") or ROOT.parent / "shared" / "reference")
+#: The reference tables: shared/reference where the checkout has it, else the copies the package
+#: ships (the same files; a clean clone has no shared/).
+REFERENCE = SHARED_REFERENCE if SHARED_REFERENCE.is_dir() else ROOT / "dnnprof" / "data"
 
 
 def free_port() -> int:

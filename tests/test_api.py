@@ -25,6 +25,12 @@ def test_health_and_readiness_report_the_cpu_worker(client):
     assert body["catalogue_models"] > 1000  # every torchvision and timm classifier
 
 
+def test_the_report_is_served_at_its_alias_too(client):
+    root, alias = client.get("/"), client.get("/report")
+    assert root.status_code == alias.status_code == 200 and alias.text == root.text
+    assert alias.headers["content-type"].startswith("text/html") and "<title>" in alias.text
+
+
 def test_openapi_schema_documents_the_api(client):
     schema = client.get("/schema/openapi.json").json()
     for path in ("/v1/profiles", "/v1/profiles/{profile_id}", "/v1/models", "/v1/models/{name}", "/readyz"):
@@ -62,6 +68,11 @@ def test_a_profile_by_id_is_a_304_while_it_has_not_changed_and_immutable_once_fi
     cli.http.event_hooks["response"] = [lambda r: codes.append(r.status_code)]
     assert cli.get(job["id"]) == done and cli.get(job["id"]) == done
     assert codes == [200, 304]
+    # A finished profile is deleted over HTTP (README: DELETE of a finished one deletes it).
+    deleted = client.delete(f"/v1/profiles/{job['id']}")
+    assert deleted.status_code == 200 and deleted.json() == {"id": job["id"], "outcome": "deleted"}
+    assert client.get(f"/v1/profiles/{job['id']}").status_code == 404
+    assert client.delete(f"/v1/profiles/{job['id']}").status_code == 404
 
 
 def test_round_trip_resnet18_profile(client):

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
 
 
@@ -24,6 +26,7 @@ def dnnprof(service, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # starts the session's service
 def test_profile_waits_with_progress_then_prints_the_result(service):
     # Settings no other test asks for, so the job is measured now and its progress is seen.
     done = dnnprof(
@@ -47,6 +50,7 @@ def test_profile_waits_with_progress_then_prints_the_result(service):
     assert record["id"] in dnnprof(service, "ls", "--model", "squeezenet1_1").stdout
 
 
+@pytest.mark.slow  # starts the session's service
 def test_the_apis_refusal_and_a_bad_argument_are_said(service):
     unknown = dnnprof(service, "profile", "no_such_net_at_all")
     assert unknown.returncode == 1 and "no_such_net_at_all" in unknown.stderr, unknown.stderr

@@ -223,9 +223,14 @@ def test_figures_render_as_png_and_svg_holding_the_stored_models(client):
         assert labels <= drawn, labels - drawn  # every stored model is labelled in the figure
     empty = client.get("/v1/figures/ball.svg", params={"device": "cuda"}).text  # none stored on cuda
     assert "no profiles with accuracy and FLOPs yet" in empty and "SqueezeNet-v1.1" not in empty
+    for figure in ("ball", "density", "memory", "throughput"):  # every figure the README lists
+        svg = client.get(f"/v1/figures/{figure}.svg", params={"device": "cpu"})
+        assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml"), figure
+        assert "SqueezeNet-v1.1" in svg.text or "squeezenet1_1" in svg.text, figure
+        png = client.get(f"/v1/figures/{figure}.png", params={"device": "cpu"})
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png", figure
+        assert png.content[:8] == b"\x89PNG\r\n\x1a\n", figure
     png = client.get("/v1/figures/throughput.png", params={"device": "cpu"})
-    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
-    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.content != client.get("/v1/figures/throughput.png", params={"device": "cuda"}).content
     assert client.get("/v1/figures/pie.png").status_code == 404
 

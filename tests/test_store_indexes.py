@@ -147,6 +147,7 @@ def test_a_store_written_before_the_indexes_is_indexed_at_start_with_nothing_los
     assert store.redis.get(indexes.VERSION_KEY) == indexes.INDEX_VERSION.encode()
 
 
+@pytest.mark.slow  # starts the session's service
 def test_listing_pages_follow_the_link_header_and_exports_stream_with_the_same_filters(client):
     everything = client.get("/v1/profiles", params={"limit": 1000}).json()
     if len(everything) < 2:  # run alone: no earlier test stored profiles in the session's service
