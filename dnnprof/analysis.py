@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from msgspec import Struct
 
 from dnnprof.contract import ModelInfo, ProfileRecord, PublishedResult
+from dnnprof.selection import is_noisy, order_for
 from dnnprof.targets import class_of, matches, target_of
 
 MB = 1_000_000  # memory bounds and sizes are in megabytes (10^6 bytes), as the paper's tables
@@ -127,19 +128,6 @@ def best_published(results: Iterable[PublishedResult]) -> dict[str, PublishedRes
     return out
 
 
-SELECTIONS = ("best", "newest")
-
-
-def is_noisy(record: ProfileRecord) -> bool:
-    return any(b.latency.noisy for b in record.result.batches if b.latency is not None)
-
-
-def quality(record: ProfileRecord) -> tuple[bool, int, float]:
-    """Which of two profiles of one model and target counts under ``best``: a clean one over a
-    noisy one, then the one over more fresh processes, then the newer."""
-    return (not is_noisy(record), record.result.processes, record.created_at)
-
-
 def model_rows(
     records: Iterable[ProfileRecord],
     *,
@@ -156,8 +144,7 @@ def model_rows(
     catalogue = catalogue or {}
     rows: dict[tuple[str, str, str], ModelRow] = {}
     done = [r for r in records if r.status == "succeeded" and r.result is not None]
-    order = quality if select == "best" else (lambda r: r.created_at)
-    for record in sorted(done, key=order, reverse=True):
+    for record in sorted(done, key=order_for(select), reverse=True):
         result = record.result
         if record.status != "succeeded" or result is None:
             continue

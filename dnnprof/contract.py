@@ -459,6 +459,15 @@ class Progress(Struct, kw_only=True):
     process: int | None = None  # which fresh process (1-based) is measuring
     processes: int | None = None
 
+    @classmethod
+    def at_start(cls, settings: ProfileSettings, stage: str = "queued") -> Progress:
+        """Nothing measured yet: queued, or just claimed (``starting``)."""
+        return cls(
+            stage=stage,
+            batches_total=len(settings.batch_sizes) * settings.repeats,
+            processes=settings.repeats,
+        )
+
 
 class ProfileRecord(Struct, kw_only=True):
     """A profile job and, once it succeeded, its result: what the store keeps and the API returns."""

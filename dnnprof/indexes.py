@@ -7,7 +7,7 @@ Kept in Redis beside the records, written in the same MULTI as the record they i
   sorted sets of profile ids by creation time (the ``profiles`` set indexes them all). A filtered
   listing reads one of them, or their intersection, and decodes only the page it returns.
 - ``counting:best`` and ``counting:newest``: hashes "<model> <target> <precision>" -> the id of the
-  succeeded profile that counts for it (:func:`dnnprof.analysis.quality`, or the newest), updated
+  succeeded profile that counts for it (:func:`dnnprof.selection.quality`, or the newest), updated
   when a profile of that model finishes or is deleted. The analyses and ``/metrics`` read these,
   a bounded set whatever the history holds.
 
@@ -17,6 +17,7 @@ Kept in Redis beside the records, written in the same MULTI as the record they i
 
 from __future__ import annotations
 
+from dnnprof import selection
 from dnnprof.contract import ProfileRecord
 from dnnprof.targets import class_of, target_of
 
@@ -24,7 +25,7 @@ PREFIX = "dnnprof:"
 INDEX_VERSION = "1"
 VERSION_KEY = f"{PREFIX}idx:version"
 ALL = f"{PREFIX}profiles"
-SELECTIONS = ("best", "newest")
+SELECTIONS = selection.SELECTIONS  # which profile counts: see dnnprof.selection
 #: Incremented whenever a profile that counts changes (readers cache on it).
 COUNTING_VERSION = f"{PREFIX}counting:version"
 SEPARATOR = "\t"

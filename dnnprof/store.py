@@ -32,7 +32,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dnnprof import indexes
-from dnnprof.analysis import quality
 from dnnprof.contract import (
     ACTIVE_STATUSES,
     DeviceSeen,
@@ -47,6 +46,7 @@ from dnnprof.contract import (
     PublishedResult,
     WorkerInfo,
 )
+from dnnprof.selection import SELECTIONS, order_for
 from dnnprof.targets import matches, target_of
 
 PREFIX = "dnnprof:"
@@ -373,8 +373,8 @@ class ProfileStore:
         ]
         with self.redis.pipeline() as pipe:
             pipe.incr(indexes.COUNTING_VERSION)
-            for select, order in (("best", quality), ("newest", lambda r: r.created_at)):
-                chosen = max(same, key=order, default=None)
+            for select in SELECTIONS:
+                chosen = max(same, key=order_for(select), default=None)
                 if chosen is None:
                     pipe.hdel(indexes.counting_key(select), field)
                 else:

@@ -25,7 +25,7 @@ from dnnprof.process import die_with_parent, remove_dead_owners, run_dir, spool_
 from dnnprof.queue import PROFILE_TASK, make_celery, queue_for, route_of, send_profile
 from dnnprof.store import ProfileStore
 from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
-from workers.jobs import DeviceBusyError, ProfileJob, flush_spool
+from workers.jobs import DeviceBusyError, ProfileJob, end_job, flush_spool, requeue
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
 
 log = logging.getLogger("dnnprof.worker")
@@ -156,14 +156,17 @@ class Heartbeat(threading.Thread):
         gone = self.workers_gone({w.hostname for w in store().workers()}, {r.worker for r in running})
         orphan_after = time.time() - 3 * settings.heartbeat_s
         overdue_after = time.time() - settings.time_limit_s - 60
-        job = ProfileJob(store(), settings, DEVICE_CLASS, self.info.hostname, "", target=DEVICE_TARGET)
         active = active_task_ids()
         for rec in running:
             started = rec.started_at or rec.created_at
             if rec.worker == self.info.hostname:
                 if started < overdue_after:
-                    job._end(
-                        rec.id, "failed", error=f"killed at the hard time limit of {settings.time_limit_s} s"
+                    end_job(
+                        store(),
+                        settings,
+                        rec.id,
+                        "failed",
+                        error=f"killed at the hard time limit of {settings.time_limit_s} s",
                     )
                     continue
                 if started >= orphan_after or rec.id in active or spooled(rec.id):
@@ -174,12 +177,14 @@ class Heartbeat(threading.Thread):
             else:
                 continue  # its own worker looks after it
             if rec.attempts >= settings.max_attempts:
-                job._end(
+                end_job(
+                    store(),
+                    settings,
                     rec.id,
                     "failed",
                     error=f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times",
                 )
-            elif job.requeue(rec.id, from_worker=rec.worker):
+            elif requeue(store(), rec.id, from_worker=rec.worker):
                 store().purge_unacked(rec.id)  # the lost delivery: it would come back in an hour
                 send_profile(app, rec)
                 log.warning("requeued %s: %s", rec.id, why)

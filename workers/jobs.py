@@ -72,6 +72,59 @@ def flush_spool(store: ProfileStore, data_dir: Path) -> int:
     return written
 
 
+def requeue(
+    store: ProfileStore, profile_id: str, *, from_worker: str | None, lost_worker: bool = True
+) -> bool:
+    """Put a running job back to ``queued`` (True if this call did): its worker vanished (the
+    attempt counts), or it handed the device over (``lost_worker=False``: it does not)."""
+
+    def change(rec: ProfileRecord) -> ProfileRecord | None:
+        if rec.status != "running" or rec.worker != from_worker:
+            return None
+        rec.status = "queued"
+        rec.worker = None
+        if not lost_worker:
+            rec.attempts = max(0, rec.attempts - 1)
+        rec.progress = Progress.at_start(rec.settings)
+        return rec
+
+    try:
+        return store.update(profile_id, change, allowed_from=("running",)).status == "queued"
+    except (ConflictError, KeyError):
+        return False
+
+
+def end_job(
+    store: ProfileStore,
+    settings: Settings,
+    profile_id: str,
+    status: str,
+    *,
+    error: str | None = None,
+    result=None,
+) -> str:
+    """Write a job's outcome; while Redis is away, retry (DNNPROF_STORE_RETRY_S), then keep it in
+    the spool for the worker's heartbeat to write when Redis is back. Never lost."""
+    outcome = SpooledEnd(profile_id=profile_id, status=status, error=error, result=result)
+    try:
+        return with_retries(
+            lambda: write_end(store, outcome),
+            until_s=settings.store_retry_s,
+            what=f"writing the outcome of {profile_id}",
+            log=log.warning,
+        )
+    except redis.exceptions.RedisError as exc:
+        path = spool(settings.data_dir, outcome)
+        log.error(
+            "Redis away for %s s: the outcome of %s waits in %s (%s)",
+            settings.store_retry_s,
+            profile_id,
+            path,
+            exc,
+        )
+        return status
+
+
 class DeviceBusyError(Exception):
     """Another job holds this device; the task is retried later rather than measured alongside."""
 
@@ -135,11 +188,7 @@ class ProfileJob:
             rec.attempts += 1
             rec.started_at = now()
             rec.worker = self.hostname
-            rec.progress = Progress(
-                stage="starting",
-                batches_total=len(rec.settings.batch_sizes) * rec.settings.repeats,
-                processes=rec.settings.repeats,
-            )
+            rec.progress = Progress.at_start(rec.settings, "starting")
             return rec
 
         try:
@@ -228,53 +277,11 @@ class ProfileJob:
             # Another job took the device: the lease lapsed unseen, so what this process
             # stored since may have been measured beside it.
             self.store.drop_process_parts(profile_id, process)
-            self.requeue(profile_id, from_worker=self.hostname, lost_worker=False)
+            requeue(self.store, profile_id, from_worker=self.hostname, lost_worker=False)
         return False  # Redis never came back: the heartbeat's sweep requeues the record
 
-    def requeue(self, profile_id: str, *, from_worker: str | None, lost_worker: bool = True) -> bool:
-        """Put a running job back to ``queued`` (True if this call did): its worker vanished
-        (the attempt counts), or it handed the device over (``lost_worker=False``: it does not)."""
-
-        def change(rec: ProfileRecord) -> ProfileRecord | None:
-            if rec.status != "running" or rec.worker != from_worker:
-                return None
-            rec.status = "queued"
-            rec.worker = None
-            if not lost_worker:
-                rec.attempts = max(0, rec.attempts - 1)
-            rec.progress = Progress(
-                stage="queued",
-                batches_total=len(rec.settings.batch_sizes) * rec.settings.repeats,
-                processes=rec.settings.repeats,
-            )
-            return rec
-
-        try:
-            return self.store.update(profile_id, change, allowed_from=("running",)).status == "queued"
-        except (ConflictError, KeyError):
-            return False
-
     def _end(self, profile_id: str, status: str, *, error: str | None = None, result=None) -> str:
-        """Write the outcome; while Redis is away, retry (DNNPROF_STORE_RETRY_S), then keep it in
-        the spool for the worker's heartbeat to write when Redis is back. Never lost."""
-        outcome = SpooledEnd(profile_id=profile_id, status=status, error=error, result=result)
-        try:
-            return with_retries(
-                lambda: write_end(self.store, outcome),
-                until_s=self.settings.store_retry_s,
-                what=f"writing the outcome of {profile_id}",
-                log=log.warning,
-            )
-        except redis.exceptions.RedisError as exc:
-            path = spool(self.settings.data_dir, outcome)
-            log.error(
-                "Redis away for %s s: the outcome of %s waits in %s (%s)",
-                self.settings.store_retry_s,
-                profile_id,
-                path,
-                exc,
-            )
-            return status
+        return end_job(self.store, self.settings, profile_id, status, error=error, result=result)
 
     def _measure_in_child(self, profile_id: str, process: int):
         """(status, error, outcome) of one measuring process; the outcome is what it measured,

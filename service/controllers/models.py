@@ -11,10 +11,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
-from dnnprof.analysis import MB, best_published, is_noisy, published_accuracy, published_of, quality
+from dnnprof.analysis import MB, best_published, published_accuracy, published_of
 from dnnprof.catalogue import Resolved
 from dnnprof.contract import ModelInfo, PublishedResult
 from dnnprof.paper import PAPER_QUOTED_TOP1
+from dnnprof.selection import is_noisy, quality
 from dnnprof.targets import target_of
 from service.deps import Services
 

@@ -211,11 +211,7 @@ class ProfileController(Controller):
             settings=settings,
             model=resolved.info,
             created_at=now(),
-            progress=Progress(
-                stage="queued",
-                batches_total=len(settings.batch_sizes) * settings.repeats,
-                processes=settings.repeats,
-            ),
+            progress=Progress.at_start(settings),
         )
         record, created = store.create_or_get(record, force=data.force)
         if created:
