@@ -388,6 +388,35 @@ def test_a_redis_pause_past_the_device_lease_never_measures_the_device_twice(tmp
     assert lease_lines <= 10, f"{lease_lines} log lines about the device lease"
 
 
+def test_a_worker_stopped_cleanly_is_not_counted_live_once_it_has_stopped(tmp_path):
+    """Issue 28: after a clean stop /readyz counted the stopped worker for up to a heartbeat TTL."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = start_redis(tmp_path, port)
+    wait_redis(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    # The default heartbeat (5 s): a worker's entry lives 15 s unless it deregisters.
+    env.update(
+        {
+            "DNNPROF_REDIS_URL": url,
+            "DNNPROF_WORKER_METRICS_PORT": "0",
+            "DNNPROF_DATA_DIR": str(tmp_path / "w"),
+        }
+    )
+    worker = start_worker(env)
+    try:
+        store = redis.Redis.from_url(url)
+        until(lambda: store.keys("dnnprof:worker:cpu:*"), ceiling_s=300, what="the worker registered")
+        os.killpg(worker.pid, signal.SIGTERM)  # Celery's warm shutdown
+        worker.wait(timeout=120)
+        assert store.keys("dnnprof:worker:cpu:*") == [], "still registered after it stopped"
+        assert store.zcard("dnnprof:workers:live") == 0
+    finally:
+        stop(worker)
+        server.terminate()
+        server.wait(timeout=20)
+
+
 def test_metrics_say_when_the_store_is_down(tmp_path):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

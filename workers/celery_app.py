@@ -235,7 +235,10 @@ class Heartbeat(threading.Thread):
                 log.info("removed %d messages of ended jobs from %s", removed, queue)
 
     def stop(self) -> None:
+        """Deregister at a clean stop, after the loop has ended: a beat in flight would otherwise
+        register the worker again after it was forgotten (counted live for a heartbeat TTL)."""
         self.stopped.set()
+        self.join(timeout=30)
         with contextlib.suppress(Exception):
             store().forget_worker(self.info)
 
