@@ -55,6 +55,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     #: The most memory (GB) one request may need by the engine's estimate (see dnnprof/cost.py).
     max_request_cost_gb: float = 80.0
+    #: Jobs one client (an API key, else an address) may have queued or running at once; 0: any.
+    max_active_per_client: int = 100
     worker_metrics_port: int = 9808
     weights_dir: Path | None = None
     #: Load pretrained weights from the cache only, never from the network (air-gapped labs).
@@ -91,6 +93,7 @@ class Settings:
                 p.strip() for p in (env("DNNPROF_TRUSTED_PROXIES") or "").split(",") if p.strip()
             ),
             max_request_cost_gb=_env_float("DNNPROF_MAX_REQUEST_COST_GB", 80.0),
+            max_active_per_client=_env_int("DNNPROF_MAX_ACTIVE_PER_CLIENT", 100),
             worker_metrics_port=_env_int("DNNPROF_WORKER_METRICS_PORT", 9808),
             weights_dir=Path(env("DNNPROF_WEIGHTS_DIR")) if env("DNNPROF_WEIGHTS_DIR") else None,
             imagenet_val=Path(env("DNNPROF_IMAGENET_VAL")) if env("DNNPROF_IMAGENET_VAL") else None,

@@ -12,6 +12,7 @@ Keys (all under ``dnnprof:``):
 - ``flops:v<n>:<model>:<input size>``  the model's :class:`FlopCount`, counted once
 - ``worker:<class>:<hostname>``  JSON :class:`WorkerInfo`, expiring unless renewed
 - ``authfail:<address>``  failed authentications of one client address in the current minute
+- ``active-by:<client>``  set of the jobs one client created that may still be queued or running
 - ``stats:jobs``        hash "<status>:count" / "<status>:seconds" of ended jobs
 - ``catalogue``         hash name -> JSON :class:`ModelInfo`; ``catalogue:version`` its version
 - ``published:<source>`` hash model -> JSON :class:`PublishedResult`; ``published:sources`` the set
@@ -34,6 +35,7 @@ from redis.retry import Retry
 from dnnprof import indexes
 from dnnprof.contract import (
     ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
     DeviceSeen,
     FlopCount,
     ModelCounts,
@@ -459,6 +461,32 @@ class ProfileStore:
                 pipe.zrem(key, rec.id)
             pipe.delete(f"{PREFIX}cancel:{rec.id}")
             pipe.delete(f"{PREFIX}parts:{rec.id}")
+            pipe.execute()
+
+    # -- each client's active jobs (the API's per-client cap) -------------------------------------
+
+    def active_of(self, client: str) -> int:
+        """How many of the jobs ``client`` created are queued or running (ended ones are pruned
+        here, as they are read: no status change needs to know of this set)."""
+        key = f"{PREFIX}active-by:{client}"
+        ids = [i.decode() for i in self.redis.smembers(key)]
+        if not ids:
+            return 0
+        raws = self.redis.mget([self._key(i) for i in ids])
+        ended = [
+            i
+            for i, raw in zip(ids, raws, strict=True)
+            if raw is None or _record_decoder.decode(raw).status in TERMINAL_STATUSES
+        ]
+        if ended:
+            self.redis.srem(key, *ended)
+        return len(ids) - len(ended)
+
+    def note_active(self, client: str, profile_id: str) -> None:
+        key = f"{PREFIX}active-by:{client}"
+        with self.redis.pipeline() as pipe:
+            pipe.sadd(key, profile_id)
+            pipe.expire(key, 7 * 24 * 3600)  # a client gone for a week leaves nothing behind
             pipe.execute()
 
     def delete_if_equal(self, key: str, value: str) -> bool:

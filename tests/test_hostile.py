@@ -138,6 +138,7 @@ def limited(tmp_path_factory):
             "DNNPROF_RATE_LIMIT_PER_MINUTE": "30",
             "DNNPROF_AUTH_FAILURES_PER_MINUTE": "10",
             "DNNPROF_TRUSTED_PROXIES": "127.0.0.9",
+            "DNNPROF_MAX_ACTIVE_PER_CLIENT": "3",
         },
     )
     svc.publish_catalogue()  # no worker here
@@ -203,6 +204,35 @@ def test_failed_authentications_are_limited_per_address(limited):
         assert codes == [401] * 15, codes
         wrong = other.post("/v1/profiles", json=body, headers={"X-API-Key": "guess"})
         assert wrong.status_code == 401  # its first wrong key
+
+
+def test_one_client_may_have_only_so_many_jobs_queued_or_running(limited):
+    """Issue 28 (7): a per-client cap on queued jobs (DNNPROF_MAX_ACTIVE_PER_CLIENT, 3 here)."""
+    key = {"X-API-Key": "alpha-key"}
+    with from_address(limited, "127.0.0.6") as client:
+        posted = [
+            client.post(
+                "/v1/profiles",
+                json={"model": "resnet18", "device": "jetson", "batch_sizes": [b]},
+                headers=key,
+            )
+            for b in (1, 2, 3)
+        ]
+        assert [r.status_code for r in posted] == [202] * 3, [r.text for r in posted]
+        refused = client.post(
+            "/v1/profiles", json={"model": "resnet18", "device": "jetson", "batch_sizes": [4]}, headers=key
+        )
+        assert refused.status_code == 429, refused.text
+        assert "3 jobs of yours are queued or running" in refused.json()["detail"]
+        assert "DNNPROF_MAX_ACTIVE_PER_CLIENT=3" in refused.json()["detail"]
+        # One ends (cancelled): room for the next.
+        assert client.delete(f"/v1/profiles/{posted[0].json()['id']}", headers=key).status_code == 200
+        again = client.post(
+            "/v1/profiles", json={"model": "resnet18", "device": "jetson", "batch_sizes": [4]}, headers=key
+        )
+        assert again.status_code == 202, again.text
+        for response in (*posted[1:], again):
+            client.delete(f"/v1/profiles/{response.json()['id']}", headers=key)
 
 
 def _csv(client, source: str, body: bytes) -> httpx.Response:

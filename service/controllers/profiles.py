@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated
 from urllib.parse import urlencode
@@ -9,7 +10,7 @@ from urllib.parse import urlencode
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import NotFoundException, TooManyRequestsException, ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from msgspec import Struct
@@ -36,6 +37,7 @@ from service.caching import conditional_json
 from service.deps import Services
 from service.errors import error_responses
 from service.params import DeviceFilter, ModelFilter
+from service.security import identity_for
 
 #: Redis ranks are 64-bit: an offset past any store's size is refused (a 4xx), not sent on.
 MAX_OFFSET = 10**12
@@ -59,6 +61,24 @@ class ProfileAccepted(Struct, kw_only=True):
 class DeleteOutcome(Struct, kw_only=True):
     id: str
     outcome: str  # "cancelled", "cancelling", "deleted"
+
+
+def _client_of(request: Request, services: Services) -> str:
+    """Who asks, as the rate limit counts them (a verified key, else the address), hashed."""
+    identity = identity_for(services.settings.api_keys)(request)
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _check_active_cap(store: ProfileStore, client: str, cap: int) -> None:
+    if cap <= 0:
+        return
+    active = store.active_of(client)
+    if active >= cap:
+        raise TooManyRequestsException(
+            f"{active} jobs of yours are queued or running, the most one client may have "
+            f"(DNNPROF_MAX_ACTIVE_PER_CLIENT={cap}): wait for some to end, or cancel some "
+            "(DELETE /v1/profiles/{id})"
+        )
 
 
 def _pick_device(requested: str | None, live: dict[str, int]) -> str:
@@ -152,7 +172,7 @@ class ProfileController(Controller):
         responses=error_responses(400, 401, 404, 413, 415, 422, 429, 503, 507),
     )
     def create(
-        self, data: JSONBody[ProfileRequest], services: NamedDependency[Services]
+        self, request: Request, data: JSONBody[ProfileRequest], services: NamedDependency[Services]
     ) -> Response[ProfileAccepted]:
         resolved = services.resolve(data.model)
         if resolved.info.unavailable:
@@ -213,8 +233,11 @@ class ProfileController(Controller):
             created_at=now(),
             progress=Progress.at_start(settings),
         )
+        client = _client_of(request, services)
+        _check_active_cap(store, client, services.settings.max_active_per_client)
         record, created = store.create_or_get(record, force=data.force)
         if created:
+            store.note_active(client, record.id)
             try:
                 services.enqueue(record)
             except Exception:
