@@ -3,6 +3,7 @@ Redis going away and coming back, two workers for one device. Real processes thr
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -11,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
+from dnnprof.config import Settings
 from dnnprof.process import pid_alive
 from tests.helpers import ROOT, free_port, start_service, until, wait_for
 
@@ -411,6 +414,72 @@ def test_a_worker_stopped_cleanly_is_not_counted_live_once_it_has_stopped(tmp_pa
         worker.wait(timeout=120)
         assert store.keys("dnnprof:worker:cpu:*") == [], "still registered after it stopped"
         assert store.zcard("dnnprof:workers:live") == 0
+    finally:
+        stop(worker)
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path):
+    """Issue 28 (5): with Redis at its maxmemory the Celery worker died ('Unrecoverable error:
+    OutOfMemoryError') when it took the next message (kombu records it as unacked: a write)."""
+    from dnnprof.catalogue import Catalogue
+    from dnnprof.contract import ProfileRecord, ProfileSettings
+    from dnnprof.queue import make_celery, send_profile
+    from dnnprof.store import ProfileStore
+    from tests.helpers import publish_catalogue
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = start_redis(tmp_path, port)
+    wait_redis(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    env.update({"DNNPROF_REDIS_URL": url, "DNNPROF_HEARTBEAT_S": "2", "DNNPROF_WORKER_METRICS_PORT": "0"})
+    env["DNNPROF_DATA_DIR"] = str(tmp_path / "w")
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    raw = redis.Redis.from_url(url)
+    try:
+        until(lambda: raw.keys("dnnprof:worker:cpu:*"), ceiling_s=300, what="the worker registered")
+        store = ProfileStore.from_url(url)
+        publish_catalogue(url)
+        celery = make_celery(dataclasses.replace(Settings.from_env(), redis_url=url))
+
+        info = Catalogue(store.load_catalogue()).resolve("squeezenet1_1").info
+
+        def job(batch_sizes: list[int], runs: int) -> str:
+            settings = ProfileSettings(
+                model=info.name,
+                device="cpu",
+                batch_sizes=tuple(batch_sizes),
+                runs=runs,
+                repeats=1,
+                precision="fp32",
+                input_size=info.input_size,
+            )
+            record = ProfileRecord(
+                id=uuid.uuid4().hex, status="queued", settings=settings, model=info, created_at=time.time()
+            )
+            store.create_or_get(record)
+            send_profile(celery, record)
+            return record.id
+
+        # The next message reaches the worker only once Redis is full: the worker is held
+        # (SIGSTOP) while it is queued and Redis fills, then it reads it (kombu then records it
+        # as unacked: a write Redis refuses).
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            nxt = job([1], 2)
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) // 2))
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        until(lambda: raw.llen("dnnprof.cpu") == 0, ceiling_s=120, what="the message taken")
+        time.sleep(15)  # it died within a second of that, before
+        assert worker.poll() is None, log.read_text(errors="replace")[-3000:]
+        raw.config_set("maxmemory", "0")  # room again
+        until(lambda: store.get(nxt).status == "succeeded", ceiling_s=600, what="the next job measured")
+        assert worker.poll() is None
     finally:
         stop(worker)
         server.terminate()

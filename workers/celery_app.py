@@ -24,6 +24,7 @@ from dnnprof.contract import DEVICE_CLASSES, TERMINAL_STATUSES, WorkerInfo
 from dnnprof.process import die_with_parent, remove_dead_owners, run_dir, spool_dir
 from dnnprof.queue import PROFILE_TASK, make_celery, queue_for, route_of, send_profile
 from dnnprof.store import ProfileStore
+from workers.broker import use_for_redis_urls
 from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
 from workers.jobs import DeviceBusyError, ProfileJob, end_job, flush_spool, requeue
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
@@ -49,6 +50,7 @@ if "worker" in sys.argv[1:] and not os.environ.get(PREFLIGHT_DONE_ENV):
 #: DNNPROF_DEVICE_TARGET); its queue is consumed beside the class's.
 DEVICE_TARGET = os.environ.get("DNNPROF_WORKER_TARGET") or worker_target(DEVICE_CLASS)
 
+use_for_redis_urls()  # a full Redis is waited out, not fatal (workers/broker.py)
 app = make_celery(settings)
 app.conf.task_default_queue = queue_for(DEVICE_CLASS)
 
