@@ -48,17 +48,25 @@ def children(pid: int) -> list[tuple[int, str]]:
     ]
 
 
-def measuring_processes() -> list[str]:
-    """The profile ids the measuring processes (``workers.runner``) on this host measure."""
+def measuring_processes(redis_url: str) -> list[str]:
+    """The profile ids the measuring processes (``workers.runner``) of this soak's workers measure
+    (their environment names its Redis: other runs on the host are not counted)."""
+    from dnnprof.queue import celery_url
+    from dnnprof.store import redis_py_url
+
     found = []
+    spellings = {redis_url, celery_url(redis_url), redis_py_url(redis_url)}
+    mine = {f"DNNPROF_REDIS_URL={url}".encode() for url in spellings}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             args = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"workers.runner" not in args or not mine & set((proc / "environ").read_bytes().split(b"\0")):
+                continue
         except OSError:
             continue
-        if b"workers.runner" in args and args.index(b"workers.runner") + 1 < len(args):
+        if args.index(b"workers.runner") + 1 < len(args):
             found.append(args[args.index(b"workers.runner") + 1].decode())
     return found
 
@@ -66,13 +74,14 @@ def measuring_processes() -> list[str]:
 class MeasuringWatch(threading.Thread):
     """The most measuring processes seen at once, and what they were."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis_url: str) -> None:
         super().__init__(daemon=True)
+        self.redis_url = redis_url
         self.most, self.seen, self.overlaps, self.stopped = 0, [], 0, threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(0.05):
-            now = measuring_processes()
+            now = measuring_processes(self.redis_url)
             if len(now) > 1:
                 self.overlaps += 1
             if len(now) > self.most:
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         # the time, and count a client timeout apart from a server error.
         client = httpx.Client(base_url=service.base_url, timeout=120)
         second = start_second_worker(service, Path(tmp)) if args.second_worker else None
-        watch = MeasuringWatch()
+        watch = MeasuringWatch(service.redis_url())
         watch.start()
 
         def request(method: str, path: str, **kw) -> httpx.Response | None:
@@ -288,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "second_worker": args.second_worker,
         "most_measuring_at_once": watch.most,
         "samples_with_two_measuring": watch.overlaps,
+        "measuring_at_once_seen": watch.seen,
     }
     ok = report["jobs_lost"] == 0 and report["other_errors"] == 0 and watch.most <= 1
     stamp(
