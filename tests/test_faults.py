@@ -217,20 +217,21 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_job(tmp_path):
+def redis_for_workers(tmp_path, **env: str) -> tuple[subprocess.Popen, str, dict]:
+    """An external Redis (AOF, its own port) and the environment of a worker on it: (the
+    server, its URL, the environment), with ``env`` on top (DNNPROF_HEARTBEAT_S=..., ...)."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     server = start_redis(tmp_path, port)
     wait_redis(url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
-    env.update(
-        {
-            "DNNPROF_REDIS_URL": url,
-            "DNNPROF_HEARTBEAT_S": "2",
-            "DNNPROF_WORKER_METRICS_PORT": "0",
-            "DNNPROF_RATE_LIMIT_PER_MINUTE": "0",
-        }
-    )
+    worker_env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    worker_env.update({"DNNPROF_REDIS_URL": url, "DNNPROF_WORKER_METRICS_PORT": "0", **env})
+    return server, url, worker_env
+
+
+def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_job(tmp_path):
+    server, url, env = redis_for_workers(tmp_path, DNNPROF_HEARTBEAT_S="2", DNNPROF_RATE_LIMIT_PER_MINUTE="0")
+    port = int(url.split(":")[2].split("/")[0])  # Redis comes back on it
     # Two CPU workers on one host: they share the device, so they must take turns.
     workers = [start_worker(env), start_worker(env)]
     api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
@@ -320,14 +321,8 @@ def test_a_redis_pause_past_the_device_lease_never_measures_the_device_twice(tmp
     """Issue 28 (1): a pause longer than the lease and the heartbeat let the lease and the busy
     key expire; the sweep then requeued a job still measuring and the second worker measured it
     (or the next job) beside it, on the same CPU. One device, one measuring process, always."""
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    server = start_redis(tmp_path, port)
-    wait_redis(url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
     # Heartbeat 2 s: the device lease lasts 10 s and a worker's presence 6 s; the pause is 25 s.
-    env.update({"DNNPROF_REDIS_URL": url, "DNNPROF_HEARTBEAT_S": "2", "DNNPROF_WORKER_METRICS_PORT": "0"})
-    env["DNNPROF_RATE_LIMIT_PER_MINUTE"] = "0"
+    server, _, env = redis_for_workers(tmp_path, DNNPROF_HEARTBEAT_S="2", DNNPROF_RATE_LIMIT_PER_MINUTE="0")
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     workers = [
         start_worker({**env, "DNNPROF_DATA_DIR": str(tmp_path / f"w{i}")}, log) for i, log in enumerate(logs)
@@ -393,19 +388,8 @@ def test_a_redis_pause_past_the_device_lease_never_measures_the_device_twice(tmp
 
 def test_a_worker_stopped_cleanly_is_not_counted_live_once_it_has_stopped(tmp_path):
     """Issue 28: after a clean stop /readyz counted the stopped worker for up to a heartbeat TTL."""
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    server = start_redis(tmp_path, port)
-    wait_redis(url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
     # The default heartbeat (5 s): a worker's entry lives 15 s unless it deregisters.
-    env.update(
-        {
-            "DNNPROF_REDIS_URL": url,
-            "DNNPROF_WORKER_METRICS_PORT": "0",
-            "DNNPROF_DATA_DIR": str(tmp_path / "w"),
-        }
-    )
+    server, url, env = redis_for_workers(tmp_path, DNNPROF_DATA_DIR=str(tmp_path / "w"))
     worker = start_worker(env)
     try:
         store = redis.Redis.from_url(url)
@@ -429,13 +413,9 @@ def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path)
     from dnnprof.store import ProfileStore
     from tests.helpers import publish_catalogue
 
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    server = start_redis(tmp_path, port)
-    wait_redis(url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
-    env.update({"DNNPROF_REDIS_URL": url, "DNNPROF_HEARTBEAT_S": "2", "DNNPROF_WORKER_METRICS_PORT": "0"})
-    env["DNNPROF_DATA_DIR"] = str(tmp_path / "w")
+    server, url, env = redis_for_workers(
+        tmp_path, DNNPROF_HEARTBEAT_S="2", DNNPROF_DATA_DIR=str(tmp_path / "w")
+    )
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
     raw = redis.Redis.from_url(url)
