@@ -253,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                             job_id, {"state": None, "last_change": time.monotonic(), "stuck_s": 0.0}
                         )
                 elif roll < 0.2 and jobs:
-                    request("DELETE", f"/v1/profiles/{rng.choice(list(jobs))}")
+                    job_id = rng.choice(list(jobs))
+                    response = request("DELETE", f"/v1/profiles/{job_id}")
+                    deleted = response is not None and response.status_code == 200
+                    if deleted and response.json().get("outcome") == "deleted":
+                        jobs[job_id]["final"] = jobs[job_id].get("final") or "deleted"  # gone by our hand
                 else:
                     path = rng.choice(
                         ["/v1/profiles", "/v1/analysis/table1", "/metrics", "/readyz", "/v1/models?q=res"]
@@ -291,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs_succeeded": finals.count("succeeded"),
         "jobs_failed": finals.count("failed"),
         "jobs_cancelled": finals.count("cancelled"),
+        "jobs_deleted_by_the_soak": finals.count("deleted"),
         "jobs_unfinished": sum(1 for f in finals if f is None),
         "jobs_lost": len(lost),
         "longest_stuck_s": max((j["stuck_s"] for j in jobs.values()), default=0.0),
