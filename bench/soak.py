@@ -54,9 +54,9 @@ def measuring_processes(redis_url: str) -> list[str]:
     from dnnprof.queue import celery_url
     from dnnprof.store import redis_py_url
 
-    found = []
     spellings = {redis_url, celery_url(redis_url), redis_py_url(redis_url)}
     mine = {f"DNNPROF_REDIS_URL={url}".encode() for url in spellings}
+    runners: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, profile id)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -64,11 +64,14 @@ def measuring_processes(redis_url: str) -> list[str]:
             args = (proc / "cmdline").read_bytes().split(b"\0")
             if b"workers.runner" not in args or not mine & set((proc / "environ").read_bytes().split(b"\0")):
                 continue
-        except OSError:
+            parent = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
         if args.index(b"workers.runner") + 1 < len(args):
-            found.append(args[args.index(b"workers.runner") + 1].decode())
-    return found
+            runners[int(proc.name)] = (parent, args[args.index(b"workers.runner") + 1].decode())
+    # A runner's own fork before its exec (importing torch runs `ldconfig -p`) shows the same
+    # command line for a moment: not a second measurement.
+    return [profile_id for parent, profile_id in runners.values() if parent not in runners]
 
 
 class MeasuringWatch(threading.Thread):
