@@ -164,6 +164,8 @@ def test_repvgg_is_profiled_in_its_deployed_form_unless_asked_for_the_training_f
     assert info.reparameterizable
     deployed = profile(info, reparameterize=True)
     assert deployed.form == "deployed"
+    # Ding et al., "RepVGG: Making VGG-style ConvNets Great Again" (CVPR 2021), Table 4: RepVGG-A2
+    # as deployed has 25.49 M parameters and 5.12 B theoretical FLOPs (multiply-adds, so GMACs).
     assert deployed.params == pytest.approx(25.5e6, rel=0.005)
     assert deployed.flops / 2e9 == pytest.approx(5.12, rel=0.005)
     training = profile(info, reparameterize=False)
