@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import environment, stamp, write
+from tests import helpers
 from tests.helpers import start_service
 
 MODELS = ("squeezenet1_1", "squeezenet1_0", "mobilenet_v3_small", "shufflenet_v2_x0_5", "resnet18")
@@ -49,29 +50,16 @@ def children(pid: int) -> list[tuple[int, str]]:
 
 
 def measuring_processes(redis_url: str) -> list[str]:
-    """The profile ids the measuring processes (``workers.runner``) of this soak's workers measure
-    (their environment names its Redis: other runs on the host are not counted)."""
+    """The profile ids the measuring processes of this soak's workers measure (their environment
+    names its Redis, in any of its spellings: other runs on the host are not counted)."""
     from dnnprof.queue import celery_url
     from dnnprof.store import redis_py_url
 
     spellings = {redis_url, celery_url(redis_url), redis_py_url(redis_url)}
     mine = {f"DNNPROF_REDIS_URL={url}".encode() for url in spellings}
-    runners: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, profile id)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"workers.runner" not in args or not mine & set((proc / "environ").read_bytes().split(b"\0")):
-                continue
-            parent = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if args.index(b"workers.runner") + 1 < len(args):
-            runners[int(proc.name)] = (parent, args[args.index(b"workers.runner") + 1].decode())
-    # A runner's own fork before its exec (importing torch runs `ldconfig -p`) shows the same
-    # command line for a moment: not a second measurement.
-    return [profile_id for parent, profile_id in runners.values() if parent not in runners]
+    return helpers.measuring_processes(
+        lambda proc, session: bool(mine & set((proc / "environ").read_bytes().split(b"\0")))
+    )
 
 
 class MeasuringWatch(threading.Thread):

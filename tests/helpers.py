@@ -184,3 +184,25 @@ def throwaway_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
 
     until(answers, ceiling_s=60, what="redis-server answering")
     return server, url
+
+
+def measuring_processes(accept) -> list[str]:
+    """The profile ids that measuring processes (``python -m workers.runner <id> ...``) on this host
+    measure now, of those whose /proc folder ``accept`` takes (``accept(proc_dir, session)``). A
+    runner's own fork before its exec (importing torch runs ``ldconfig -p``) shows the runner's
+    command line for a moment: it is not a second measurement, and is left out."""
+    runners: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, profile id)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"workers.runner" not in args or args.index(b"workers.runner") + 1 >= len(args):
+                continue
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+            if not accept(proc, int(fields[3])):
+                continue
+            runners[int(proc.name)] = (int(fields[1]), args[args.index(b"workers.runner") + 1].decode())
+        except (OSError, ValueError, IndexError):
+            continue  # ended while we looked
+    return [profile_id for parent, profile_id in runners.values() if parent not in runners]

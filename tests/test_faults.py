@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +20,7 @@ import redis
 
 from dnnprof.config import Settings
 from dnnprof.process import pid_alive
+from tests import helpers
 from tests.helpers import ROOT, free_port, start_service, until, wait_for
 
 pytestmark = pytest.mark.slow
@@ -288,22 +288,8 @@ def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_j
 
 
 def measuring_processes(sessions: set[int]) -> list[str]:
-    """The profile ids the measuring processes (``workers.runner``) of these sessions measure."""
-    runners: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, profile id)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            fields = (proc / "stat").read_text().rpartition(")")[2].split()
-            parent, session = int(fields[1]), int(fields[3])
-        except (OSError, ValueError, IndexError):
-            continue  # ended while we looked
-        if session in sessions and b"workers.runner" in args:
-            runners[int(proc.name)] = (parent, args[args.index(b"workers.runner") + 1].decode())
-    # A runner's own fork before its exec (importing torch runs `ldconfig -p`) shows the same
-    # command line for a moment: not a second measurement.
-    return [profile_id for parent, profile_id in runners.values() if parent not in runners]
+    """The profile ids the measuring processes of these sessions (the workers') measure."""
+    return helpers.measuring_processes(lambda proc, session: session in sessions)
 
 
 class RunnerWatch(threading.Thread):
