@@ -21,12 +21,12 @@ from celery import signals
 
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES, TERMINAL_STATUSES, WorkerInfo
-from dnnprof.process import die_with_parent, remove_dead_owners, run_dir, spool_dir
+from dnnprof.process import die_with_parent, remove_dead_owners, run_dir
 from dnnprof.queue import PROFILE_TASK, make_celery, queue_for, route_of, send_profile
 from dnnprof.store import ProfileStore
 from workers.broker import use_for_redis_urls
 from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
-from workers.jobs import DeviceBusyError, ProfileJob, end_job, flush_spool, requeue
+from workers.jobs import DeviceBusyError, ProfileJob, end_job, flush_spool, requeue, spooled_ids
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
 
 log = logging.getLogger("dnnprof.worker")
@@ -99,18 +99,15 @@ def profile(self, profile_id: str) -> str:
         raise self.retry(countdown=5, exc=exc) from exc
 
 
-def active_task_ids() -> set[str]:
-    """The tasks this worker's pool runs now (Celery's own state, kept in this process)."""
+def active_task_ids() -> set[str] | None:
+    """The tasks this worker's pool runs now (Celery's own state, kept in this process); None
+    when it could not be read (the pool kept changing it): then nothing of ours is requeued."""
     from celery.worker import state
 
     for _ in range(3):
         with contextlib.suppress(RuntimeError):  # the pool changed the set while we read it
             return {request.id for request in list(state.active_requests)}
-    return set()
-
-
-def spooled(profile_id: str) -> bool:
-    return (spool_dir(settings.data_dir) / f"{profile_id}.json").exists()
+    return None
 
 
 class Heartbeat(threading.Thread):
@@ -159,6 +156,7 @@ class Heartbeat(threading.Thread):
         orphan_after = time.time() - 3 * settings.heartbeat_s
         overdue_after = time.time() - settings.time_limit_s - 60
         active = active_task_ids()
+        spooled = spooled_ids(settings.data_dir)
         for rec in running:
             started = rec.started_at or rec.created_at
             if rec.worker == self.info.hostname:
@@ -171,8 +169,8 @@ class Heartbeat(threading.Thread):
                         error=f"killed at the hard time limit of {settings.time_limit_s} s",
                     )
                     continue
-                if started >= orphan_after or rec.id in active or spooled(rec.id):
-                    continue  # just claimed, measuring, or its outcome waits for Redis
+                if started >= orphan_after or active is None or rec.id in active or rec.id in spooled:
+                    continue  # just claimed, maybe measuring, or its outcome waits for Redis
                 why = "none of its worker's processes runs it (its outcome was lost)"
             elif rec.worker in gone:
                 why = f"its worker {rec.worker} stopped beating"

@@ -49,6 +49,15 @@ def write_end(store: ProfileStore, outcome: SpooledEnd) -> str:
     return outcome.status
 
 
+def spooled_files(data_dir: Path) -> list[Path]:
+    """The outcomes waiting for Redis, one ``<profile id>.json`` each."""
+    return sorted(spool_dir(data_dir).glob("*.json"))
+
+
+def spooled_ids(data_dir: Path) -> set[str]:
+    return {path.stem for path in spooled_files(data_dir)}
+
+
 def spool(data_dir: Path, outcome: SpooledEnd) -> Path:
     """Keep an outcome on disk (0600, in a 0700 folder) until Redis takes it."""
     path = spool_dir(data_dir) / f"{outcome.profile_id}.json"
@@ -63,7 +72,7 @@ def spool(data_dir: Path, outcome: SpooledEnd) -> Path:
 def flush_spool(store: ProfileStore, data_dir: Path) -> int:
     """Write the outcomes that waited for Redis (called by the worker's heartbeat)."""
     written = 0
-    for path in sorted((data_dir / "spool").glob("*.json")):
+    for path in spooled_files(data_dir):
         outcome = msgspec.json.decode(path.read_bytes(), type=SpooledEnd)
         write_end(store, outcome)  # raises while Redis is still away: the file stays
         path.unlink()
