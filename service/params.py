@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
+from litestar import Request
 from litestar.params import QueryParameter
 
 from dnnprof.contract import DEVICE_PATTERN, PRECISIONS, Precision
@@ -49,3 +51,11 @@ PrecisionFilter = Annotated[
 
 #: A listing's or an export's model filter (resolved like a request's name).
 ModelFilter = Annotated[str | None, QueryParameter(max_length=120)]
+
+
+def next_page_link(request: Request, drop: tuple[str, ...], **then: str) -> dict[str, str]:
+    """The ``Link: <...>; rel="next"`` header of a listing: this request's query, less the
+    paging parameters in ``drop``, plus ``then`` (the next page's)."""
+    query = {k: v for k, v in request.query_params.items() if k not in drop}
+    query.update(then)
+    return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}

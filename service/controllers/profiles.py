@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from typing import Annotated
-from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
@@ -36,7 +35,7 @@ from service.bodies import strict_json
 from service.caching import conditional_json
 from service.deps import Services
 from service.errors import error_responses
-from service.params import DeviceFilter, ModelFilter
+from service.params import DeviceFilter, ModelFilter, next_page_link
 from service.security import identity_for
 
 #: Redis ranks are 64-bit: an offset past any store's size is refused (a 4xx), not sent on.
@@ -329,11 +328,9 @@ class ProfileController(Controller):
         page = services.store.list(
             model=qualified, device=device, status=status, limit=limit, offset=offset, after=after
         )
-        headers = {}
-        if len(page) == limit:
-            query = {k: v for k, v in request.query_params.items() if k not in ("offset", "after")}
-            query["after"] = page[-1].id
-            headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+        headers = (
+            next_page_link(request, ("offset", "after"), after=page[-1].id) if len(page) == limit else {}
+        )
         return Response(page, headers=headers)
 
     @delete(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
-from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
@@ -21,6 +20,7 @@ from dnnprof.store import now
 from service.bodies import csv_body
 from service.deps import CatalogueNotReadyError, Services
 from service.errors import error_responses
+from service.params import next_page_link
 
 MAX_CSV_BYTES = 8 * 1024 * 1024
 #: Imported sources kept at once (the shipped tables not counted): with MAX_IMPORT_ROWS each, what
@@ -66,7 +66,7 @@ class PublishedResultsController(Controller):
         self, source: FromPath[str], body: RawBody, services: NamedDependency[Services]
     ) -> ImportSummary:
         writable_source(source)
-        imported = services.store.published_sources() - {t.source for t in SHIPPED_TABLES}
+        imported = {s for s in services.store.published_sources() if not is_shipped(s)}
         if source not in imported and len(imported) >= MAX_IMPORTED_SOURCES:
             raise ValidationException(
                 f"source: at most {MAX_IMPORTED_SOURCES} imported sources are kept (of "
@@ -116,11 +116,8 @@ class PublishedResultsController(Controller):
             results = [r for r in results if r.model == model or is_published_of(r, qualified)]
         results.sort(key=lambda r: (r.source, r.model))
         page = results[offset : offset + limit]
-        headers = {}
-        if len(page) == limit and offset + limit < len(results):
-            query = {k: v for k, v in request.query_params.items() if k != "offset"}
-            query["offset"] = str(offset + limit)
-            headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+        more = len(page) == limit and offset + limit < len(results)
+        headers = next_page_link(request, ("offset",), offset=str(offset + limit)) if more else {}
         return Response(page, headers=headers)
 
     @delete(
