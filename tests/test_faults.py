@@ -444,7 +444,14 @@ def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path)
         finally:
             os.kill(worker.pid, signal.SIGCONT)
         until(lambda: raw.llen("dnnprof.cpu") == 0, ceiling_s=120, what="the message taken")
-        time.sleep(15)  # it died within a second of that, before
+        # Waits on what the worker says of the refusal: before, 'Unrecoverable error:
+        # OutOfMemoryError' and an exit; now Celery's reconnect, and the worker stays.
+        said = until(
+            lambda: "OutOfMemoryError" in (text := log.read_text(errors="replace")) and text,
+            ceiling_s=300,
+            what="the worker meeting the full Redis",
+        )
+        assert "Unrecoverable error" not in said and "Connection to broker lost" in said, said[-3000:]
         assert worker.poll() is None, log.read_text(errors="replace")[-3000:]
         raw.config_set("maxmemory", "0")  # room again
         until(lambda: store.get(nxt).status == "succeeded", ceiling_s=600, what="the next job measured")
