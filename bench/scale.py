@@ -14,6 +14,14 @@ first export byte <= 100 ms, and each no more than twice its figure at 1,000. Wi
 PATH, also GET-by-id throughput at 16 connections for 1 and 2 API workers.
 
     python -m bench.scale [--sizes 1000 10000 100000] [--requests 60]
+
+``--finish`` measures instead what storing one finished profile costs beside a history of 100 and
+of 5,000 profiles of its own group (same model, target, precision; issue 24): the median over
+``--finishes`` finishes through ``create_or_get``, interleaved between the two stores, and beside
+them, in the same run, one rescan of the group (what every finish cost before: the reference).
+Target: the finish at 5,000 no more than 1.3x the finish at 100.
+
+    python -m bench.scale --finish [--finishes 200]
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -38,6 +46,7 @@ from bench.common import environment, write
 from dnnprof.contract import ProfileRecord
 from dnnprof.embedded import EmbeddedRedis
 from dnnprof.store import ProfileStore
+from dnnprof.store.counting import group_of
 from tests.helpers import ROOT, free_port, start_service, wait_for
 
 SEED = ROOT / "bench" / "results" / "scale-seed.json"
@@ -64,12 +73,24 @@ def seed_record() -> ProfileRecord:
     return msgspec.json.decode(raw, type=ProfileRecord)
 
 
-def synthetic(seed: ProfileRecord, n: int) -> Iterator[ProfileRecord]:
-    """``n`` distinct profiles: 200 models x 5 targets, then more history of each (shallow copies
-    of the seed with their own settings, model, target and id: nothing else differs)."""
+def spread(i: int) -> tuple[str, str]:
+    """200 models x 5 targets, then more history of each."""
+    return f"tv:bench{i % MODELS:03d}", f"cuda/bench-gpu-{(i // MODELS) % TARGETS}"
+
+
+def one_group(i: int) -> tuple[str, str]:
+    """Every profile of one model on one target (the history of a single group)."""
+    return "tv:bench000", "cuda/bench-gpu-0"
+
+
+def synthetic(
+    seed: ProfileRecord, n: int, place: Callable[[int], tuple[str, str]] = spread
+) -> Iterator[ProfileRecord]:
+    """``n`` distinct profiles placed by ``place`` (shallow copies of the seed with their own
+    settings, model, target and id: nothing else differs)."""
     assert seed.result is not None
     for i in range(n):
-        model, target = f"tv:bench{i % MODELS:03d}", f"cuda/bench-gpu-{(i // MODELS) % TARGETS}"
+        model, target = place(i)
         settings = msgspec.structs.replace(
             seed.settings, model=model, device="cuda", target=target, runs=10 + i
         )
@@ -199,13 +220,62 @@ def measure(seed: ProfileRecord, size: int, requests: int, tmp: Path) -> dict:
         server.stop()
 
 
+def finish_cost(seed: ProfileRecord, histories: tuple[int, ...], finishes: int, tmp: Path) -> dict:
+    """Per history size, a store holding that many profiles of one group; finishes alternate
+    between the stores (so that a busy moment of the host falls on both), each a fresh record."""
+    servers, stores = [], {}
+    try:
+        for n in histories:
+            server = EmbeddedRedis(tmp / f"finish-{n}")
+            servers.append(server)
+            store = ProfileStore.from_url(server.start())
+            store.ensure_indexes()
+            history = list(synthetic(seed, n, one_group))
+            store.add_many(history)
+            stores[n] = (store, history[0])
+        times: dict[int, list[float]] = {n: [] for n in histories}
+        rescans: dict[int, list[float]] = {n: [] for n in histories}
+        for i in range(finishes):
+            for n, (store, template) in stores.items():
+                rec = msgspec.structs.replace(
+                    template,
+                    id=f"finish{i:05d}" + uuid.uuid4().hex[:19],
+                    created_at=template.created_at + 10**6 + i,
+                )
+                start = time.perf_counter()
+                store.create_or_get(rec, force=True)
+                times[n].append((time.perf_counter() - start) * 1000)
+                if i % 20 == 0:
+                    start = time.perf_counter()
+                    store.rescan(group_of(rec))
+                    rescans[n].append((time.perf_counter() - start) * 1000)
+        rows = {
+            str(n): {"finish": summary(times[n]), "rescan_reference": summary(rescans[n])} for n in histories
+        }
+        low, high = histories[0], histories[-1]
+        ratio = rows[str(high)]["finish"]["median_ms"] / rows[str(low)]["finish"]["median_ms"]
+        rows["ratio"] = {"finish_high_over_low": round(ratio, 2), "target": 1.3, "met": ratio <= 1.3}
+        return rows
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--out", default="scale")
+    parser.add_argument("--finish", action="store_true", help="the cost of one finish (issue 24)")
+    parser.add_argument("--finishes", type=int, default=200)
     args = parser.parse_args()
     seed = seed_record()
+    if args.finish:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = finish_cost(seed, (100, 5000), args.finishes, Path(tmp))
+        write("scale-finish", {"environment": environment(), "histories": rows})
+        print(msgspec.json.encode(rows).decode())
+        return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:

@@ -16,12 +16,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import redis
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+AUTH_FAILURES = "dnnprof:authfail:"
+
+
+def count_auth_failure(client: redis.Redis, address: str, window_s: int = 60) -> int:
+    """One more wrong key from ``address`` in its current window (shared by every API replica)."""
+    key = AUTH_FAILURES + address
+    with client.pipeline() as pipe:
+        pipe.set(key, 0, ex=window_s, nx=True)  # the window starts at the first failure
+        pipe.incr(key)
+        _, count = pipe.execute()
+    return int(count)
+
+
+def auth_failures(client: redis.Redis, address: str) -> int:
+    return int(client.get(AUTH_FAILURES + address) or 0)
 
 
 def presented_key(connection: ASGIConnection) -> str | None:
@@ -55,16 +71,16 @@ def api_key_guard(keys: frozenset[str], failures_per_minute: int = 10):
         if verified(key, keys):
             return
         if key and failures_per_minute > 0:
-            store = connection.app.state.services.store
+            client = connection.app.state.services.store.redis
             address = peer_address(connection)
-            if store.auth_failures(address) >= failures_per_minute:
+            if auth_failures(client, address) >= failures_per_minute:
                 raise TooManyRequestsException(
                     detail=f"too many failed authentications from {address}: {failures_per_minute} "
                     "wrong keys a minute are allowed (DNNPROF_AUTH_FAILURES_PER_MINUTE); retry in a "
                     "minute (a valid key is not refused)",
                     headers={"Retry-After": "60"},
                 )
-            store.count_auth_failure(address)
+            count_auth_failure(client, address)
         raise NotAuthorizedException(
             "this service needs an API key to change things: send it as 'X-API-Key: <key>' "
             "or 'Authorization: Bearer <key>'",

@@ -127,6 +127,92 @@ def test_the_profile_that_counts_follows_finishes_and_deletes(store):
     assert store.counted_targets() == {"cuda/y"}
 
 
+def chosen_by_rule(records: dict[str, object], select: str) -> dict[str, str]:
+    """The rule written out on every stored record (dnnprof.selection's order, the largest counts):
+    the reference the incremental choice must agree with."""
+    from dnnprof.selection import order_for
+
+    groups: dict[str, list] = {}
+    for rec in records.values():
+        if rec.status == "succeeded" and rec.result is not None:
+            field = indexes.counting_field(rec.settings.model, target_of(rec), rec.settings.precision)
+            groups.setdefault(field, []).append(rec)
+    return {field: max(recs, key=order_for(select)).id for field, recs in groups.items()}
+
+
+def test_the_incremental_choice_agrees_with_the_rule_over_every_finish_change_and_delete(store):
+    """Issue 24: a finish compares with the current choice only; after each of 300 random
+    finishes, re-targetings, failures and deletes the hashes equal the rule applied to all."""
+    import random
+
+    rng = random.Random(24)
+    stored: dict[str, object] = {}
+    for step in range(300):
+        action = rng.random()
+        if action < 0.5 or not stored:
+            rec = on(
+                rng.choice(["cuda/x", "cuda/y"]),
+                rng.choice(["tv:a", "tv:b"]),
+                created=float(step),
+                processes=rng.choice([1, 3]),
+                noisy=rng.random() < 0.3,
+            )
+            if rng.random() < 0.3:  # queued first, finished by an update
+                result = rec.result
+                store.create_or_get(msgspec.structs.replace(rec, status="queued", result=None), force=True)
+                rec = store.update(
+                    rec.id, lambda r, res=result: msgspec.structs.replace(r, status="succeeded", result=res)
+                )
+            else:
+                store.create_or_get(rec, force=True)
+            stored[rec.id] = rec
+        elif action < 0.8:
+            victim = rng.choice(sorted(stored))
+            store.delete(victim)
+            del stored[victim]
+        else:  # a stored profile demoted (marked failed), or sent to the other target
+            victim = rng.choice(sorted(stored))
+            if rng.random() < 0.5:
+                stored[victim] = store.update(victim, lambda r: msgspec.structs.replace(r, status="failed"))
+            else:
+                moved = "cuda/y" if target_of(stored[victim]) == "cuda/x" else "cuda/x"
+                fp = msgspec.structs.replace(stored[victim].result.fingerprint, device_target=moved)
+                stored[victim] = (
+                    store.update(
+                        victim,
+                        lambda r, fp=fp: msgspec.structs.replace(
+                            r, result=msgspec.structs.replace(r.result, fingerprint=fp)
+                        ),
+                    )
+                    if stored[victim].result is not None
+                    else stored[victim]
+                )
+        for select in indexes.SELECTIONS:
+            got = {
+                f.decode(): i.decode() for f, i in store.redis.hgetall(indexes.counting_key(select)).items()
+            }
+            assert got == chosen_by_rule(stored, select), (step, select)
+
+
+def test_a_finish_reads_the_same_whatever_its_groups_history(store):
+    """Issue 24: storing one finished profile read every succeeded record of its group before
+    (O(history)); now a finish reads the group's current choice only."""
+    one_record = len(msgspec.json.encode(on("cuda/x", "tv:a")))
+
+    def bytes_for_one_finish(history: int, offset: float) -> int:
+        store.add_many(on("cuda/x", "tv:a", created=offset + i) for i in range(history))
+        rec = on("cuda/x", "tv:a", created=offset + history + 1)
+        before = bytes_sent(store)
+        store.create_or_get(rec, force=True)  # the same settings as its history: a re-measure
+        return bytes_sent(store) - before
+
+    small = bytes_for_one_finish(10, 0.0)
+    large = bytes_for_one_finish(1000, 100.0)
+    assert large < 4 * one_record, f"{large} bytes for a finish beside 1,010 stored ({one_record} a record)"
+    assert large <= small + 200, (small, large)
+    assert store.counting("newest")[0].created_at == 1101.0
+
+
 def test_a_store_written_before_the_indexes_is_indexed_at_start_with_nothing_lost(store):
     old = [on("cpu/a", f"tv:m{i % 4}", created=float(i)) for i in range(250)]
     # As the store wrote records before indexes existed: the record and the time-ordered set only.

@@ -1,0 +1,119 @@
+"""What the measuring processes of a job stored so far (cell by cell, so a retry resumes), the
+FLOP counts (once per model and input size) and the model counts workers make for the API."""
+
+from __future__ import annotations
+
+import msgspec
+
+from dnnprof.contract import FlopCount, ModelCounts, ProcessCell, ProcessEnd, ProcessStatic
+from dnnprof.store.base import PREFIX, StoreBase, encode
+
+_static_decoder = msgspec.json.Decoder(ProcessStatic)
+_cell_decoder = msgspec.json.Decoder(ProcessCell)
+_end_decoder = msgspec.json.Decoder(ProcessEnd)
+_flops_decoder = msgspec.json.Decoder(FlopCount)
+_counts_decoder = msgspec.json.Decoder(ModelCounts)
+
+
+class Parts:
+    """What the measuring processes of one profile stored, keyed as in the store."""
+
+    def __init__(self) -> None:
+        self.statics: dict[int, ProcessStatic] = {}
+        self.cells: dict[tuple[int, int], ProcessCell] = {}
+        self.ends: dict[int, ProcessEnd] = {}
+
+    def add(self, part: ProcessStatic | ProcessCell | ProcessEnd) -> None:
+        if isinstance(part, ProcessCell):
+            self.cells[(part.process, part.batch_size)] = part
+        elif isinstance(part, ProcessStatic):
+            self.statics[part.process] = part
+        else:
+            self.ends[part.process] = part
+
+    def add_raw(self, field: str, value: bytes) -> None:
+        kind = field.partition(":")[0]
+        decoder = {"static": _static_decoder, "cell": _cell_decoder, "end": _end_decoder}.get(kind)
+        if decoder is not None:
+            self.add(decoder.decode(value))
+
+    def merge(self, other: Parts) -> Parts:
+        for part in (*other.statics.values(), *other.cells.values(), *other.ends.values()):
+            self.add(part)
+        return self
+
+
+class PartsMixin(StoreBase):
+    @staticmethod
+    def part_field(part: ProcessStatic | ProcessCell | ProcessEnd) -> str:
+        if isinstance(part, ProcessCell):
+            return f"cell:{part.process}:{part.batch_size}"
+        if isinstance(part, ProcessStatic):
+            return f"static:{part.process}"
+        return f"end:{part.process}"
+
+    def put_part(self, profile_id: str, part: ProcessStatic | ProcessCell | ProcessEnd) -> None:
+        """Store one piece the moment it is measured (idempotent: a retry overwrites it)."""
+        self.redis.hset(f"{PREFIX}parts:{profile_id}", self.part_field(part), encode(part))
+
+    def parts(self, profile_id: str) -> Parts:
+        raw = self.redis.hgetall(f"{PREFIX}parts:{profile_id}")
+        parts = Parts()
+        for field, value in raw.items():
+            parts.add_raw(field.decode(), value)
+        return parts
+
+    def drop_parts(self, profile_id: str) -> None:
+        self.redis.delete(f"{PREFIX}parts:{profile_id}")
+
+    def drop_process_parts(self, profile_id: str, process: int) -> None:
+        """Forget what one measuring process stored (it is measured again from its start)."""
+        key = f"{PREFIX}parts:{profile_id}"
+        mine = [f for f in self.redis.hkeys(key) if f.decode().split(":")[1] == str(process)]
+        if mine:
+            self.redis.hdel(key, *mine)
+
+    @staticmethod
+    def _flops_key(model: str, input_size: int, version: int) -> str:
+        return f"{PREFIX}flops:v{version}:{model}:{input_size}"
+
+    def cached_flops(self, model: str, input_size: int, version: int) -> FlopCount | None:
+        raw = self.redis.get(self._flops_key(model, input_size, version))
+        return _flops_decoder.decode(raw) if raw is not None else None
+
+    def cache_flops(self, model: str, input_size: int, version: int, count: FlopCount) -> None:
+        self.redis.set(self._flops_key(model, input_size, version), encode(count))
+
+    COUNT_REQUESTS = f"{PREFIX}counts:requests"
+
+    def request_count(self, qualified: str, ttl_s: int = 600) -> bool:
+        """Ask the workers to count a model, once while a request is pending (``ttl_s``: asked
+        again after that, should the worker that took it have died). True where asked now."""
+        if not self.redis.set(f"{PREFIX}counts:pending:{qualified}", b"1", nx=True, ex=ttl_s):
+            return False
+        self.redis.rpush(self.COUNT_REQUESTS, qualified)
+        return True
+
+    def next_count_requests(self, timeout_s: float, most: int = 20) -> list[str]:
+        """Waits up to ``timeout_s`` for a request, then takes it and those queued behind it."""
+        first = self.redis.blpop([self.COUNT_REQUESTS], timeout=timeout_s)
+        if first is None:
+            return []
+        names = [first[1].decode()]
+        while len(names) < most and (more := self.redis.lpop(self.COUNT_REQUESTS)) is not None:
+            names.append(more.decode())
+        return names
+
+    def put_model_counts(self, qualified: str, counts: ModelCounts) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.set(f"{PREFIX}counts:{qualified}", encode(counts))
+            pipe.delete(f"{PREFIX}counts:pending:{qualified}")
+            pipe.execute()
+
+    def model_counts_many(self, names: list[str]) -> dict[str, ModelCounts]:
+        raws = self.redis.mget([f"{PREFIX}counts:{n}" for n in names]) if names else []
+        return {n: _counts_decoder.decode(r) for n, r in zip(names, raws, strict=True) if r}
+
+    def model_counts(self, qualified: str) -> ModelCounts | None:
+        raw = self.redis.get(f"{PREFIX}counts:{qualified}")
+        return _counts_decoder.decode(raw) if raw is not None else None
