@@ -13,14 +13,10 @@ from torch import nn
 
 from dnnprof.contract import ModelInfo, ProfileSettings
 from tests.helpers import ROOT
+from workers.engine.device import DeviceContext, PrecisionUnsupportedError
 from workers.engine.fingerprint import fingerprint, jetson_power_mode, l4t_release
 from workers.engine.models import build_model, count_params, parameter_file_bytes
-from workers.engine.scenario import (
-    CellMeasurer,
-    PrecisionUnsupportedError,
-    ScenarioConfig,
-    run_profile,
-)
+from workers.engine.scenario import CellMeasurer, PreparedModel, ScenarioConfig, run_profile
 from workers.engine.timing import Timer, WarmupPolicy
 
 
@@ -256,17 +252,9 @@ def test_a_noisy_block_of_runs_is_measured_again_and_every_attempt_is_recorded()
     from workers.engine.memory import CpuMemoryProbe
 
     timer = NoisyThenCleanTimer()
-    measurer = CellMeasurer(
-        TinyNet(),
-        lambda bs: torch.randn(bs, 3, 16, 16),
-        settings,
-        config,
-        timer,
-        CpuMemoryProbe(),
-        None,
-        None,
-        0,
-    )
+    ctx = DeviceContext("cpu", torch.device("cpu"), CpuMemoryProbe(), None, None, timer)
+    prepared = PreparedModel(TinyNet(), "fp32", torch.float32, torch.contiguous_format, 16)
+    measurer = CellMeasurer(prepared, ctx, settings, config, 0)
     cell = measurer.measure(1)
     assert timer.blocks == 2 and len(cell.attempts) == 2
     assert cell.attempts[0].cv > 0.1 >= cell.attempts[1].cv

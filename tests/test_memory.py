@@ -14,9 +14,10 @@ from torch import nn
 from dnnprof.contract import MemoryStats, ModelInfo, ProfileSettings
 from tests.helpers import ROOT
 from workers import nvml
+from workers.engine.device import DeviceContext
 from workers.engine.energy import EnergyMeter
 from workers.engine.memory import is_out_of_memory, process_total
-from workers.engine.scenario import CellMeasurer, ScenarioConfig, run_profile
+from workers.engine.scenario import CellMeasurer, PreparedModel, ScenarioConfig, run_profile
 from workers.engine.timing import Timer, WarmupPolicy
 
 MB = 1e6
@@ -85,17 +86,9 @@ def test_memory_is_read_after_warm_up_in_one_untimed_pass_of_its_own():
         model="test:c", device="cpu", batch_sizes=(2,), runs=4, precision="fp32", input_size=8
     )
     config = ScenarioConfig(device_class="cpu", warmup=WarmupPolicy(min_runs=3, min_seconds=0), min_timed_s=0)
-    measurer = CellMeasurer(
-        CountingNet(log),
-        lambda bs: torch.randn(bs, 3, 8, 8),
-        settings,
-        config,
-        Timer(),
-        RecordingProbe(log),
-        None,
-        123,
-        0,
-    )
+    ctx = DeviceContext("cpu", torch.device("cpu"), RecordingProbe(log), 123, None, Timer())
+    prepared = PreparedModel(CountingNet(log), "fp32", torch.float32, torch.contiguous_format, 8)
+    measurer = CellMeasurer(prepared, ctx, settings, config, 0)
     measured = measurer.measure(2)
     assert measured.status == "ok", measured.error
     first_prepare = log.index("prepare")

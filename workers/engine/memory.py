@@ -19,7 +19,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -77,11 +77,31 @@ def release(device: torch.device) -> None:
         trim_heap()
 
 
+class MemoryProbe(Protocol):
+    """What a measuring process reads of its device's memory: the floor before the model, then per
+    batch size a reset (``prepare``) and the reading after one pass. ``handle`` and ``uuid`` name
+    the NVML device where there is one (the fingerprint and the energy meter read it)."""
+
+    uuid: str | None
+
+    @property
+    def handle(self) -> Any | None: ...
+    def floor(self) -> int | None: ...
+    def prepare(self) -> None: ...
+    def read(self) -> MemoryStats: ...
+
+
 class CpuMemoryProbe:
     """This batch size's own peak resident set (the mark reset before its memory pass)."""
 
+    uuid = None
+
     def __init__(self) -> None:
         self.method = "peak_rss"
+
+    @property
+    def handle(self) -> Any | None:
+        return None
 
     def floor(self) -> int | None:
         """What the process holds with its freed heap returned: without the trim, heap an
@@ -226,7 +246,9 @@ class JetsonMemoryProbe(CudaMemoryProbe):
         )
 
 
-def probe_for(device_class: str, device: torch.device, baseline_by_uuid: dict[str, int] | None = None):
+def probe_for(
+    device_class: str, device: torch.device, baseline_by_uuid: dict[str, int] | None = None
+) -> MemoryProbe:
     if device_class == "jetson":
         return JetsonMemoryProbe(device)
     if device.type == "cuda":

@@ -31,7 +31,6 @@ from dnnprof.contract import (
     ProfileSettings,
     Progress,
     TimingAttempt,
-    precision_refusal,
 )
 from workers import aggregate
 from workers.engine.accuracy import (
@@ -42,26 +41,30 @@ from workers.engine.accuracy import (
     evenly_spaced,
     open_val_set,
 )
+from workers.engine.device import (
+    DTYPES,
+    DeviceContext,
+    PrecisionUnsupportedError,
+    autocast_dtype,
+    autocast_for,
+    open_device,
+)
 from workers.engine.energy import MIN_WINDOW_S, NO_METER, EnergyMeter, energy_meter
 from workers.engine.fingerprint import fingerprint
 from workers.engine.flops import count_model_flops
-from workers.engine.host import HostLoadMeter, choose_threads
-from workers.engine.memory import (
-    ResidentCap,
-    apply_memory_limit,
-    is_out_of_memory,
-    nvml_baseline,
-    probe_for,
-    release,
-)
+from workers.engine.host import HostLoadMeter
+from workers.engine.memory import is_out_of_memory
 from workers.engine.models import build_model, count_params, deployed_form, parameter_file_bytes
-from workers.engine.timing import Timer, WarmupPolicy, timer_for, warm_up
+from workers.engine.timing import WarmupPolicy, warm_up
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
-
-
-class PrecisionUnsupportedError(ValueError):
-    """A precision this device has no kernels for (fp16 on a CPU)."""
+__all__ = [
+    "DTYPES",
+    "CellMeasurer",
+    "PrecisionUnsupportedError",
+    "ScenarioConfig",
+    "measure_process",
+    "run_profile",
+]
 
 
 @dataclass
@@ -122,32 +125,6 @@ class CollectingSink:
         self.cells.append(cell)
 
 
-def torch_device_for(device_class: str) -> torch.device:
-    if device_class in ("cuda", "jetson"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device class {device_class!r} asked for, but torch sees no CUDA device")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision != "amp":
-        return None
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
-
-
-def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    dtype = autocast_dtype(precision, device)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    if refusal := precision_refusal(precision, "cpu" if device.type == "cpu" else "cuda"):
-        raise PrecisionUnsupportedError(refusal)
-
-
 def run_profile(
     info: ModelInfo,
     settings: ProfileSettings,
@@ -176,42 +153,87 @@ def measure_process(
     model: nn.Module | None = None,
     tag: str | None = None,
 ) -> ProcessEnd:
+    """The steps of one measuring process, in order: open the device, prepare the model, its
+    static figures, the cells, the accuracy. A runtime beside eager PyTorch replaces "prepare the
+    model" and the forward the cells time; every other step stays as it is."""
     started = time.perf_counter()
     measuring = [bs for bs in settings.batch_sizes if bs not in plan.skip]
-    total = len(measuring)
+    report = ProgressReporter(sink, plan.process, len(measuring))
+    ctx = open_device(config.device_class, settings.precision, config.memory_limit_mb)
+    report("loading")
+    val_set = open_accuracy_set(info, settings, config, plan)  # before any download: fail fast
+    built = build_for_profile(info, settings, config, model, tag)
+    report("flops")
+    sink.static(static_figures(info, settings, plan, ctx, built))
+    prepared = prepare_model(built.model, settings, ctx)
+    measure_cells(prepared, ctx, settings, config, plan.process, measuring, sink, report)
+    end = ProcessEnd(process=plan.process, wall_s=0.0)
+    if val_set is not None:
+        end.top1, end.top5, end.accuracy_images = measure_accuracy(prepared, ctx, val_set, config, report)
+    report("done", len(measuring))
+    end.wall_s = time.perf_counter() - started
+    return end
 
-    def progress(stage: str, done: int = 0, **kw) -> None:
-        sink.progress(
-            Progress(stage=stage, batches_done=done, batches_total=total, process=plan.process + 1, **kw)
+
+@dataclass
+class ProgressReporter:
+    """The stage this process is at, as the job's progress."""
+
+    sink: Sink
+    process: int
+    total: int
+
+    def __call__(self, stage: str, done: int = 0, **kw) -> None:
+        self.sink.progress(
+            Progress(stage=stage, batches_done=done, batches_total=self.total, process=self.process + 1, **kw)
         )
 
-    baseline = nvml_baseline(config.device_class)  # every GPU's use, before our CUDA context
-    device = torch_device_for(config.device_class)
-    check_precision(settings.precision, device)
-    threads_policy = None
-    if device.type == "cpu":
-        threads, threads_policy = choose_threads()
-        torch.set_num_threads(threads)
-    else:
-        torch.backends.cudnn.benchmark = True  # the paper's setting: autotuned during warm-up
-        torch.zeros(1, device=device)  # the CUDA context now, so the floor below holds it
-        release(device)
-    probe = probe_for(config.device_class, device, baseline)
-    floor = probe.floor()
-    cap = apply_memory_limit(device, config.memory_limit_mb, floor)
 
-    progress("loading")
-    val_set = None
-    measure_accuracy = settings.accuracy and plan.accuracy
+@dataclass
+class BuiltModel:
+    """The model as built (fp32, on the CPU), in the form it is profiled."""
+
+    model: nn.Module
+    form: str
+    pretrained: bool
+
+
+@dataclass
+class PreparedModel:
+    """The model as the cells run it: on the device, in the profile's dtype and memory format."""
+
+    model: nn.Module
+    precision: str
+    dtype: torch.dtype
+    memory_format: torch.memory_format
+    input_size: int
+
+    def make_input(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        size = self.input_size
+        x = torch.randn(batch_size, 3, size, size, device=device, dtype=self.dtype)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def open_accuracy_set(info: ModelInfo, settings: ProfileSettings, config: ScenarioConfig, plan: ProcessPlan):
+    """The validation images where this process measures accuracy (the first process), else None."""
+    if not (settings.accuracy and plan.accuracy):
+        return None
+    val_set = evenly_spaced(
+        open_val_set(config.imagenet_val, eval_transform(info, settings.input_size), config.imagenet_labels),
+        settings.accuracy_images,
+    )
+    check_head(info, val_set)
+    return val_set
+
+
+def build_for_profile(
+    info: ModelInfo,
+    settings: ProfileSettings,
+    config: ScenarioConfig,
+    model: nn.Module | None,
+    tag: str | None,
+) -> BuiltModel:
     pretrained = config.pretrained or settings.accuracy
-    if measure_accuracy:  # before any download: fail fast when there is nothing to evaluate on
-        val_set = evenly_spaced(
-            open_val_set(
-                config.imagenet_val, eval_transform(info, settings.input_size), config.imagenet_labels
-            ),
-            settings.accuracy_images,
-        )
-        check_head(info, val_set)
     if model is None:
         model = _load(info, pretrained, tag, settings.input_size, config.weights_offline)
     model.eval()
@@ -219,83 +241,92 @@ def measure_process(
     if settings.reparameterize:
         model, _ = deployed_form(model)
         form = "deployed"
-    params = count_params(model)
-    file_bytes_fp32 = parameter_file_bytes(model.float())
-    size = settings.input_size
+    return BuiltModel(model, form, pretrained)
 
-    progress("flops")
+
+def static_figures(
+    info: ModelInfo, settings: ProfileSettings, plan: ProcessPlan, ctx: DeviceContext, built: BuiltModel
+) -> ProcessStatic:
+    """Parameters, parameter-file size, FLOPs (counted on the fp32 model) and the fingerprint."""
+    model, size = built.model, settings.input_size
+    file_bytes_fp32 = parameter_file_bytes(model.float())
     flops = plan.flops or count_model_flops(
         model, size, info.published_gmacs if size == info.input_size else None
     )
-
     dtype = DTYPES[settings.precision]
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    model = model.to(device=device, dtype=dtype, memory_format=memory_format)
-    file_bytes = parameter_file_bytes(model) if dtype != torch.float32 else file_bytes_fp32
-
-    def make_input(batch_size: int) -> torch.Tensor:
-        x = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
-        return x.contiguous(memory_format=memory_format)
-
-    timer = timer_for(device)
-    sink.static(
-        ProcessStatic(
-            process=plan.process,
-            params=params,
-            param_file_bytes_fp32=file_bytes_fp32,
-            param_file_bytes=file_bytes,
-            input_size=size,
-            flops=flops,
-            fingerprint=fingerprint(
-                config.device_class,
-                device,
-                threads_policy=threads_policy,
-                autocast_dtype=autocast_dtype(settings.precision, device),
-                nvml_handle=getattr(probe, "handle", None),
-                device_uuid=getattr(probe, "uuid", None),
-            ),
-            timing_method=timer.method,
-            weights="pretrained" if pretrained else "random",
-            memory_floor_bytes=floor,
-            form=form,
-        )
+    return ProcessStatic(
+        process=plan.process,
+        params=count_params(model),
+        param_file_bytes_fp32=file_bytes_fp32,
+        param_file_bytes=parameter_file_bytes(model.to(dtype=dtype))
+        if dtype != torch.float32
+        else file_bytes_fp32,
+        input_size=size,
+        flops=flops,
+        fingerprint=fingerprint(
+            ctx.device_class,
+            ctx.device,
+            threads_policy=ctx.threads_policy,
+            autocast_dtype=autocast_dtype(settings.precision, ctx.device),
+            nvml_handle=ctx.nvml_handle,
+            device_uuid=ctx.uuid,
+        ),
+        timing_method=ctx.timer.method,
+        weights="pretrained" if built.pretrained else "random",
+        memory_floor_bytes=ctx.floor,
+        form=built.form,
     )
 
-    cell = CellMeasurer(model, make_input, settings, config, timer, probe, cap, floor, plan.process)
-    with (
-        torch.inference_mode(),
-        autocast_for(settings.precision, device),
-        (
-            energy_meter(config.device_class, getattr(probe, "handle", None))
-            if config.measure_energy
-            else contextlib.nullcontext(NO_METER)
-        ) as energy,
-    ):
-        cell.energy = energy
+
+def prepare_model(model: nn.Module, settings: ProfileSettings, ctx: DeviceContext) -> PreparedModel:
+    """Eager PyTorch: the module itself, moved to the device in the profile's dtype."""
+    dtype = DTYPES[settings.precision]
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model = model.to(device=ctx.device, dtype=dtype, memory_format=memory_format)
+    return PreparedModel(model, settings.precision, dtype, memory_format, settings.input_size)
+
+
+def measure_cells(
+    prepared: PreparedModel,
+    ctx: DeviceContext,
+    settings: ProfileSettings,
+    config: ScenarioConfig,
+    process: int,
+    measuring: list[int],
+    sink: Sink,
+    report: ProgressReporter,
+) -> None:
+    """Each batch size in turn, handed to the sink the moment it is measured."""
+    measurer = CellMeasurer(prepared, ctx, settings, config, process)
+    meter = (
+        energy_meter(config.device_class, ctx.nvml_handle)
+        if config.measure_energy
+        else contextlib.nullcontext(NO_METER)
+    )
+    with torch.inference_mode(), autocast_for(prepared.precision, ctx.device), meter as energy:
+        measurer.energy = energy
         for done, batch_size in enumerate(measuring):
-            progress("batch", done, batch_size=batch_size)
-            sink.cell(cell.measure(batch_size))
-            release(device)
+            report("batch", done, batch_size=batch_size)
+            sink.cell(measurer.measure(batch_size))
+            ctx.release()
 
-    end = ProcessEnd(process=plan.process, wall_s=0.0)
-    if val_set is not None:
 
-        def accuracy_progress(done: int, of: int) -> None:
-            progress("accuracy", total, message=f"{done}/{of} images")
+def measure_accuracy(
+    prepared: PreparedModel, ctx: DeviceContext, val_set, config: ScenarioConfig, report: ProgressReporter
+) -> tuple[float, float, int]:
+    def accuracy_progress(done: int, of: int) -> None:
+        report("accuracy", report.total, message=f"{done}/{of} images")
 
-        with torch.inference_mode(), autocast_for(settings.precision, device):
-            end.top1, end.top5, end.accuracy_images = evaluate(
-                model,
-                val_set,
-                device,
-                dtype=dtype,
-                memory_format=memory_format,
-                workers=config.loader_workers,
-                on_progress=accuracy_progress,
-            )
-    progress("done", total)
-    end.wall_s = time.perf_counter() - started
-    return end
+    with torch.inference_mode(), autocast_for(prepared.precision, ctx.device):
+        return evaluate(
+            prepared.model,
+            val_set,
+            ctx.device,
+            dtype=prepared.dtype,
+            memory_format=prepared.memory_format,
+            workers=config.loader_workers,
+            on_progress=accuracy_progress,
+        )
 
 
 def _load(info: ModelInfo, pretrained: bool, tag: str | None, input_size: int, offline: bool) -> nn.Module:
@@ -315,24 +346,16 @@ class CellMeasurer:
 
     def __init__(
         self,
-        model: nn.Module,
-        make_input: Callable[[int], torch.Tensor],
+        prepared: PreparedModel,
+        ctx: DeviceContext,
         settings: ProfileSettings,
         config: ScenarioConfig,
-        timer: Timer,
-        probe,
-        cap: ResidentCap | None,
-        floor: int | None,
         process: int,
     ) -> None:
-        self.model = model
-        self.make_input = make_input
+        self.prepared = prepared
+        self.ctx = ctx
         self.settings = settings
         self.config = config
-        self.timer = timer
-        self.probe = probe
-        self.cap = cap
-        self.floor = floor
         self.process = process
         self.energy: EnergyMeter | None = None
 
@@ -348,23 +371,24 @@ class CellMeasurer:
 
     def _measure(self, batch_size: int) -> ProcessCell:
         """The input lives in this frame only, so it is gone when the caller releases memory."""
-        size = self.settings.input_size
-        if self.cap is not None:
-            self.cap.check_allocation(batch_size * 3 * size * size * DTYPES[self.settings.precision].itemsize)
-        x = self.make_input(batch_size)
+        ctx, prepared, size = self.ctx, self.prepared, self.prepared.input_size
+        if ctx.cap is not None:
+            ctx.cap.check_allocation(batch_size * 3 * size * size * prepared.dtype.itemsize)
+        x = prepared.make_input(batch_size, ctx.device)
+        model = prepared.model
 
         def forward() -> object:
-            return self.model(x)
+            return model(x)
 
-        watching = self.cap.watching() if self.cap is not None else contextlib.nullcontext()
+        watching = ctx.cap.watching() if ctx.cap is not None else contextlib.nullcontext()
         with watching:
-            warmup = warm_up(forward, self.timer, self.config.warmup)
-            self.probe.prepare()  # after autotuning: its trial workspaces are not this batch's memory
+            warmup = warm_up(forward, ctx.timer, self.config.warmup)
+            ctx.probe.prepare()  # after autotuning: its trial workspaces are not this batch's memory
             forward()
-            memory = self.probe.read()
-        if self.cap is not None:
-            self.cap.check_peak(memory.total_bytes)
-        memory.floor_bytes = self.floor
+            memory = ctx.probe.read()
+        if ctx.cap is not None:
+            ctx.cap.check_peak(memory.total_bytes)
+        memory.floor_bytes = ctx.floor
 
         meter = self.energy
         min_seconds = self.config.min_timed_s
@@ -378,7 +402,7 @@ class CellMeasurer:
             load.start()
             if window is not None:
                 window.start()
-            runs = self.timer.time_for(forward, self.settings.runs, min_seconds)
+            runs = ctx.timer.time_for(forward, self.settings.runs, min_seconds)
             joules, seconds = window.stop() if window is not None else (None, 0.0)
             host = load.stop()
             per_image = aggregate.per_image_ms(runs, batch_size)
