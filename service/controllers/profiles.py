@@ -3,34 +3,30 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, TooManyRequestsException, ValidationException
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import (
+    HTTPException,
+    NotFoundException,
+    TooManyRequestsException,
+    ValidationException,
+)
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from msgspec import Struct
 
 from dnnprof.contract import (
-    DEFAULT_BATCH_SIZES,
-    DEVICE_CLASSES,
-    IMAGENET_CLASSES,
     TERMINAL_STATUSES,
     DeviceClass,
     JobStatus,
     ProfileRecord,
     ProfileRequest,
-    ProfileSettings,
-    Progress,
-    precision_refusal,
 )
-from dnnprof.cost import GB, too_costly, too_slow
-from dnnprof.queue import queue_for, route_of
-from dnnprof.store import ConflictError, ProfileStore, now
-from dnnprof.targets import class_of, is_target, target_of
+from dnnprof.profiling import Accepted, FieldRefused, ProfileService, Refusal, UnknownTarget
+from dnnprof.targets import target_of
 from service.bodies import strict_json
 from service.caching import conditional_json
 from service.deps import Services
@@ -68,88 +64,34 @@ def _client_of(request: Request, services: Services) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-def _check_active_cap(store: ProfileStore, client: str, cap: int) -> None:
-    if cap <= 0:
-        return
-    active = store.active_of(client)
-    if active >= cap:
-        raise TooManyRequestsException(
-            f"{active} jobs of yours are queued or running, the most one client may have "
-            f"(DNNPROF_MAX_ACTIVE_PER_CLIENT={cap}): wait for some to end, or cancel some "
-            "(DELETE /v1/profiles/{id})"
-        )
+def _http_error(refusal: Refusal) -> HTTPException:
+    """The API's answer to a refusal of the profiling service: the field named in a 422, a 404 for
+    a target no worker ever served, a 429 for a client at its cap of active jobs."""
+    if isinstance(refusal, FieldRefused):
+        extra = [{"key": refusal.key, "source": "body", "message": refusal.message}]
+        return ValidationException(detail=refusal.detail, extra=extra)
+    if isinstance(refusal, UnknownTarget):
+        return NotFoundException(refusal.detail)
+    return TooManyRequestsException(refusal.detail)
 
 
-def _pick_device(requested: str | None, live: dict[str, int]) -> str:
-    if requested is not None:
-        return class_of(requested)
-    for device in DEVICE_CLASSES:  # cuda, jetson, cpu: the fastest class with a live worker
-        if live.get(device):
-            return device
-    return "cpu"
+def profile_service(services: NamedDependency[Services]) -> ProfileService:
+    """The profiling service, provided to the handlers that ask for profiles or remove them."""
+    return ProfileService(services.store, services.settings, services.resolve, services.enqueue)
 
 
-def _known_target(store: ProfileStore, target: str, live_targets: dict[str, int]) -> str:
-    """A target a worker serves or once served: its jobs wait for it. One no worker ever
-    advertised would wait for ever in a queue of its own (a typo, a made-up name): a 404 naming
-    the targets of its class that are known."""
-    seen = store.devices()
-    if target in live_targets or target in seen:
-        return target
-    known = sorted(t for t in {*seen, *live_targets} if class_of(t) == class_of(target))
-    start = f"DNNPROF_DEVICE_TARGET={target} dnnprof worker --device {class_of(target)}"
-    raise NotFoundException(
-        f"no worker has ever served the device target {target!r}; known {class_of(target)} targets: "
-        f"{', '.join(known) or 'none'} (GET /v1/devices). Name one of them or the class "
-        f"{class_of(target)!r}, or start a worker there first ({start})"
-    )
-
-
-def _route_target(store: ProfileStore, device_class: str, live_targets: dict[str, int]) -> str | None:
-    """For a request naming a class: the live target of that class with the fewest jobs waiting
-    per worker (then the most workers, then by name), so its result is keyed to where it runs.
-    With none live, the class's only target ever seen (a one-device deployment between restarts);
-    else None: the class queue, whichever target starts first."""
-    candidates = [t for t in live_targets if class_of(t) == device_class]
-    if not candidates:
-        known = [t for t in store.devices() if class_of(t) == device_class]
-        return known[0] if len(known) == 1 else None
-    return min(
-        candidates,
-        key=lambda t: (store.queue_length(queue_for(t)) / live_targets[t], -live_targets[t], t),
-    )
-
-
-def _stored_elsewhere(
-    store: ProfileStore, settings: ProfileSettings, *, any_target: bool
-) -> ProfileRecord | None:
-    """A stored profile that answers the request though its dedupe key differs: with
-    ``any_target``, one of any target of the class (or of the class alone); for a target, one
-    stored before targets existed that ran there (its fingerprint says so)."""
-    if any_target:
-        targets = {t for t in store.devices() if class_of(t) == settings.device} | {settings.target}
-        candidates = [msgspec.structs.replace(settings, target=t) for t in sorted(targets, key=str)]
-        found = store.stored_for([msgspec.structs.replace(settings, target=None), *candidates])
-        if found is not None:
-            return found
-    if settings.target is None:
-        return None
-    return store.stored_for(
-        [msgspec.structs.replace(settings, target=None)], lambda r: target_of(r) == settings.target
-    )
-
-
-def _accepted(record: ProfileRecord, *, created: bool, serving: int, warning: str | None) -> Response:
+def _accepted(accepted: Accepted) -> Response:
+    record = accepted.record
     location = f"/v1/profiles/{record.id}"
     body = ProfileAccepted(
         id=record.id,
         status=record.status,
-        created=created,
+        created=accepted.created,
         location=location,
         device=record.settings.device,
         target=target_of(record) if record.result is not None or record.settings.target else None,
-        workers_serving_device=serving,
-        warning=warning,
+        workers_serving_device=accepted.serving,
+        warning=accepted.warning,
         profile=record,
     )
     status_code = HTTP_200_OK if record.status == "succeeded" else HTTP_202_ACCEPTED
@@ -159,6 +101,7 @@ def _accepted(record: ProfileRecord, *, created: bool, serving: int, warning: st
 class ProfileController(Controller):
     path = "/v1/profiles"
     tags = ("profiles",)  # type: ignore[assignment]
+    dependencies = {"profiles": Provide(profile_service, sync_to_thread=False)}  # noqa: RUF012
 
     @post(
         "/",
@@ -171,124 +114,17 @@ class ProfileController(Controller):
         responses=error_responses(400, 401, 404, 413, 415, 422, 429, 503, 507),
     )
     def create(
-        self, request: Request, data: JSONBody[ProfileRequest], services: NamedDependency[Services]
+        self,
+        request: Request,
+        data: JSONBody[ProfileRequest],
+        services: NamedDependency[Services],
+        profiles: NamedDependency[ProfileService],
     ) -> Response[ProfileAccepted]:
-        resolved = services.resolve(data.model)
-        if resolved.info.unavailable:
-            raise ValidationException(
-                detail=f"{resolved.qualified} cannot be profiled",
-                extra=[{"key": "model", "source": "body", "message": resolved.info.unavailable}],
-            )
-        if data.accuracy and resolved.info.num_classes != IMAGENET_CLASSES:
-            raise ValidationException(
-                detail="accuracy is measured on ImageNet-1k",
-                extra=[
-                    {
-                        "key": "accuracy",
-                        "source": "body",
-                        "message": f"{data.model!r} resolves to a model with {resolved.info.num_classes} "
-                        f"output classes, not ImageNet-1k's {IMAGENET_CLASSES}: its top-1/top-5 "
-                        "on the ImageNet validation set would mean nothing",
-                    }
-                ],
-            )
-        store = services.store
-        live = store.live_device_classes()
-        device = _pick_device(data.device, live)
-        live_targets = store.live_targets()
-        if data.device and is_target(data.device):
-            target = _known_target(store, data.device, live_targets)
-        else:
-            target = _route_target(store, device, live_targets)
-        if refusal := precision_refusal(data.precision, device):
-            raise ValidationException(
-                detail=f"{data.precision} is not measured on a {device} device",
-                extra=[{"key": "precision", "source": "body", "message": refusal}],
-            )
-        settings = ProfileSettings(
-            model=resolved.qualified,
-            device=device,  # type: ignore[arg-type]
-            batch_sizes=tuple(sorted(set(data.batch_sizes or DEFAULT_BATCH_SIZES))),
-            runs=data.runs,
-            repeats=data.repeats,
-            precision=data.precision,
-            input_size=data.input_size or resolved.info.input_size,
-            channels_last=data.channels_last,
-            accuracy=data.accuracy,
-            accuracy_images=data.accuracy_images if data.accuracy else None,
-            # Only models that have a fused form differ by it (and only they key apart by it).
-            reparameterize=data.reparameterize and resolved.info.reparameterizable,
-            target=target,
-        )
-        self._check_cost(services, resolved.info, settings)
-        stored = None if data.force else _stored_elsewhere(store, settings, any_target=data.any_target)
-        if stored is not None:
-            return _accepted(stored, created=False, serving=live.get(device, 0), warning=None)
-        record = ProfileRecord(
-            id=uuid.uuid4().hex,
-            status="queued",
-            settings=settings,
-            model=resolved.info,
-            created_at=now(),
-            progress=Progress.at_start(settings),
-        )
-        client = _client_of(request, services)
-        _check_active_cap(store, client, services.settings.max_active_per_client)
-        record, created = store.create_or_get(record, force=data.force)
-        if created:
-            store.note_active(client, record.id)
-            try:
-                services.enqueue(record)
-            except Exception:
-                store.delete(record.id)  # never leave a job that no worker will see
-                raise
-        serving = live_targets.get(target, 0) if target else live.get(device, 0)
-        warning = None
-        if serving == 0 and record.status not in TERMINAL_STATUSES:
-            who = f"device target {target!r}" if target else f"device class {device!r}"
-            start = (
-                f"DNNPROF_DEVICE_TARGET={target} dnnprof worker --device {device}"
-                if target
-                else f"dnnprof worker --device {device}"
-            )
-            warning = (
-                f"no worker is serving {who} right now; the job waits in its queue "
-                f"({route_of(settings)}) until one starts (on that device: {start})"
-            )
-        return _accepted(record, created=created, serving=serving, warning=warning)
-
-    @staticmethod
-    def _check_cost(services: Services, info, settings: ProfileSettings) -> None:
-        """Refuse what no worker of the device could hold (DNNPROF_MAX_REQUEST_COST_GB, and the
-        largest memory a live worker of that device reports), and what no device of its class
-        could time inside the time limit (:func:`dnnprof.cost.too_slow`)."""
-        limit = services.settings.max_request_cost_gb * GB
-        cap = services.settings.max_request_cost_gb
-        source = f"the most one request may ask (DNNPROF_MAX_REQUEST_COST_GB={cap:g})"
-        where = settings.target or settings.device
-        memories = [
-            w.device_memory_bytes
-            for w in services.store.workers()
-            if (w.device_target == settings.target if settings.target else w.device_class == settings.device)
-            and w.device_memory_bytes
-        ]
-        if memories and max(memories) < limit:
-            limit = max(memories)
-            source = f"the largest {where} worker's memory (DNNPROF_MAX_REQUEST_COST_GB caps it too)"
-        reason = too_costly(
-            info, max(settings.batch_sizes), settings.input_size, settings.precision, limit, source
-        )
-        if reason:
-            raise ValidationException(
-                detail="the request needs more memory than any device here has",
-                extra=[{"key": "batch_sizes", "source": "body", "message": reason}],
-            )
-        counted = services.store.model_counts(info.name) if not info.published_gmacs else None
-        if reason := too_slow(info, settings, services.settings.soft_time_limit_s, counted and counted.flops):
-            raise ValidationException(
-                detail="the request cannot finish inside the time limit",
-                extra=[{"key": "runs", "source": "body", "message": reason}],
-            )
+        try:
+            accepted = profiles.submit(data, _client_of(request, services))
+        except Refusal as refusal:
+            raise _http_error(refusal) from None
+        return _accepted(accepted)
 
     @get(
         "/{profile_id:str}",
@@ -340,30 +176,10 @@ class ProfileController(Controller):
         sync_to_thread=True,
     )
     def remove(
-        self, profile_id: FromPath[str], services: NamedDependency[Services]
+        self, profile_id: FromPath[str], profiles: NamedDependency[ProfileService]
     ) -> Response[DeleteOutcome]:
-        store = services.store
-        record = store.get(profile_id)
-        if record is None:
+        outcome = profiles.remove(profile_id)
+        if outcome is None:
             raise NotFoundException(f"no profile with id {profile_id!r}")
-        if record.status in TERMINAL_STATUSES:
-            store.delete(profile_id)
-            return Response(DeleteOutcome(id=profile_id, outcome="deleted"))
-        store.request_cancel(profile_id)
-
-        def cancel_queued(rec: ProfileRecord) -> ProfileRecord:
-            rec.status = "cancelled"
-            rec.finished_at = now()
-            rec.error = "cancelled before it started"
-            return rec
-
-        try:
-            cancelled = store.update(profile_id, cancel_queued, allowed_from=("queued",))
-            store.count_finished("cancelled", (cancelled.finished_at or 0) - cancelled.created_at)
-            # Its message would wait for ever where no worker serves the class: take it out now.
-            store.purge_task_messages(route_of(cancelled.settings), [profile_id])
-            return Response(DeleteOutcome(id=profile_id, outcome="cancelled"))
-        except ConflictError:
-            # Running: the worker sees the flag within a second, stops the measuring process and
-            # marks the job cancelled.
-            return Response(DeleteOutcome(id=profile_id, outcome="cancelling"), status_code=HTTP_202_ACCEPTED)
+        status_code = HTTP_202_ACCEPTED if outcome == "cancelling" else HTTP_200_OK
+        return Response(DeleteOutcome(id=profile_id, outcome=outcome), status_code=status_code)
