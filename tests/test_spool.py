@@ -1,4 +1,4 @@
-"""The spool (workers/jobs.py): a job's outcome that Redis could not take within
+"""The spool (workers/records.py): a job's outcome that Redis could not take within
 DNNPROF_STORE_RETRY_S waits on disk (0600 in a 0700 folder) and is written, once, when Redis is
 back; nothing is lost. Against a real Redis that goes away and comes back on the same data."""
 
@@ -16,7 +16,7 @@ from dnnprof.config import Settings
 from dnnprof.store import ProfileStore
 from tests.factories import profile
 from tests.helpers import free_port, throwaway_redis
-from workers.jobs import end_job, flush_spool
+from workers.records import JobRecords
 
 
 def test_an_outcome_redis_cannot_take_waits_in_the_spool_and_is_written_when_it_is_back(tmp_path):
@@ -30,18 +30,18 @@ def test_an_outcome_redis_cannot_take_waits_in_the_spool_and_is_written_when_it_
         settings = dataclasses.replace(Settings(), data_dir=tmp_path / "data", store_retry_s=1)
         # Redis away: a store on a port nothing listens on.
         away = ProfileStore.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-        assert end_job(away, settings, record.id, "succeeded", result=result) == "succeeded"
+        assert JobRecords(away, settings).end(record.id, "succeeded", result=result) == "succeeded"
         [spooled] = list((settings.data_dir / "spool").glob("*.json"))
         assert spooled.name == f"{record.id}.json"
         assert stat.S_IMODE(spooled.stat().st_mode) == 0o600
         assert stat.S_IMODE(spooled.parent.stat().st_mode) == 0o700
         assert store.get(record.id).status == "running"  # not written yet
         # Redis is back: the worker's heartbeat writes it, once.
-        assert flush_spool(store, settings.data_dir) == 1
+        assert JobRecords(store, settings).flush_spool() == 1
         written = store.get(record.id)
         assert written.status == "succeeded" and written.result == result
         assert not list((settings.data_dir / "spool").glob("*.json"))
-        assert flush_spool(store, settings.data_dir) == 0
+        assert JobRecords(store, settings).flush_spool() == 0
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
@@ -50,7 +50,7 @@ def test_an_outcome_redis_cannot_take_waits_in_the_spool_and_is_written_when_it_
 def test_a_spooled_outcome_stays_while_redis_is_still_away(tmp_path):
     settings = dataclasses.replace(Settings(), data_dir=tmp_path / "data", store_retry_s=1)
     away = ProfileStore.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-    end_job(away, settings, "0" * 32, "failed", error="the measuring process died")
+    JobRecords(away, settings).end("0" * 32, "failed", error="the measuring process died")
     with pytest.raises(redis.exceptions.ConnectionError):  # what the heartbeat catches and logs
-        flush_spool(away, settings.data_dir)
+        JobRecords(away, settings).flush_spool()
     assert [p.name for p in (settings.data_dir / "spool").glob("*.json")] == ["0" * 32 + ".json"]

@@ -26,8 +26,9 @@ from dnnprof.queue import PROFILE_TASK, make_celery, queue_for, route_of, send_p
 from dnnprof.store import ProfileStore
 from workers.broker import use_for_redis_urls
 from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
-from workers.jobs import DeviceBusyError, ProfileJob, end_job, flush_spool, requeue, spooled_ids
+from workers.jobs import DeviceBusyError, ProfileJob
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
+from workers.records import JobRecords
 
 log = logging.getLogger("dnnprof.worker")
 
@@ -135,7 +136,7 @@ class Heartbeat(threading.Thread):
             try:
                 self.info.seen_at = time.time()
                 store().heartbeat(self.info, ttl_s=3 * settings.heartbeat_s)
-                flush_spool(store(), settings.data_dir)
+                JobRecords(store(), settings).flush_spool()
                 self.sweep()
                 self.resend_lost_messages()
                 self.purge_stale_messages()
@@ -156,17 +157,14 @@ class Heartbeat(threading.Thread):
         orphan_after = time.time() - 3 * settings.heartbeat_s
         overdue_after = time.time() - settings.time_limit_s - 60
         active = active_task_ids()
-        spooled = spooled_ids(settings.data_dir)
+        records = JobRecords(store(), settings)
+        spooled = records.spooled_ids()
         for rec in running:
             started = rec.started_at or rec.created_at
             if rec.worker == self.info.hostname:
                 if started < overdue_after:
-                    end_job(
-                        store(),
-                        settings,
-                        rec.id,
-                        "failed",
-                        error=f"killed at the hard time limit of {settings.time_limit_s} s",
+                    records.end(
+                        rec.id, "failed", error=f"killed at the hard time limit of {settings.time_limit_s} s"
                     )
                     continue
                 if started >= orphan_after or active is None or rec.id in active or rec.id in spooled:
@@ -177,14 +175,9 @@ class Heartbeat(threading.Thread):
             else:
                 continue  # its own worker looks after it
             if rec.attempts >= settings.max_attempts:
-                end_job(
-                    store(),
-                    settings,
-                    rec.id,
-                    "failed",
-                    error=f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times",
-                )
-            elif requeue(store(), rec.id, from_worker=rec.worker):
+                lost = f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times"
+                records.end(rec.id, "failed", error=lost)
+            elif records.requeue(rec.id, from_worker=rec.worker):
                 store().purge_unacked(rec.id)  # the lost delivery: it would come back in an hour
                 send_profile(app, rec)
                 log.warning("requeued %s: %s", rec.id, why)

@@ -1,5 +1,6 @@
-"""One profile job as the Celery pool process runs it: claim it, hold the device lock, run the
-measuring process, and record the outcome. No torch here (this runs in a forked pool process)."""
+"""One profile job as the Celery pool process runs it: claim it, hold the device lease, run the
+measuring processes, and record the outcome (through :class:`workers.records.JobRecords`). No
+torch here (this runs in a forked pool process)."""
 
 from __future__ import annotations
 
@@ -17,140 +18,18 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from dnnprof.config import Settings
-from dnnprof.contract import ACTIVE_STATUSES, TERMINAL_STATUSES, ProfileRecord, ProfileResult, Progress
-from dnnprof.process import PARENT_PID_ENV, run_dir, spool_dir
-from dnnprof.store import ConflictError, ProfileStore, now, with_retries
+from dnnprof.contract import TERMINAL_STATUSES, ProfileRecord
+from dnnprof.process import PARENT_PID_ENV, run_dir
+from dnnprof.store import ProfileStore
 from workers.aggregate import assemble
 from workers.lease import DeviceLease, LeaseInDoubt
+from workers.records import JobRecords
 
 log = logging.getLogger(__name__)
 
 
-class SpooledEnd(msgspec.Struct, kw_only=True):
-    """A job's outcome that could not be written while Redis was away."""
-
-    profile_id: str
-    status: str
-    error: str | None = None
-    result: ProfileResult | None = None
-
-
-def write_end(store: ProfileStore, outcome: SpooledEnd) -> str:
-    """The job's final record, and its count in the job statistics."""
-    try:
-        record = store.update(
-            outcome.profile_id,
-            _finish(outcome.status, error=outcome.error, result=outcome.result),
-            allowed_from=ACTIVE_STATUSES,
-        )
-    except (ConflictError, KeyError):
-        return "skipped"
-    store.count_finished(outcome.status, (record.finished_at or 0) - (record.started_at or record.created_at))
-    return outcome.status
-
-
-def spooled_files(data_dir: Path) -> list[Path]:
-    """The outcomes waiting for Redis, one ``<profile id>.json`` each."""
-    return sorted(spool_dir(data_dir).glob("*.json"))
-
-
-def spooled_ids(data_dir: Path) -> set[str]:
-    return {path.stem for path in spooled_files(data_dir)}
-
-
-def spool(data_dir: Path, outcome: SpooledEnd) -> Path:
-    """Keep an outcome on disk (0600, in a 0700 folder) until Redis takes it."""
-    path = spool_dir(data_dir) / f"{outcome.profile_id}.json"
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(msgspec.json.encode(outcome))
-    tmp.replace(path)
-    return path
-
-
-def flush_spool(store: ProfileStore, data_dir: Path) -> int:
-    """Write the outcomes that waited for Redis (called by the worker's heartbeat)."""
-    written = 0
-    for path in spooled_files(data_dir):
-        outcome = msgspec.json.decode(path.read_bytes(), type=SpooledEnd)
-        write_end(store, outcome)  # raises while Redis is still away: the file stays
-        path.unlink()
-        written += 1
-        log.warning("wrote the spooled outcome of %s (%s)", outcome.profile_id, outcome.status)
-    return written
-
-
-def requeue(
-    store: ProfileStore, profile_id: str, *, from_worker: str | None, lost_worker: bool = True
-) -> bool:
-    """Put a running job back to ``queued`` (True if this call did): its worker vanished (the
-    attempt counts), or it handed the device over (``lost_worker=False``: it does not)."""
-
-    def change(rec: ProfileRecord) -> ProfileRecord | None:
-        if rec.status != "running" or rec.worker != from_worker:
-            return None
-        rec.status = "queued"
-        rec.worker = None
-        if not lost_worker:
-            rec.attempts = max(0, rec.attempts - 1)
-        rec.progress = Progress.at_start(rec.settings)
-        return rec
-
-    try:
-        return store.update(profile_id, change, allowed_from=("running",)).status == "queued"
-    except (ConflictError, KeyError):
-        return False
-
-
-def end_job(
-    store: ProfileStore,
-    settings: Settings,
-    profile_id: str,
-    status: str,
-    *,
-    error: str | None = None,
-    result=None,
-) -> str:
-    """Write a job's outcome; while Redis is away, retry (DNNPROF_STORE_RETRY_S), then keep it in
-    the spool for the worker's heartbeat to write when Redis is back. Never lost."""
-    outcome = SpooledEnd(profile_id=profile_id, status=status, error=error, result=result)
-    try:
-        return with_retries(
-            lambda: write_end(store, outcome),
-            until_s=settings.store_retry_s,
-            what=f"writing the outcome of {profile_id}",
-            log=log.warning,
-        )
-    except redis.exceptions.RedisError as exc:
-        path = spool(settings.data_dir, outcome)
-        log.error(
-            "Redis away for %s s: the outcome of %s waits in %s (%s)",
-            settings.store_retry_s,
-            profile_id,
-            path,
-            exc,
-        )
-        return status
-
-
 class DeviceBusyError(Exception):
     """Another job holds this device; the task is retried later rather than measured alongside."""
-
-
-def _finish(status: str, *, error: str | None = None, result=None):
-    def change(rec: ProfileRecord) -> ProfileRecord:
-        rec.status = status  # type: ignore[assignment]
-        rec.finished_at = now()
-        rec.error = error
-        if result is not None:
-            rec.result = result  # on a failure or a cancel too: the cells measured are kept
-        if status == "succeeded":
-            cells = rec.progress.batches_total if rec.progress else 0
-            rec.progress = Progress(stage="done", batches_done=cells, batches_total=cells)
-        return rec
-
-    return change
 
 
 class ProfileJob:
@@ -171,6 +50,7 @@ class ProfileJob:
         self.hostname = hostname
         self.lock_name = lock_name
         self.lease: DeviceLease | None = None  # held while the job runs
+        self.records = JobRecords(store, settings)
 
     def run(self, profile_id: str) -> str:
         record = self.store.get(profile_id)
@@ -192,19 +72,8 @@ class ProfileJob:
             self.lease = None
 
     def _run_locked(self, profile_id: str) -> str:
-        def claim(rec: ProfileRecord) -> ProfileRecord:
-            rec.status = "running"
-            rec.attempts += 1
-            rec.started_at = now()
-            rec.worker = self.hostname
-            rec.progress = Progress.at_start(rec.settings, "starting")
-            return rec
-
-        try:
-            # Only a queued job is claimed: a second delivery of one that is running elsewhere is a
-            # duplicate (a job whose worker died is put back to queued by the sweep first).
-            record = self.store.update(profile_id, claim, allowed_from=("queued",))
-        except (ConflictError, KeyError):
+        record = self.records.claim(profile_id, self.hostname)
+        if record is None:
             return "skipped"
         return self._claimed(profile_id, record)
 
@@ -286,11 +155,11 @@ class ProfileJob:
             # Another job took the device: the lease lapsed unseen, so what this process
             # stored since may have been measured beside it.
             self.store.drop_process_parts(profile_id, process)
-            requeue(self.store, profile_id, from_worker=self.hostname, lost_worker=False)
+            self.records.requeue(profile_id, from_worker=self.hostname, lost_worker=False)
         return False  # Redis never came back: the heartbeat's sweep requeues the record
 
     def _end(self, profile_id: str, status: str, *, error: str | None = None, result=None) -> str:
-        return end_job(self.store, self.settings, profile_id, status, error=error, result=result)
+        return self.records.end(profile_id, status, error=error, result=result)
 
     def _measure_in_child(self, profile_id: str, process: int):
         """(status, error, outcome) of one measuring process; the outcome is what it measured,
