@@ -4,10 +4,11 @@ has measured and imported (the exports are in :mod:`service.controllers.exports`
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from litestar import Controller, Response, get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
@@ -21,25 +22,24 @@ from service.params import DeviceSide, PrecisionFilter, Selection, ViewDevice, V
 BatchQuery = Annotated[int, QueryParameter(ge=1, le=1024)]
 
 
-class Table1Row(Struct, kw_only=True):
+class ModelIdentity(Struct, kw_only=True):
+    """The columns every per-model table starts with (Table 1 and Table 2 alike)."""
+
     model: str
     paper_name: str | None
     device: str
     target: str
     device_name: str
     precision: str
+
+
+class Table1Row(ModelIdentity, kw_only=True):
     ms_per_image: dict[int, float | None]
     images_per_s: dict[int, float | None]
     oom: list[int]
 
 
-class Table2Row(Struct, kw_only=True):
-    model: str
-    paper_name: str | None
-    device: str
-    target: str
-    device_name: str
-    precision: str
+class Table2Row(ModelIdentity, kw_only=True):
     param_file_mb: float
     memory_mb: dict[int, float | None]
     oom: list[int]
@@ -101,15 +101,8 @@ def with_counts(services: Services, rows: list[analysis.ModelRow]) -> list[analy
 
 
 def _identity(row: analysis.ModelRow) -> dict:
-    """The columns every per-model table starts with (Table 1 and Table 2 alike)."""
-    return {
-        "model": row.model,
-        "paper_name": row.paper_name,
-        "device": row.device,
-        "target": row.target,
-        "device_name": row.device_name,
-        "precision": row.precision,
-    }
+    """A row's :class:`ModelIdentity` columns, to start a table's row with."""
+    return {name: getattr(row, name) for name in ModelIdentity.__struct_fields__}
 
 
 def load_measured(services: Services, device, precision, select, published) -> list[analysis.ModelRow]:
@@ -128,36 +121,49 @@ def _targets(rows, device: str | None) -> list[str]:
     return targets or ([device] if device else [])
 
 
+@dataclass
+class View:
+    """The rows an analysis reads, with the query's device, precision and selection applied."""
+
+    rows: list[analysis.ModelRow]
+    device: str | None
+
+    def targets(self) -> list[str]:
+        return _targets(self.rows, self.device)
+
+    def on(self, target: str) -> list[analysis.ModelRow]:
+        return [r for r in self.rows if r.target == target]
+
+
+def provide_view(
+    services: NamedDependency[Services],
+    device: ViewDevice = None,
+    select: Selection = "best",
+    precision: PrecisionFilter = None,
+) -> View:
+    """The filters every per-model analysis takes, as one dependency (their query parameters)."""
+    return View(load_rows(services, device, precision, select), device)
+
+
 class AnalysisController(Controller):
     path = "/v1/analysis"
     tags = ("analysis",)  # type: ignore[assignment]
+    dependencies = {"view": Provide(provide_view, sync_to_thread=True)}  # noqa: RUF012
 
     @get(
         "/models",
         summary="Every profiled model with its indices and accuracy (and where it comes from)",
         sync_to_thread=True,
     )
-    def models(
-        self,
-        services: NamedDependency[Services],
-        device: ViewDevice = None,
-        select: Selection = "best",
-        precision: PrecisionFilter = None,
-    ) -> list[analysis.ModelRow]:
-        return load_rows(services, device, precision, select)
+    def models(self, view: NamedDependency[View]) -> list[analysis.ModelRow]:
+        return view.rows
 
     @get(
         "/table1",
         summary="Per-image inference time (ms) and images/s by batch size (paper Table 1)",
         sync_to_thread=True,
     )
-    def table1(
-        self,
-        services: NamedDependency[Services],
-        device: ViewDevice = None,
-        select: Selection = "best",
-        precision: PrecisionFilter = None,
-    ) -> list[Table1Row]:
+    def table1(self, view: NamedDependency[View]) -> list[Table1Row]:
         return [
             Table1Row(
                 **_identity(r),
@@ -165,17 +171,11 @@ class AnalysisController(Controller):
                 images_per_s={c.batch_size: c.images_per_s for c in r.batches},
                 oom=[c.batch_size for c in r.batches if c.status == "oom"],
             )
-            for r in load_rows(services, device, precision, select)
+            for r in view.rows
         ]
 
     @get("/table2", summary="Memory (MB) by batch size (paper Table 2)", sync_to_thread=True)
-    def table2(
-        self,
-        services: NamedDependency[Services],
-        device: ViewDevice = None,
-        select: Selection = "best",
-        precision: PrecisionFilter = None,
-    ) -> list[Table2Row]:
+    def table2(self, view: NamedDependency[View]) -> list[Table2Row]:
         return [
             Table2Row(
                 **_identity(r),
@@ -183,7 +183,7 @@ class AnalysisController(Controller):
                 memory_mb={c.batch_size: c.memory_mb for c in r.batches},
                 oom=[c.batch_size for c in r.batches if c.status == "oom"],
             )
-            for r in load_rows(services, device, precision, select)
+            for r in view.rows
         ]
 
     @get(
@@ -195,10 +195,7 @@ class AnalysisController(Controller):
     )
     def table3(
         self,
-        services: NamedDependency[Services],
-        device: ViewDevice = None,
-        select: Selection = "best",
-        precision: PrecisionFilter = None,
+        view: NamedDependency[View],
         max_memory_mb: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
         min_fps: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
         batch_size: BatchQuery = 1,
@@ -210,7 +207,6 @@ class AnalysisController(Controller):
             ),
         ] = "total",
     ) -> list[Table3]:
-        rows = load_rows(services, device, precision, select)
         bounds = max_memory_mb or analysis.DEFAULT_MEMORY_BOUNDS_MB
         fps = min_fps or analysis.DEFAULT_FPS_BOUNDS
         return [
@@ -218,12 +214,10 @@ class AnalysisController(Controller):
                 device=class_of(t),
                 target=t,
                 batch_size=batch_size,
-                memory_floor_mb=_floor([r for r in rows if r.target == t]),
-                cells=analysis.best_under_constraints(
-                    [r for r in rows if r.target == t], bounds, fps, batch_size, memory
-                ),
+                memory_floor_mb=_floor(view.on(t)),
+                cells=analysis.best_under_constraints(view.on(t), bounds, fps, batch_size, memory),
             )
-            for t in _targets(rows, device)
+            for t in view.targets()
         ]
 
     @get(
@@ -245,29 +239,17 @@ class AnalysisController(Controller):
         sync_to_thread=True,
     )
     def throughput(
-        self,
-        services: NamedDependency[Services],
-        device: ViewDevice = None,
-        select: Selection = "best",
-        precision: PrecisionFilter = None,
-        batch_size: BatchQuery = 1,
+        self, view: NamedDependency[View], batch_size: BatchQuery = 1
     ) -> list[analysis.ThroughputBound]:
-        rows = load_rows(services, device, precision, select)
-        return [analysis.throughput_bound(rows, t, batch_size) for t in _targets(rows, device)]
+        return [analysis.throughput_bound(view.rows, t, batch_size) for t in view.targets()]
 
     @get(
         "/memory-fits",
         summary="Memory vs parameter size: a linear fit per batch size (paper Fig. 4)",
         sync_to_thread=True,
     )
-    def memory_fits(
-        self,
-        services: NamedDependency[Services],
-        device: ViewDevice = None,
-        select: Selection = "best",
-        precision: PrecisionFilter = None,
-    ) -> list[analysis.MemoryFit]:
-        return analysis.memory_fits(load_rows(services, device, precision, select))
+    def memory_fits(self, view: NamedDependency[View]) -> list[analysis.MemoryFit]:
+        return analysis.memory_fits(view.rows)
 
     @get(
         "/compare",
