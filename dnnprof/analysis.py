@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from msgspec import Struct
 
 from dnnprof.contract import ModelInfo, ProfileRecord, PublishedResult
-from dnnprof.selection import is_noisy, order_for
-from dnnprof.targets import class_of, matches, target_of
+from dnnprof.selection import GroupKey, is_noisy, may_count, order_for
+from dnnprof.targets import class_of, matches
 
 MB = 1_000_000  # memory bounds and sizes are in megabytes (10^6 bytes), as the paper's tables
 
@@ -39,6 +39,8 @@ class BatchCell(Struct, kw_only=True):
     #: The model's own share: ``memory_mb`` less the floor the process held before the model.
     model_memory_mb: float | None = None
     noisy: bool = False  # its runs or processes spread over the threshold
+    #: The first (cold) call at this batch size, before warm-up (a compile's compilation).
+    first_call_s: float | None = None
 
 
 class ModelRow(Struct, kw_only=True):
@@ -64,6 +66,9 @@ class ModelRow(Struct, kw_only=True):
     memory_floor_mb: float | None = None
     #: "measured", or where published figures come from ("bianco2018": the paper's Table 1).
     kind: str = "measured"
+    #: What ran it (eager for the paper's published rows), and its one-time preparation.
+    runtime: str = "eager"
+    runtime_prepare_s: float | None = None
 
     def cell(self, batch_size: int) -> BatchCell | None:
         return next((c for c in self.batches if c.batch_size == batch_size), None)
@@ -136,25 +141,25 @@ def model_rows(
     device: str | None = None,
     precision: str | None = None,
     select: str = "best",
+    runtime: str | None = None,
 ) -> list[ModelRow]:
-    """One row per (model, device target, precision) from its succeeded profiles: the best one
-    (:func:`quality`) or the newest (``select``). ``device`` selects a class (every target of it)
-    or one target."""
+    """One row per :class:`GroupKey` (model, device target, precision, runtime) from its
+    profiles that may count: the best one (:func:`quality`) or the newest (``select``).
+    ``device`` selects a class (every target of it) or one target."""
     by_model = best_published(published)
     catalogue = catalogue or {}
-    rows: dict[tuple[str, str, str], ModelRow] = {}
-    done = [r for r in records if r.status == "succeeded" and r.result is not None]
+    rows: dict[GroupKey, ModelRow] = {}
+    done = [r for r in records if may_count(r)]
     for record in sorted(done, key=order_for(select), reverse=True):
         result = record.result
-        if record.status != "succeeded" or result is None:
-            continue
+        assert result is not None  # may_count
         s = record.settings
-        target = target_of(record)
-        if not matches(device, target) or (precision and s.precision != precision):
+        key = GroupKey.of(record)
+        if not matches(device, key.target) or precision not in (None, s.precision):
             continue
-        key = (s.model, target, s.precision)
-        if key in rows:
+        if runtime not in (None, s.runtime) or key in rows:
             continue
+        target = key.target
         top1, top5, source = accuracy_for(record, by_model, catalogue)
         floor = result.memory_floor_bytes
         cells = []
@@ -169,6 +174,7 @@ def model_rows(
                     memory_mb=total / MB if total is not None else None,
                     model_memory_mb=max(total - floor, 0) / MB if total is not None and floor else None,
                     noisy=bool(b.latency and b.latency.noisy),
+                    first_call_s=b.first_call_s,
                 )
             )
         rows[key] = ModelRow(
@@ -178,6 +184,8 @@ def model_rows(
             target=target,
             device_name=result.fingerprint.device_name,
             precision=s.precision,
+            runtime=s.runtime,
+            runtime_prepare_s=result.runtime.prepare_s if result.runtime else None,
             profile_id=record.id,
             params=result.params,
             param_file_mb=result.param_file_bytes_fp32 / MB,
@@ -459,4 +467,57 @@ def compare_devices(
                     b_device_name=rb.device_name,
                 )
             )
+    return out
+
+
+class RuntimeCell(Struct, kw_only=True):
+    runtime: str
+    profile_id: str
+    ms_per_image: float | None
+    images_per_s: float | None
+    #: Eager's time over this runtime's (> 1: faster than eager), where both were measured.
+    speedup_over_eager: float | None
+    prepare_s: float | None
+    first_call_s: float | None
+
+
+class RuntimeRow(Struct, kw_only=True):
+    """One model on one target in one precision, at one batch size, in every runtime measured."""
+
+    model: str
+    target: str
+    precision: str
+    batch_size: int
+    cells: list[RuntimeCell]
+
+
+def runtime_table(rows: Sequence[ModelRow], batch_size: int) -> list[RuntimeRow]:
+    """Model x runtime at one batch size: ms/image, speed-up over eager, preparation and first
+    call (rows are the profiles that count, so a runtime whose outputs diverged is absent)."""
+    groups: dict[tuple[str, str, str], dict[str, ModelRow]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.target, r.precision), {})[r.runtime] = r
+    out = []
+    for (model, target, precision), by_runtime in sorted(groups.items()):
+        eager = by_runtime.get("eager")
+        base = eager.cell(batch_size) if eager else None
+        cells = []
+        for runtime, r in sorted(by_runtime.items(), key=lambda kv: (kv[0] != "eager", kv[0])):
+            cell = r.cell(batch_size)
+            ms = cell.ms_per_image if cell else None
+            speedup = base.ms_per_image / ms if base and base.ms_per_image and ms else None
+            cells.append(
+                RuntimeCell(
+                    runtime=runtime,
+                    profile_id=r.profile_id,
+                    ms_per_image=ms,
+                    images_per_s=cell.images_per_s if cell else None,
+                    speedup_over_eager=speedup,
+                    prepare_s=r.runtime_prepare_s,
+                    first_call_s=cell.first_call_s if cell else None,
+                )
+            )
+        out.append(
+            RuntimeRow(model=model, target=target, precision=precision, batch_size=batch_size, cells=cells)
+        )
     return out

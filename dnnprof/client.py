@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dnnprof.contract import PRECISIONS
+from dnnprof.contract import PRECISIONS, RUNTIMES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -178,7 +178,7 @@ def result_table(record: dict) -> Table:
 def profile(args: argparse.Namespace) -> int:
     client, out = Client.from_env(), console()
     body: dict[str, Any] = {"model": args.model}
-    for field in ("device", "batch_sizes", "runs", "repeats", "precision"):
+    for field in ("device", "batch_sizes", "runs", "repeats", "precision", "runtime"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
     if args.force:
@@ -245,6 +245,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int)
     p.add_argument("--repeats", type=int)
     p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument(
+        "--runtime", choices=RUNTIMES, help="what runs the model (default eager; GET /v1/devices lists them)"
+    )
     p.add_argument("--force", action="store_true", help="measure again even if an equal profile is stored")
     p.add_argument("--wait", action="store_true", help="follow the job and print its result")
     p.add_argument("--json", action="store_true", help="print the API's JSON")

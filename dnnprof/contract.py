@@ -33,6 +33,59 @@ def precision_refusal(precision: str, device_class: str) -> str | None:
     return None
 
 
+#: What runs the model: eager PyTorch (the paper's, the default), torch.compile (inductor), ONNX
+#: Runtime, OpenVINO (CPU) or TensorRT (GPU, Jetson). FLOPs and parameters are counted on the
+#: eager model whatever runs it.
+Runtime = Literal["eager", "compile", "onnxruntime", "openvino", "tensorrt"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+#: The precisions a runtime beside eager measures (its exported or compiled graph in them).
+RUNTIME_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "eager": PRECISIONS,
+    "compile": PRECISIONS,
+    "onnxruntime": ("fp32",),
+    "openvino": ("fp32",),
+    "tensorrt": ("fp32", "fp16"),
+}
+
+
+class RuntimeOptions(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
+    """The options of one runtime (each applies to one runtime only; the API refuses the others):
+    ``mode`` for compile, ``provider`` for onnxruntime, ``opset`` for the ONNX export."""
+
+    mode: Literal["default", "max-autotune", "reduce-overhead"] | None = None
+    provider: Literal["cpu", "cuda", "tensorrt"] | None = None
+    opset: Annotated[int, Meta(ge=17, le=23)] | None = None
+
+
+#: Which runtime each option belongs to.
+RUNTIME_OPTION_OWNERS = {
+    "mode": ("compile",),
+    "provider": ("onnxruntime",),
+    "opset": ("onnxruntime", "openvino", "tensorrt"),
+}
+
+
+def runtime_refusal(
+    runtime: str, options: RuntimeOptions | None, precision: str, device_class: str
+) -> tuple[str, str] | None:
+    """(field, why) where a runtime cannot be asked for as given, else None."""
+    provider = options.provider if options is not None else None
+    if provider is not None and (provider == "cpu") != (device_class == "cpu"):
+        return "runtime_options", f"the {provider} provider does not run on a {device_class} device"
+    if runtime == "openvino" and device_class != "cpu":
+        return "runtime", f"OpenVINO is measured on a CPU here, not on a {device_class} device"
+    for name, owners in RUNTIME_OPTION_OWNERS.items():
+        if options is not None and getattr(options, name) is not None and runtime not in owners:
+            return (
+                "runtime_options",
+                f"{name} applies to the {' and '.join(owners)} runtime(s), not {runtime}",
+            )
+    if precision not in RUNTIME_PRECISIONS[runtime]:
+        measured = ", ".join(RUNTIME_PRECISIONS[runtime])
+        return "precision", f"the {runtime} runtime is measured in {measured} here, not {precision}"
+    return None
+
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
@@ -105,6 +158,8 @@ class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     #: A class may be answered from a stored profile of any of its targets (else it is measured on
     #: the target it is routed to, or answered from that target's stored profile).
     any_target: bool = False
+    runtime: Runtime = "eager"
+    runtime_options: RuntimeOptions | None = None
 
 
 class ProfileSettings(Struct, kw_only=True, frozen=True):
@@ -129,13 +184,20 @@ class ProfileSettings(Struct, kw_only=True, frozen=True):
     reparameterize: bool = False
     #: The device target it is sent to; None for a class with no live target (any worker of it).
     target: str | None = None
+    #: What runs the model ("eager" for every profile stored before runtimes existed).
+    runtime: Runtime = "eager"
+    runtime_options: RuntimeOptions | None = None
 
     def dedupe_key(self) -> str:
-        """Equal settings, equal key; ``target`` only where set, so keys stored before targets
-        existed stay what they were."""
+        """Equal settings, equal key; ``target`` only where set and the runtime only where it is
+        not eager, so keys stored before targets and runtimes existed stay what they were."""
         fields = msgspec.structs.asdict(self)
         if fields["target"] is None:
             del fields["target"]
+        if fields["runtime"] == "eager" and fields["runtime_options"] is None:
+            del fields["runtime"], fields["runtime_options"]
+        elif fields["runtime_options"] is not None:
+            fields["runtime_options"] = msgspec.to_builtins(fields["runtime_options"])
         return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()[:32]
 
 
@@ -292,6 +354,39 @@ class MemoryStats(Struct, kw_only=True):
     per_process_bytes: list[int] = []
 
 
+class OutputsCheck(Struct, kw_only=True):
+    """The runtime's outputs against eager PyTorch's on the same random input (exporters have
+    shipped silent wrong-output regressions): a profile whose outputs do not match never counts."""
+
+    batch_size: int
+    max_abs_diff: float
+    #: The largest difference accepted: atol + rtol x the largest eager output (per precision).
+    tolerance: float
+    #: The share of images whose top-1 class is the same (random weights make near ties).
+    top1_agreement: float
+    outputs_match: bool
+
+
+class RuntimeReport(Struct, kw_only=True, omit_defaults=True):
+    """What ran the model and what getting it ready cost, apart from warm-up and steady state."""
+
+    name: str
+    version: str | None = None
+    provider: str | None = None
+    options: RuntimeOptions | None = None
+    opset: int | None = None
+    graph_optimization: str | None = None
+    #: One-time preparation (export and session, or build), seconds; 0 for eager. A compile's
+    #: cost falls in each batch size's first call (it compiles per batch size).
+    prepare_s: float = 0.0
+    export_cached: bool | None = None
+    #: Where inputs and outputs live while timed: "device" (bound there, no copies timed), "host".
+    io: str | None = None
+    outputs: OutputsCheck | None = None
+    #: FLOPs and parameters are counted once on the eager model, whatever runs it.
+    counted_on: str = "eager model"
+
+
 class BatchMeasurement(Struct, kw_only=True):
     batch_size: int
     status: Literal["ok", "oom", "error"]
@@ -302,6 +397,9 @@ class BatchMeasurement(Struct, kw_only=True):
     peak_flops_share: float | None = None
     #: Joules per image, integrated over timed runs lasting at least a second (else None).
     energy_per_image_j: float | None = None
+    #: The first (cold) call at this batch size, before warm-up: a compile's compilation, a
+    #: session's first run (the median over the processes), seconds.
+    first_call_s: float | None = None
 
 
 class GpuClocks(Struct, kw_only=True, omit_defaults=True):
@@ -382,6 +480,8 @@ class ProfileResult(Struct, kw_only=True):
     #: Which form of the model was measured: "deployed" (re-parameterised, as it is deployed for
     #: inference) or "as built" (the training form, or a model that has no other).
     form: str = "as built"
+    #: What ran it, its preparation and its outputs check (None: eager, before runtimes existed).
+    runtime: RuntimeReport | None = None
 
 
 # -- what one measuring process reports, cell by cell (the job assembles them) ------------------
@@ -421,6 +521,7 @@ class ProcessStatic(Struct, kw_only=True):
     weights: str = "random"
     memory_floor_bytes: int | None = None
     form: str = "as built"
+    runtime: RuntimeReport | None = None
 
 
 class ProcessCell(Struct, kw_only=True):
@@ -438,6 +539,7 @@ class ProcessCell(Struct, kw_only=True):
     memory: MemoryStats | None = None
     energy_j: float | None = None  # over the kept attempt's runs
     energy_window_s: float | None = None
+    first_call_s: float | None = None
 
 
 class ProcessEnd(Struct, kw_only=True):
@@ -517,6 +619,8 @@ class WorkerInfo(Struct, kw_only=True):
     device_memory_bytes: int | None = None
     #: Its device target (see :mod:`dnnprof.targets`); it consumes that queue and its class's.
     device_target: str | None = None
+    #: The runtimes it can run, name -> version (eager always).
+    runtimes: dict[str, str] = {}
 
 
 class DeviceSeen(Struct, kw_only=True):
@@ -529,3 +633,4 @@ class DeviceSeen(Struct, kw_only=True):
     first_seen: float
     last_seen: float
     hostnames: list[str] = []
+    runtimes: dict[str, str] = {}

@@ -6,9 +6,11 @@ Kept in Redis beside the records, written in the same MULTI as the record they i
 - ``idx:model:<model>``, ``idx:status:<status>``, ``idx:class:<class>``, ``idx:target:<target>``:
   sorted sets of profile ids by creation time (the ``profiles`` set indexes them all). A filtered
   listing reads one of them, or their intersection, and decodes only the page it returns.
-- ``counting:best`` and ``counting:newest``: hashes "<model> <target> <precision>" -> the id of the
-  succeeded profile that counts for it (:func:`dnnprof.selection.quality`, or the newest), updated
-  when a profile of that model finishes or is deleted. The analyses and ``/metrics`` read these,
+- ``idx:runtime:<runtime>``: the same, per runtime (eager, compile, onnxruntime, ...).
+- ``counting:best`` and ``counting:newest``: hashes of a :class:`dnnprof.selection.GroupKey`
+  ("<model> <target> <precision> <runtime>") -> the id of the succeeded profile that counts
+  for it (:func:`dnnprof.selection.quality`, or the newest), updated when a profile of that
+  group finishes, changes or is deleted. The analyses and ``/metrics`` read these,
   a bounded set whatever the history holds.
 
 ``INDEX_VERSION`` names the layout; a store whose ``idx:version`` differs is re-indexed at start
@@ -22,13 +24,12 @@ from dnnprof.contract import ProfileRecord
 from dnnprof.targets import class_of, target_of
 
 PREFIX = "dnnprof:"
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"  # 2: the runtime in the group key and its own index
 VERSION_KEY = f"{PREFIX}idx:version"
 ALL = f"{PREFIX}profiles"
 SELECTIONS = selection.SELECTIONS  # which profile counts: see dnnprof.selection
 #: Incremented whenever a profile that counts changes (readers cache on it).
 COUNTING_VERSION = f"{PREFIX}counting:version"
-SEPARATOR = "\t"
 
 
 def model_key(model: str) -> str:
@@ -44,6 +45,10 @@ def device_key(device: str) -> str:
     return f"{PREFIX}idx:target:{device}" if "/" in device else f"{PREFIX}idx:class:{device}"
 
 
+def runtime_key(runtime: str) -> str:
+    return f"{PREFIX}idx:runtime:{runtime}"
+
+
 def counting_key(select: str) -> str:
     return f"{PREFIX}counting:{select}"
 
@@ -51,15 +56,23 @@ def counting_key(select: str) -> str:
 def index_keys(record: ProfileRecord) -> set[str]:
     """Every index one record belongs to (its target: where it ran, else where it was sent)."""
     target = target_of(record)
-    keys = {ALL, model_key(record.settings.model), status_key(record.status), device_key(class_of(target))}
+    keys = {
+        ALL,
+        model_key(record.settings.model),
+        status_key(record.status),
+        device_key(class_of(target)),
+        runtime_key(record.settings.runtime),
+    }
     if "/" in target:
         keys.add(device_key(target))
     return keys
 
 
-def filter_keys(model: str | None, device: str | None, status: str | None) -> list[str]:
+def filter_keys(
+    model: str | None, device: str | None, status: str | None, runtime: str | None = None
+) -> list[str]:
     """The indexes a listing's filters intersect (the whole set without filters)."""
-    keys = []
+    keys = [runtime_key(runtime)] if runtime is not None else []
     if model is not None:
         keys.append(model_key(model))
     if device is not None:
@@ -67,12 +80,3 @@ def filter_keys(model: str | None, device: str | None, status: str | None) -> li
     if status is not None:
         keys.append(status_key(status))
     return keys or [ALL]
-
-
-def counting_field(model: str, target: str, precision: str) -> str:
-    return SEPARATOR.join((model, target, precision))
-
-
-def split_counting_field(field: str) -> tuple[str, str, str]:
-    model, target, precision = field.split(SEPARATOR)
-    return model, target, precision

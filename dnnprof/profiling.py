@@ -31,7 +31,9 @@ from dnnprof.contract import (
     ProfileRequest,
     ProfileSettings,
     Progress,
+    RuntimeOptions,
     precision_refusal,
+    runtime_refusal,
 )
 from dnnprof.cost import GB, too_costly, too_slow
 from dnnprof.queue import queue_for, route_of
@@ -85,11 +87,12 @@ class ProfileService:
         if data.device and is_target(data.device):
             target: str | None = self.known_target(data.device, live_targets)
         else:
-            target = self.route_target(device, live_targets)
+            target = self.route_target(device, self.offering(data.runtime, live_targets))
         if refusal := precision_refusal(data.precision, device):
             raise FieldRefused(
                 f"{data.precision} is not measured on a {device} device", key="precision", message=refusal
             )
+        self.check_runtime(data, device, target)
         settings = settings_for(data, resolved, device, target)
         self.check_cost(resolved.info, settings)
         stored = None if data.force else self.stored_elsewhere(settings, any_target=data.any_target)
@@ -118,6 +121,39 @@ class ProfileService:
                 "validation set would mean nothing",
             )
         return resolved
+
+    def offering(self, runtime: str, live_targets: dict[str, int]) -> dict[str, int]:
+        """The live targets whose workers run ``runtime`` (all of them for eager; every live one
+        where none does, so that the refusal below names what they offer)."""
+        if runtime == "eager":
+            return live_targets
+        offering = {w.device_target for w in self.store.workers() if runtime in w.runtimes}
+        return {t: n for t, n in live_targets.items() if t in offering} or live_targets
+
+    def check_runtime(self, data: ProfileRequest, device: str, target: str | None) -> None:
+        """The runtime and its options as asked, on a device whose live workers run it (where no
+        worker of the device is live the job waits for one, as any other)."""
+        if refusal := runtime_refusal(data.runtime, data.runtime_options, data.precision, device):
+            key, message = refusal
+            raise FieldRefused(
+                f"the {data.runtime} runtime cannot be measured as asked", key=key, message=message
+            )
+        if data.runtime == "eager":
+            return
+        where = target or device
+        serving = [
+            w
+            for w in self.store.workers()
+            if (w.device_target == target if target else w.device_class == device)
+        ]
+        offered = sorted({name for w in serving for name in w.runtimes} | {"eager"})
+        if serving and data.runtime not in offered:
+            raise FieldRefused(
+                f"no live worker of {where} runs the {data.runtime} runtime",
+                key="runtime",
+                message=f"the {where} workers offer: {', '.join(offered)} (GET /v1/devices lists each "
+                "device's runtimes); install the runtime's extra on a worker there to offer it",
+            )
 
     def known_target(self, target: str, live_targets: dict[str, int]) -> str:
         """A target a worker serves or once served: its jobs wait for it. One no worker ever
@@ -282,7 +318,19 @@ def settings_for(
         # Only models that have a fused form differ by it (and only they key apart by it).
         reparameterize=data.reparameterize and resolved.info.reparameterizable,
         target=target,
+        runtime=data.runtime,
+        runtime_options=canonical_options(data, device),
     )
+
+
+def canonical_options(data: ProfileRequest, device: str) -> RuntimeOptions | None:
+    """The options as the worker applies them (ONNX Runtime's provider named: the device's own by
+    default), so that equal requests key alike."""
+    options = data.runtime_options
+    if data.runtime == "onnxruntime" and (options is None or options.provider is None):
+        provider = "cpu" if device == "cpu" else "cuda"
+        options = msgspec.structs.replace(options or RuntimeOptions(), provider=provider)
+    return options if options != RuntimeOptions() else None
 
 
 def no_worker_warning(settings: ProfileSettings) -> str:

@@ -52,7 +52,7 @@ class StoreCollector(Collector):
     def _figure_families(self) -> Iterator[Metric]:
         """The paper's figures per profile that counts: many series, rendered once per change of
         the store's figures (:class:`FiguresExposition`)."""
-        batch_labels = ["model", "device", "target", "batch_size", "precision"]
+        batch_labels = ["model", "device", "target", "batch_size", "precision", "runtime"]
         latency = GaugeMetricFamily(
             "dnnprof_profile_latency_seconds",
             "Per-image inference time, mean of the timed runs",
@@ -84,20 +84,17 @@ class StoreCollector(Collector):
 
         seen_batches: set[tuple[str, ...]] = set()
         seen_models: set[str] = set()
-        # The profile that counts per model, target and precision (as the analyses: select=best),
+        # The profile that counts per model, target, precision and runtime (select=best, as the analyses),
         # kept by the store: a scrape reads those, not the history.
         for record in self.store.counting("best"):
             result = record.result
             if result is None:
                 continue
-            model, device, precision = (
-                record.settings.model,
-                record.settings.device,
-                record.settings.precision,
-            )
+            s = record.settings
+            model, device, precision, runtime = s.model, s.device, s.precision, s.runtime
             target = target_of(record)
             for batch in result.batches:
-                key = (model, device, target, str(batch.batch_size), precision)
+                key = (model, device, target, str(batch.batch_size), precision, runtime)
                 if key in seen_batches:
                     continue
                 seen_batches.add(key)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from litestar import Request
 from litestar.params import QueryParameter
 
-from dnnprof.contract import DEVICE_PATTERN, PRECISIONS, Precision
+from dnnprof.contract import DEVICE_PATTERN, PRECISIONS, RUNTIMES, Precision, Runtime
 
 DEVICE_HELP = (
     "a device class (cpu, cuda, jetson: every target of it) or one device target, "
@@ -47,6 +47,17 @@ Selection = Annotated[
 PrecisionFilter = Annotated[
     Precision | None,
     QueryParameter(description="one of " + ", ".join(PRECISIONS) + "; every one when omitted"),
+]
+
+#: An analysis's runtime: eager by default, so that the paper's figures stay the paper's.
+RuntimeView = Annotated[
+    Runtime,
+    QueryParameter(description="what ran the models: one of " + ", ".join(RUNTIMES) + " (default eager)"),
+]
+#: A listing's runtime filter (every runtime when omitted).
+RuntimeFilter = Annotated[
+    Runtime | None,
+    QueryParameter(description="one of " + ", ".join(RUNTIMES) + "; every one when omitted"),
 ]
 
 #: A listing's or an export's model filter (resolved like a request's name).

@@ -160,6 +160,10 @@ def test_grafana_dashboard_is_provisioned_with_a_fixed_uid_and_only_exported_met
     assert variables["target"]["query"]["query"] == "label_values(dnnprof_profile_latency_seconds, target)"
     assert '"target"' in (ROOT / "service" / "metrics.py").read_text()
     assert all('target=~"$target"' in e for e in exprs if e.startswith("dnnprof_profile_"))
+    # Issue 25: the runtime is a variable (eager by default, as the analyses) every profile panel uses.
+    assert variables["runtime"]["query"]["query"] == "label_values(dnnprof_profile_latency_seconds, runtime)"
+    assert variables["runtime"]["current"]["value"] == "eager"
+    assert all('runtime=~"$runtime"' in e for e in exprs if e.startswith("dnnprof_profile_"))
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
     for view in ("inference time", "memory", "accuracy", "queue", "workers"):
         assert view in titles

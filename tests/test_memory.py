@@ -79,8 +79,8 @@ class RecordingProbe:
 
 def test_memory_is_read_after_warm_up_in_one_untimed_pass_of_its_own():
     """cuDNN autotunes during warm-up with the cache empty: reading memory across warm-up took its
-    largest trial workspace for the batch's memory. The order must be: warm-up, then (cache freed,
-    peaks reset) one pass, then the reading, then the timed runs."""
+    largest trial workspace for the batch's memory. The order must be: the first call, warm-up,
+    then (cache freed, peaks reset) one pass, then the reading, then the timed runs."""
     log: list[str] = []
     settings = ProfileSettings(
         model="test:c", device="cpu", batch_sizes=(2,), runs=4, precision="fp32", input_size=8
@@ -92,7 +92,9 @@ def test_memory_is_read_after_warm_up_in_one_untimed_pass_of_its_own():
     measured = measurer.measure(2)
     assert measured.status == "ok", measured.error
     first_prepare = log.index("prepare")
-    assert log[:first_prepare] == ["forward"] * measured.warmup_runs and measured.warmup_runs >= 3
+    # The first (cold) call, timed apart as first_call_s, then the warm-up.
+    assert log[:first_prepare] == ["forward"] * (1 + measured.warmup_runs) and measured.warmup_runs >= 3
+    assert measured.first_call_s is not None
     assert log[first_prepare : first_prepare + 3] == ["prepare", "forward", "read"]
     # Then the timed runs only (every attempt's, if a noisy block was measured again).
     assert log[first_prepare + 3 :] == ["forward"] * sum(a.runs for a in measured.attempts)

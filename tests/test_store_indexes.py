@@ -135,7 +135,9 @@ def chosen_by_rule(records: dict[str, object], select: str) -> dict[str, str]:
     groups: dict[str, list] = {}
     for rec in records.values():
         if rec.status == "succeeded" and rec.result is not None:
-            field = indexes.counting_field(rec.settings.model, target_of(rec), rec.settings.precision)
+            field = "\t".join(
+                (rec.settings.model, target_of(rec), rec.settings.precision, rec.settings.runtime)
+            )
             groups.setdefault(field, []).append(rec)
     return {field: max(recs, key=order_for(select)).id for field, recs in groups.items()}
 

@@ -171,6 +171,9 @@ def batch_measurement(
     ]
     if energies:
         measurement.energy_per_image_j = float(np.mean(energies))
+    first_calls = [c.first_call_s for c in ok if c.first_call_s is not None]
+    if first_calls:
+        measurement.first_call_s = float(np.median(first_calls))
     return measurement
 
 
@@ -244,4 +247,5 @@ def assemble(
         complete=complete,
         job_wall_s=job_wall_s,
         form=static.form,
+        runtime=static.runtime,
     )

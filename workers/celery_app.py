@@ -29,6 +29,7 @@ from workers.devices import detect_device_class, device_memory_bytes, device_nam
 from workers.jobs import DeviceBusyError, ProfileJob
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
 from workers.records import JobRecords
+from workers.runtime_support import available_runtimes
 
 log = logging.getLogger("dnnprof.worker")
 
@@ -124,6 +125,7 @@ class Heartbeat(threading.Thread):
             device_name=device_name(DEVICE_CLASS),
             device_memory_bytes=device_memory_bytes(DEVICE_CLASS),
             device_target=DEVICE_TARGET,
+            runtimes=available_runtimes(DEVICE_CLASS),
             pid=os.getpid(),
             started_at=started,
             seen_at=started,

@@ -162,6 +162,7 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
         memory_limit_mb=settings.memory_limit_mb,
         imagenet_val=settings.imagenet_val,
         weights_offline=settings.weights_offline,
+        cache_dir=settings.data_dir / "runtimes",
     )
     tag = s.model.partition(".")[2]  # "timm:resnet50.a1_in1k": pretrained tag
     plan = ProcessPlan(process=process, skip=frozenset(skip), flops=flops, accuracy=process == 0)

@@ -1,4 +1,5 @@
-"""Which profile counts for each (model, target, precision): the hashes ``counting:best`` and
+"""Which profile counts for each :class:`~dnnprof.selection.GroupKey` (model, target, precision,
+runtime): the hashes ``counting:best`` and
 ``counting:newest`` (see :mod:`dnnprof.indexes`), kept up to date incrementally.
 
 A profile that finishes is compared with its group's current choice alone (two records read,
@@ -13,21 +14,19 @@ from redis.client import Pipeline
 
 from dnnprof import indexes
 from dnnprof.contract import ProfileRecord
-from dnnprof.selection import SELECTIONS, order_for
+from dnnprof.selection import SELECTIONS, GroupKey, may_count, order_for
 from dnnprof.store.base import StoreBase, record_decoder, record_key
-from dnnprof.targets import matches, target_of
+from dnnprof.targets import matches
 
 COUNTING_KEYS = [indexes.counting_key(select) for select in SELECTIONS]
 
 
 def group_of(record: ProfileRecord) -> str:
     """The counting field of the group a record belongs to."""
-    return indexes.counting_field(record.settings.model, target_of(record), record.settings.precision)
+    return GroupKey.of(record).field()
 
 
-def counts(record: ProfileRecord) -> bool:
-    """Whether a record may be chosen at all (a finished profile with its result)."""
-    return record.status == "succeeded" and record.result is not None
+counts = may_count  # whether a record may be chosen at all
 
 
 class CountingMixin(StoreBase):
@@ -62,8 +61,13 @@ class CountingMixin(StoreBase):
     def rescan(self, field: str) -> None:
         """Choose a group's profile among all its succeeded ones (a bulk fill, a re-index, or the
         chosen one gone): linear in the group's history, so never on a plain finish."""
-        model, target, _ = indexes.split_counting_field(field)
-        keys = [indexes.model_key(model), indexes.status_key("succeeded"), indexes.device_key(target)]
+        group = GroupKey.parse(field)
+        keys = [
+            indexes.model_key(group.model),
+            indexes.status_key("succeeded"),
+            indexes.device_key(group.target),
+            indexes.runtime_key(group.runtime),
+        ]
         with self.redis.pipeline() as pipe:
             while True:
                 try:
@@ -84,14 +88,23 @@ class CountingMixin(StoreBase):
                     continue
 
     def counting(
-        self, select: str = "best", *, device: str | None = None, precision: str | None = None
+        self,
+        select: str = "best",
+        *,
+        device: str | None = None,
+        precision: str | None = None,
+        runtime: str | None = None,
     ) -> list[ProfileRecord]:
-        """The profile that counts for each (model, target, precision): what the analyses and
-        ``/metrics`` read, whatever the history holds."""
+        """The profile that counts for each :class:`GroupKey`: what the analyses and ``/metrics``
+        read, whatever the history holds (``None`` filters: every one)."""
         chosen = []
         for field, profile_id in self.redis.hgetall(indexes.counting_key(select)).items():
-            _, target, prec = indexes.split_counting_field(field.decode())
-            if matches(device, target) and (precision is None or prec == precision):
+            group = GroupKey.parse(field.decode())
+            if (
+                matches(device, group.target)
+                and precision in (None, group.precision)
+                and runtime in (None, group.runtime)
+            ):
                 chosen.append(profile_id.decode())
         records = self._records(chosen)
         return sorted(records, key=lambda r: r.created_at, reverse=True)
@@ -102,7 +115,7 @@ class CountingMixin(StoreBase):
     def counted_targets(self) -> set[str]:
         """The device targets that hold succeeded profiles (from the aggregate's keys alone)."""
         fields = self.redis.hkeys(indexes.counting_key("newest"))
-        return {indexes.split_counting_field(f.decode())[1] for f in fields}
+        return {GroupKey.parse(f.decode()).target for f in fields}
 
 
 def _beaten(pipe: Pipeline, field: str, changed_id: str, candidate: ProfileRecord | None) -> list[str] | None:

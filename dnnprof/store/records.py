@@ -186,6 +186,7 @@ class RecordsMixin(CountingMixin):
         model: str | None = None,
         device: str | None = None,
         status: str | None = None,
+        runtime: str | None = None,
         limit: int = 100,
         offset: int = 0,
         after: str | None = None,
@@ -193,12 +194,19 @@ class RecordsMixin(CountingMixin):
         """Newest first, filtered by resolved model name, device (a class, or a target: where it
         ran, else where it was sent) and status; ``after`` a profile id (cursor pagination: the
         page after it). Reads the indexes, then only the records of the page."""
-        key = self._indexed(indexes.filter_keys(model, device, status))
+        key = self._indexed(indexes.filter_keys(model, device, status, runtime))
         ids = self._page_ids(key, limit, offset, after)
         return self._records(ids)
 
-    def count(self, *, model: str | None = None, device: str | None = None, status: str | None = None) -> int:
-        return int(self.redis.zcard(self._indexed(indexes.filter_keys(model, device, status))))
+    def count(
+        self,
+        *,
+        model: str | None = None,
+        device: str | None = None,
+        status: str | None = None,
+        runtime: str | None = None,
+    ) -> int:
+        return int(self.redis.zcard(self._indexed(indexes.filter_keys(model, device, status, runtime))))
 
     def iter_records(
         self,
@@ -206,10 +214,11 @@ class RecordsMixin(CountingMixin):
         model: str | None = None,
         device: str | None = None,
         status: str | None = None,
+        runtime: str | None = None,
         chunk: int = 500,
     ) -> Iterator[ProfileRecord]:
         """Every matching record, newest first, read ``chunk`` at a time (constant memory: exports)."""
-        key = self._indexed(indexes.filter_keys(model, device, status))
+        key = self._indexed(indexes.filter_keys(model, device, status, runtime))
         if key.startswith(f"{PREFIX}tmp:"):  # a long export must not outlive its intersection
             self.redis.expire(key, 3600)
         last: str | None = None
@@ -231,6 +240,8 @@ class RecordsMixin(CountingMixin):
                 return 0
             total = self.redis.zcard(ALL_PROFILES)
             log(f"indexing {total} stored profiles (layout {indexes.INDEX_VERSION})")
+            # The aggregates are rebuilt whole (an older layout keyed them otherwise).
+            self.redis.delete(*(indexes.counting_key(select) for select in indexes.SELECTIONS))
             done = 0
             groups: set[str] = set()
             for start in range(0, total, chunk):

@@ -42,6 +42,7 @@ class RegistryMixin(StoreBase):
             )
         seen.device_name = info.device_name or seen.device_name
         seen.device_memory_bytes = info.device_memory_bytes or seen.device_memory_bytes
+        seen.runtimes = info.runtimes or seen.runtimes
         seen.last_seen = max(seen.last_seen, info.seen_at)
         seen.hostnames = [*[h for h in seen.hostnames if h != info.hostname][-7:], info.hostname]
         self.redis.hset(key, info.device_target, encode(seen))

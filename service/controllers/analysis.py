@@ -17,7 +17,7 @@ from dnnprof import analysis, paper_devices
 from dnnprof.targets import class_of
 from service.deps import Services
 from service.errors import error_responses
-from service.params import DeviceSide, PrecisionFilter, Selection, ViewDevice, ViewSide
+from service.params import DeviceSide, PrecisionFilter, RuntimeView, Selection, ViewDevice, ViewSide
 
 BatchQuery = Annotated[int, QueryParameter(ge=1, le=1024)]
 
@@ -67,6 +67,7 @@ def load_rows(
     select: str = "best",
     *,
     also: tuple[str, ...] = (),
+    runtime: str | None = "eager",
 ) -> list[analysis.ModelRow]:
     """Measured rows (the best or newest profile per model, target and precision), and the paper's
     published rows where ``device`` (or a device in ``also``) names them."""
@@ -75,8 +76,8 @@ def load_rows(
     paper = [d for d in (device, *also) if paper_devices.is_paper(d)]
     rows = []
     if not paper_devices.is_paper(device):
-        rows = load_measured(services, device, precision, select, published)
-    if paper and precision in (None, "fp32"):
+        rows = load_measured(services, device, precision, select, published, runtime)
+    if paper and precision in (None, "fp32") and runtime == "eager":
         wanted = paper[0] if len(set(paper)) == 1 else paper_devices.PAPER_CLASS
         rows += with_counts(services, paper_devices.paper_rows(catalogue, published, wanted))
     return rows
@@ -105,12 +106,21 @@ def _identity(row: analysis.ModelRow) -> dict:
     return {name: getattr(row, name) for name in ModelIdentity.__struct_fields__}
 
 
-def load_measured(services: Services, device, precision, select, published) -> list[analysis.ModelRow]:
-    """Only the profile that counts per model, target and precision is read (the store keeps it)."""
-    records = services.store.counting(select, device=device, precision=precision)
+def load_measured(
+    services: Services, device, precision, select, published, runtime: str | None = "eager"
+) -> list[analysis.ModelRow]:
+    """Only the profile that counts per group (model, target, precision, runtime) is read (the
+    store keeps it)."""
+    records = services.store.counting(select, device=device, precision=precision, runtime=runtime)
     catalogue = services.catalogue_cache.get().entries
     return analysis.model_rows(
-        records, published=published, catalogue=catalogue, device=device, precision=precision, select=select
+        records,
+        published=published,
+        catalogue=catalogue,
+        device=device,
+        precision=precision,
+        select=select,
+        runtime=runtime,
     )
 
 
@@ -140,9 +150,10 @@ def provide_view(
     device: ViewDevice = None,
     select: Selection = "best",
     precision: PrecisionFilter = None,
+    runtime: RuntimeView = "eager",
 ) -> View:
     """The filters every per-model analysis takes, as one dependency (their query parameters)."""
-    return View(load_rows(services, device, precision, select), device)
+    return View(load_rows(services, device, precision, select, runtime=runtime), device)
 
 
 class AnalysisController(Controller):
@@ -250,6 +261,25 @@ class AnalysisController(Controller):
     )
     def memory_fits(self, view: NamedDependency[View]) -> list[analysis.MemoryFit]:
         return analysis.memory_fits(view.rows)
+
+    @get(
+        "/runtimes",
+        summary="Each model in every runtime measured, at one batch size: ms/image, speed-up over eager",
+        description="Per model, target and precision, the profile that counts in each runtime "
+        "(eager, compile, onnxruntime, openvino): its time per image, eager's over it, the runtime's "
+        "one-time preparation (export, session) and the first (cold) call at this batch size.",
+        sync_to_thread=True,
+    )
+    def runtimes(
+        self,
+        services: NamedDependency[Services],
+        device: ViewDevice = None,
+        select: Selection = "best",
+        precision: PrecisionFilter = None,
+        batch_size: BatchQuery = 1,
+    ) -> list[analysis.RuntimeRow]:
+        rows = load_rows(services, device, precision, select, runtime=None)
+        return analysis.runtime_table(rows, batch_size)
 
     @get(
         "/compare",

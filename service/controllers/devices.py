@@ -39,6 +39,8 @@ class DeviceView(Struct, kw_only=True):
     fingerprint: DeviceFingerprint | None = None
     #: Where a published target's figures come from.
     source: str | None = None
+    #: The runtimes its workers run, name -> version (the live workers', else as last seen).
+    runtimes: dict[str, str] = {}
 
 
 def device_views(services: Services) -> list[DeviceView]:
@@ -75,9 +77,15 @@ def device_views(services: Services) -> list[DeviceView]:
                     [w.seen_at for w in live] + ([registry.last_seen] if registry else []), default=None
                 ),
                 fingerprint=fp,
+                runtimes=_runtimes(live, registry),
             )
         )
     return views + paper_views()
+
+
+def _runtimes(live: list[WorkerInfo], registry: DeviceSeen | None) -> dict[str, str]:
+    offered = {name: version for w in live for name, version in w.runtimes.items()}
+    return offered or (registry.runtimes if registry else {})
 
 
 def paper_views() -> list[DeviceView]:

@@ -57,6 +57,10 @@ CSV_COLUMNS = (
     "memory_method",
     "memory_floor_bytes",
     "flops_method",
+    "runtime",
+    "first_call_s",
+    "runtime_prepare_s",
+    "outputs_match",
 )
 
 
@@ -103,6 +107,10 @@ def csv_rows(rec: ProfileRecord) -> Iterator[list[str]]:
             mem.method if mem else "",
             _blank(r.memory_floor_bytes),
             _blank(r.flops_method),
+            rec.settings.runtime,
+            _blank(b.first_call_s),
+            _blank(r.runtime and r.runtime.prepare_s),
+            _blank(r.runtime and r.runtime.outputs and r.runtime.outputs.outputs_match),
         ]
 
 
@@ -143,7 +151,7 @@ def parquet_bytes(records: Iterator[ProfileRecord]) -> bytes:
 
     numeric = set(CSV_COLUMNS) - {
         "profile_id", "model", "paper_name", "device", "target", "device_name", "precision",
-        "status", "memory_method", "flops_method", "noisy",
+        "status", "memory_method", "flops_method", "noisy", "runtime", "outputs_match",
     }  # fmt: skip
     columns: dict[str, list] = {c: [] for c in CSV_COLUMNS}
     for rec in records:
@@ -151,11 +159,11 @@ def parquet_bytes(records: Iterator[ProfileRecord]) -> bytes:
             for name, value in zip(CSV_COLUMNS, row, strict=True):
                 if name in numeric:
                     columns[name].append(float(value) if value != "" else None)
-                elif name == "noisy":
+                elif name in ("noisy", "outputs_match"):
                     columns[name].append(None if value == "" else value == "True")
                 else:
                     columns[name].append(value or None)
-    kinds = {"noisy": pa.bool_()} | {c: pa.float64() for c in numeric}
+    kinds = {"noisy": pa.bool_(), "outputs_match": pa.bool_()} | {c: pa.float64() for c in numeric}
     schema = pa.schema([(c, kinds.get(c, pa.string())) for c in CSV_COLUMNS])
     out = io.BytesIO()
     pq.write_table(pa.table(columns, schema=schema), out)

@@ -15,7 +15,7 @@ from dnnprof.analysis import MB, best_published, published_accuracy, published_o
 from dnnprof.catalogue import Resolved
 from dnnprof.contract import ModelInfo, PublishedResult
 from dnnprof.paper import PAPER_QUOTED_TOP1
-from dnnprof.selection import is_noisy, quality
+from dnnprof.selection import GroupKey, is_noisy, may_count, quality
 from dnnprof.targets import target_of
 from service.deps import Services
 
@@ -101,9 +101,10 @@ class HistoryEntry(Struct, kw_only=True):
     status: str
     repeats: int  # fresh processes that measured
     noisy: bool
-    #: The one the analyses use under select=best (per target and precision).
+    #: The one the analyses use under select=best (per target, precision and runtime).
     counts: bool
     precision: str
+    runtime: str
     ms_per_image: dict[int, float | None]
     memory_mb: dict[int, float | None]
 
@@ -116,9 +117,9 @@ class TargetHistory(Struct, kw_only=True):
 def history(qualified: str, services: Services) -> list[TargetHistory]:
     stored = services.store.list(model=qualified, limit=100_000)  # newest first
     done = [p for p in stored if p.status == "succeeded" and p.result is not None]
-    counting: dict[tuple[str, str], str] = {}
-    for record in sorted(done, key=quality, reverse=True):
-        counting.setdefault((target_of(record), record.settings.precision), record.id)
+    counting: dict[GroupKey, str] = {}
+    for record in sorted(filter(may_count, done), key=quality, reverse=True):
+        counting.setdefault(GroupKey.of(record), record.id)
     by_target: dict[str, list[HistoryEntry]] = {}
     for record in done:
         result, target = record.result, target_of(record)
@@ -129,8 +130,9 @@ def history(qualified: str, services: Services) -> list[TargetHistory]:
                 status=record.status,
                 repeats=result.processes,
                 noisy=is_noisy(record),
-                counts=counting[(target, record.settings.precision)] == record.id,
+                counts=counting.get(GroupKey.of(record)) == record.id,
                 precision=record.settings.precision,
+                runtime=record.settings.runtime,
                 ms_per_image={b.batch_size: b.latency and b.latency.mean_ms for b in result.batches},
                 memory_mb={
                     b.batch_size: b.memory.total_bytes / MB if b.memory and b.memory.total_bytes else None

@@ -31,7 +31,7 @@ from service.bodies import strict_json
 from service.caching import conditional_json
 from service.deps import Services
 from service.errors import error_responses
-from service.params import DeviceFilter, ModelFilter, next_page_link
+from service.params import DeviceFilter, ModelFilter, RuntimeFilter, next_page_link
 from service.security import identity_for
 
 #: Redis ranks are 64-bit: an offset past any store's size is refused (a 4xx), not sent on.
@@ -156,13 +156,20 @@ class ProfileController(Controller):
         model: ModelFilter = None,
         device: DeviceFilter = None,
         status: Annotated[JobStatus | None, QueryParameter()] = None,
+        runtime: RuntimeFilter = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
         after: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
     ) -> Response[list[ProfileRecord]]:
         qualified = services.try_resolve(model) if model else None
         page = services.store.list(
-            model=qualified, device=device, status=status, limit=limit, offset=offset, after=after
+            model=qualified,
+            device=device,
+            status=status,
+            runtime=runtime,
+            limit=limit,
+            offset=offset,
+            after=after,
         )
         headers = (
             next_page_link(request, ("offset", "after"), after=page[-1].id) if len(page) == limit else {}

@@ -11,6 +11,7 @@ assembles their cells (:mod:`workers.aggregate`).
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ from workers.engine.flops import count_model_flops
 from workers.engine.host import HostLoadMeter
 from workers.engine.memory import is_out_of_memory
 from workers.engine.models import build_model, count_params, deployed_form, parameter_file_bytes
+from workers.engine.runtimes import Prepared, check_outputs, runtime_for
+from workers.engine.runtimes.base import CHECK_BATCH
+from workers.engine.runtimes.eager import eager
 from workers.engine.timing import WarmupPolicy, warm_up
 
 __all__ = [
@@ -85,6 +89,8 @@ class ScenarioConfig:
     imagenet_val: Path | None = None
     imagenet_labels: Path | None = None
     loader_workers: int = 2
+    #: Where runtimes keep what they prepare once (ONNX exports); None: a folder of this process.
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -164,8 +170,10 @@ def measure_process(
     val_set = open_accuracy_set(info, settings, config, plan)  # before any download: fail fast
     built = build_for_profile(info, settings, config, model, tag)
     report("flops")
-    sink.static(static_figures(info, settings, plan, ctx, built))
-    prepared = prepare_model(built.model, settings, ctx)
+    static = static_figures(info, settings, plan, ctx, built)
+    prepared = prepare_model(built.model, settings, ctx, config.cache_dir)
+    static.runtime = prepared.runtime.report
+    sink.static(static)
     measure_cells(prepared, ctx, settings, config, plan.process, measuring, sink, report)
     end = ProcessEnd(process=plan.process, wall_s=0.0)
     if val_set is not None:
@@ -200,13 +208,19 @@ class BuiltModel:
 
 @dataclass
 class PreparedModel:
-    """The model as the cells run it: on the device, in the profile's dtype and memory format."""
+    """The model as the cells run it: the eager module on the device, in the profile's dtype and
+    memory format, and the runtime that runs it (eager itself, or an export, a compile)."""
 
     model: nn.Module
     precision: str
     dtype: torch.dtype
     memory_format: torch.memory_format
     input_size: int
+    runtime: Prepared = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.runtime is None:
+            self.runtime = eager(self.model)
 
     def make_input(self, batch_size: int, device: torch.device) -> torch.Tensor:
         size = self.input_size
@@ -278,12 +292,27 @@ def static_figures(
     )
 
 
-def prepare_model(model: nn.Module, settings: ProfileSettings, ctx: DeviceContext) -> PreparedModel:
-    """Eager PyTorch: the module itself, moved to the device in the profile's dtype."""
+def prepare_model(
+    model: nn.Module, settings: ProfileSettings, ctx: DeviceContext, cache: Path | None = None
+) -> PreparedModel:
+    """The module moved to the device in the profile's dtype, then prepared by its runtime (an
+    export, a compile; eager as it is), whose outputs are checked against eager's on one input."""
     dtype = DTYPES[settings.precision]
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(device=ctx.device, dtype=dtype, memory_format=memory_format)
-    return PreparedModel(model, settings.precision, dtype, memory_format, settings.input_size)
+    prepared = PreparedModel(model, settings.precision, dtype, memory_format, settings.input_size)
+    if settings.runtime == "eager":
+        return prepared
+    with contextlib.ExitStack() as stack:
+        if cache is None:
+            cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dnnprof-runtime-")))
+        prepared.runtime = runtime_for(settings.runtime, ctx.device_class).prepare(
+            model, settings, ctx, cache
+        )
+        x = prepared.make_input(CHECK_BATCH, ctx.device)
+        with autocast_for(settings.precision, ctx.device):
+            prepared.runtime.report.outputs = check_outputs(model, prepared.runtime, x, settings.precision)
+    return prepared
 
 
 def measure_cells(
@@ -317,9 +346,16 @@ def measure_accuracy(
     def accuracy_progress(done: int, of: int) -> None:
         report("accuracy", report.total, message=f"{done}/{of} images")
 
+    if prepared.runtime.report.name == "eager":
+        model = prepared.model
+    else:  # the runtime's own outputs: the accuracy of the form that is deployed
+
+        def model(images: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(prepared.runtime.logits(images)).to(images.device)
+
     with torch.inference_mode(), autocast_for(prepared.precision, ctx.device):
         return evaluate(
-            prepared.model,
+            model,
             val_set,
             ctx.device,
             dtype=prepared.dtype,
@@ -375,13 +411,10 @@ class CellMeasurer:
         if ctx.cap is not None:
             ctx.cap.check_allocation(batch_size * 3 * size * size * prepared.dtype.itemsize)
         x = prepared.make_input(batch_size, ctx.device)
-        model = prepared.model
-
-        def forward() -> object:
-            return model(x)
-
+        forward = prepared.runtime.bind(x)
         watching = ctx.cap.watching() if ctx.cap is not None else contextlib.nullcontext()
         with watching:
+            first_call_s = ctx.timer.time(forward, 1)[0]  # cold: a compile compiles here, not in warm-up
             warmup = warm_up(forward, ctx.timer, self.config.warmup)
             ctx.probe.prepare()  # after autotuning: its trial workspaces are not this batch's memory
             forward()
@@ -426,4 +459,5 @@ class CellMeasurer:
             memory=memory,
             energy_j=joules,
             energy_window_s=seconds if joules is not None else None,
+            first_call_s=first_call_s,
         )

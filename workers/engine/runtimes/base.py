@@ -1,0 +1,75 @@
+"""The runtime seam: prepare a model once, bind an input to the call that is timed, and check the
+prepared model's outputs against eager PyTorch's on the same input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from dnnprof.contract import OutputsCheck, ProfileSettings, RuntimeReport
+from workers.engine.device import DeviceContext
+
+#: (atol, rtol) of the outputs check per precision: a runtime's logits may differ from eager's by
+#: at most atol + rtol x the largest eager logit (reassociated sums, fused kernels).
+TOLERANCES = {"fp32": (1e-3, 1e-3), "bf16": (5e-2, 5e-2), "amp": (5e-2, 5e-2), "fp16": (1e-2, 1e-2)}
+#: Images in the outputs check (a small batch: cheap, and more than one image per batch).
+CHECK_BATCH = 2
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """The runtime asked for is not installed on this worker (or not for its device)."""
+
+
+class ExportError(RuntimeError):
+    """The runtime cannot take this model (an export or a compile failed): a failed profile
+    with the exporter's reason, never a crash or a retry."""
+
+
+class Prepared(Protocol):
+    """A model ready to run in one runtime."""
+
+    report: RuntimeReport
+
+    def bind(self, x: torch.Tensor) -> Callable[[], object]:
+        """The zero-argument forward on ``x`` that the timer times (inputs already where the
+        runtime reads them, so no copy is timed)."""
+        ...
+
+    def logits(self, x: torch.Tensor) -> np.ndarray:
+        """One forward's outputs as a float32 array (for the outputs check)."""
+        ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    def prepare(
+        self, model: nn.Module, settings: ProfileSettings, ctx: DeviceContext, cache: Path
+    ) -> Prepared:
+        """Export, compile or build ``model`` (already on the device, in the profile's dtype)."""
+        ...
+
+
+def check_outputs(eager: nn.Module, prepared: Prepared, x: torch.Tensor, precision: str) -> OutputsCheck:
+    """The prepared model's outputs against the eager model's on the same input."""
+    with torch.inference_mode():
+        expected = eager(x).float().cpu().numpy()
+    got = prepared.logits(x)
+    atol, rtol = TOLERANCES[precision]
+    diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
+    tolerance = atol + rtol * float(np.max(np.abs(expected)))
+    agreement = (
+        float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))) if got.shape == expected.shape else 0.0
+    )
+    return OutputsCheck(
+        batch_size=x.shape[0],
+        max_abs_diff=diff,
+        tolerance=tolerance,
+        top1_agreement=agreement,
+        outputs_match=diff <= tolerance,
+    )

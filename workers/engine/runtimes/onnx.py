@@ -1,0 +1,171 @@
+"""ONNX Runtime and OpenVINO, both from one ONNX export per (model, input size, opset) with a
+dynamic batch axis, cached under the worker's data directory. The export is ``torch.onnx.export``
+(dynamo); its outputs are checked against eager by the engine before anything is timed."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dnnprof.contract import ProfileSettings, RuntimeReport
+from workers.engine.device import DeviceContext
+from workers.engine.runtimes.base import ExportError
+from workers.runtime_support import installed
+
+DEFAULT_OPSET = 18
+
+
+def export_onnx(
+    model: nn.Module, settings: ProfileSettings, cache: Path, opset: int
+) -> tuple[Path, float, bool]:
+    """The model's ONNX file (exported now, or found in the cache), the export's seconds, and
+    whether it came from the cache. The cache key includes the model's parameters: a model built
+    with other weights is exported anew."""
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+    form = "deployed" if settings.reparameterize else "built"
+    name = f"{settings.model.replace(':', '_').replace('/', '_')}-{form}-{settings.input_size}-opset{opset}"
+    path = cache / f"{name}-{digest.hexdigest()[:12]}.onnx"
+    if path.exists():
+        return path, 0.0, True
+    cache.mkdir(parents=True, exist_ok=True)
+    size = settings.input_size
+    example = torch.randn(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    start = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(open(os.devnull, "w")):
+            torch.onnx.export(
+                model.float().cpu(),
+                (example,),
+                str(tmp),
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                opset_version=opset,
+                external_data=False,
+            )
+    except Exception as exc:  # any exporter failure is the profile's reason
+        tmp.unlink(missing_ok=True)
+        why = "; ".join(_first_line(e) for e in (exc, exc.__cause__) if e is not None)
+        raise ExportError(f"the ONNX export failed: {why}"[:600]) from exc
+    tmp.replace(path)
+    return path, time.perf_counter() - start, False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _opset(settings: ProfileSettings) -> int:
+    options = settings.runtime_options
+    return options.opset if options is not None and options.opset else DEFAULT_OPSET
+
+
+class OnnxPrepared:
+    def __init__(self, session, report: RuntimeReport) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.report = report
+
+    def bind(self, x: torch.Tensor) -> Callable[[], object]:
+        feed = {self.input_name: x.detach().float().cpu().numpy()}  # converted once, not timed
+        session = self.session
+        return lambda: session.run(None, feed)
+
+    def logits(self, x: torch.Tensor) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: x.detach().float().cpu().numpy()})[0])
+
+
+class OnnxRuntime:
+    """ONNX Runtime's CPU provider (the GPU providers need onnxruntime-gpu, not offered here yet:
+    the worker does not advertise onnxruntime on a GPU without it)."""
+
+    name = "onnxruntime"
+
+    def prepare(
+        self, model: nn.Module, settings: ProfileSettings, ctx: DeviceContext, cache: Path
+    ) -> OnnxPrepared:
+        import onnxruntime as ort
+
+        provider = (settings.runtime_options.provider if settings.runtime_options else None) or "cpu"
+        if provider != "cpu" or ctx.device.type != "cpu":
+            raise ExportError(f"ONNX Runtime's {provider} provider is not measured by this worker yet")
+        opset = _opset(settings)
+        path, export_s, cached = export_onnx(model, settings, cache / "onnx", opset)
+        start = time.perf_counter()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the count the fingerprint records
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        report = RuntimeReport(
+            name=self.name,
+            version=ort.__version__,
+            provider="CPUExecutionProvider",
+            options=settings.runtime_options,
+            opset=opset,
+            graph_optimization=f"ORT_ENABLE_ALL, {options.intra_op_num_threads} intra-op threads",
+            prepare_s=export_s + time.perf_counter() - start,
+            export_cached=cached,
+            io="host",
+        )
+        return OnnxPrepared(session, report)
+
+
+class OpenVinoPrepared:
+    def __init__(self, compiled, report: RuntimeReport) -> None:
+        self.compiled = compiled
+        self.output = compiled.output(0)
+        self.report = report
+
+    def bind(self, x: torch.Tensor) -> Callable[[], object]:
+        request = self.compiled.create_infer_request()
+        array = x.detach().float().cpu().numpy()
+        return lambda: request.infer({0: array})
+
+    def logits(self, x: torch.Tensor) -> np.ndarray:
+        result = self.compiled.create_infer_request().infer({0: x.detach().float().cpu().numpy()})
+        return np.asarray(result[self.output])
+
+
+class OpenVinoRuntime:
+    """OpenVINO on the CPU, in f32 (its CPU plugin would otherwise run bf16 where the CPU has it:
+    a different precision than the one asked for)."""
+
+    name = "openvino"
+
+    def prepare(
+        self, model: nn.Module, settings: ProfileSettings, ctx: DeviceContext, cache: Path
+    ) -> OpenVinoPrepared:
+        import openvino as ov
+
+        opset = _opset(settings)
+        path, export_s, cached = export_onnx(model, settings, cache / "onnx", opset)
+        start = time.perf_counter()
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        report = RuntimeReport(
+            name=self.name,
+            version=installed("openvino"),
+            provider="CPU",
+            options=settings.runtime_options,
+            opset=opset,
+            graph_optimization=f"f32, {config['INFERENCE_NUM_THREADS']} threads",
+            prepare_s=export_s + time.perf_counter() - start,
+            export_cached=cached,
+            io="host",
+        )
+        return OpenVinoPrepared(compiled, report)
