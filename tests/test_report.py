@@ -108,6 +108,12 @@ def test_report_draws_the_papers_figures_tables_and_profiles_from_its_form(page,
     assert "SqueezeNet-v1.0" in labels(page)  # every mark labelled with the paper name
     assert page.locator("#chart .legendtext").count() >= 1
     shoot(page, "report")
+    # Issue 25: the analyses are viewed in one runtime at a time (eager, the paper's, by default),
+    # chosen among the runtimes the live workers advertise.
+    offered = sorted(next(d for d in client.get("/v1/devices").json() if d["status"] == "live")["runtimes"])
+    page.wait_for_function(f"document.querySelectorAll('#runtime option').length >= {len(offered)}")
+    assert sorted(page.eval_on_selector_all("#runtime option", "os => os.map(o => o.value)")) == offered
+    assert page.input_value("#runtime") == "eager"
 
     # Each of the paper's figures draws labelled marks from the stored profiles.
     for figure in ("ball", "density", "memory", "throughput"):

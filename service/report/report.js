@@ -13,6 +13,7 @@ function query() {
   const p = new URLSearchParams();
   if ($("device").value) p.set("device", $("device").value);
   if ($("precision").value) p.set("precision", $("precision").value);
+  p.set("runtime", $("runtime").value);
   p.set("select", $("select").value);
   return p;
 }
@@ -475,7 +476,7 @@ async function follow(id) {
 
 // -- wiring --------------------------------------------------------------------------------------
 
-for (const id of ["device", "precision", "batch", "select"]) $(id).addEventListener("change", () => load());
+for (const id of ["device", "precision", "runtime", "batch", "select"]) $(id).addEventListener("change", () => load());
 for (const tab of document.querySelectorAll("#tabs button")) {
   tab.addEventListener("click", () => {
     for (const t of document.querySelectorAll("#tabs button")) t.setAttribute("aria-selected", String(t === tab));
@@ -513,6 +514,14 @@ async function addTargets() {
       option.textContent = `${d.target}${note}`;
       select.appendChild(option);
     }
+  }
+  // The runtimes the devices' workers run (eager always): what the analyses can be viewed in.
+  const runtimes = $("runtime");
+  const offered = new Set([...runtimes.options].map((o) => o.value));
+  for (const name of seen.flatMap((d) => Object.keys(d.runtimes || {})).sort()) {
+    if (offered.has(name)) continue;
+    const option = document.createElement("option"); option.value = option.textContent = name;
+    runtimes.appendChild(option); offered.add(name);
   }
 }
 
