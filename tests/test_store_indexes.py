@@ -235,6 +235,30 @@ def test_a_store_written_before_the_indexes_is_indexed_at_start_with_nothing_los
     assert store.redis.get(indexes.VERSION_KEY) == indexes.INDEX_VERSION.encode()
 
 
+def test_a_store_of_the_layout_before_runtimes_is_reindexed_with_its_choices_kept(store):
+    """Index layout 1 keyed the counting hashes by (model, target, precision); layout 2 adds the
+    runtime. A store written by layout 1 is re-indexed at start: every profile is eager, each
+    group's choice is the same profile, and the old three-part fields are gone."""
+    records = [on("cpu/a", f"tv:m{i % 3}", created=float(i)) for i in range(9)]
+    for rec in records:
+        store.create_or_get(rec, force=True)
+    chosen = {r.settings.model: r.id for r in store.counting("best")}
+    with store.redis.pipeline() as pipe:  # as layout 1 left them
+        for select in indexes.SELECTIONS:
+            key = indexes.counting_key(select)
+            pipe.delete(key)
+            for model, profile_id in chosen.items():
+                pipe.hset(key, "\t".join((model, "cpu/a", "fp32")), profile_id)
+        pipe.set(indexes.VERSION_KEY, "1")
+        pipe.execute()
+    assert not store.indexes_ready()
+    assert store.ensure_indexes() == 9
+    fields = {f.decode() for f in store.redis.hkeys(indexes.counting_key("best"))}
+    assert fields == {"\t".join((m, "cpu/a", "fp32", "eager")) for m in chosen}
+    assert {r.settings.model: r.id for r in store.counting("best", runtime="eager")} == chosen
+    assert store.count(runtime="eager") == 9 and store.count(runtime="onnxruntime") == 0
+
+
 @pytest.mark.slow  # starts the session's service
 def test_listing_pages_follow_the_link_header_and_exports_stream_with_the_same_filters(client):
     everything = client.get("/v1/profiles", params={"limit": 1000}).json()
