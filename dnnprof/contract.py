@@ -360,8 +360,11 @@ class OutputsCheck(Struct, kw_only=True):
 
     batch_size: int
     max_abs_diff: float
-    #: The largest difference accepted: atol + rtol x the largest eager output (per precision).
+    #: The largest difference accepted: atol + rtol x the largest eager output (per precision),
+    #: plus twice ``eager_self_diff``.
     tolerance: float
+    #: Eager's own disagreement: each image alone against the batch (another summation order).
+    eager_self_diff: float = 0.0
     #: The share of images whose top-1 class is the same (random weights make near ties).
     top1_agreement: float
     outputs_match: bool

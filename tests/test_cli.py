@@ -60,3 +60,8 @@ def test_the_apis_refusal_and_a_bad_argument_are_said(service):
     assert refused.returncode == 1 and "runs" in refused.stderr
     missing = dnnprof(service, "show", "nope")
     assert missing.returncode == 1 and "404" in missing.stderr
+    # Issue 25: --runtime takes the contract's runtimes; one no worker here runs is the API's 422.
+    unknown_runtime = dnnprof(service, "profile", "resnet18", "--runtime", "tflite")
+    assert unknown_runtime.returncode == 2 and "eager" in unknown_runtime.stderr
+    not_here = dnnprof(service, "profile", "resnet18", "--runtime", "tensorrt")
+    assert not_here.returncode == 1 and "runtime" in not_here.stderr and "eager" in not_here.stderr

@@ -114,6 +114,11 @@ def test_report_draws_the_papers_figures_tables_and_profiles_from_its_form(page,
     page.wait_for_function(f"document.querySelectorAll('#runtime option').length >= {len(offered)}")
     assert sorted(page.eval_on_selector_all("#runtime option", "os => os.map(o => o.value)")) == offered
     assert page.input_value("#runtime") == "eager"
+    # The precisions come from the contract (through the API's schema), not a list of the page's.
+    from dnnprof.contract import PRECISIONS
+
+    page.wait_for_function(f"document.querySelectorAll('#precision option').length > {len(PRECISIONS)}")
+    assert page.eval_on_selector_all("#precision option", "os => os.map(o => o.value)") == ["", *PRECISIONS]
 
     # Each of the paper's figures draws labelled marks from the stored profiles.
     for figure in ("ball", "density", "memory", "throughput"):

@@ -494,6 +494,16 @@ $("profile-form").addEventListener("submit", submitProfile);
 $("batch-sizes").addEventListener("input", validateForm);
 $("model").addEventListener("input", () => { validateForm(); complete().catch(() => {}); });
 
+// The precisions a profile may be asked in, from the API's own schema (one list: the contract's).
+async function addPrecisions() {
+  const schema = await getJSON("/schema/openapi.json");
+  const select = $("precision");
+  for (const name of schema.components.schemas.ProfileRequest.properties.precision.enum) {
+    const option = document.createElement("option"); option.value = option.textContent = name;
+    select.appendChild(option);
+  }
+}
+
 // The device targets seen (GET /v1/devices) join the classes in the device menus; the paper's
 // published devices only where figures are viewed (nothing can be sent to them).
 async function addTargets() {
@@ -530,5 +540,6 @@ async function start() {
   $("chart").on("plotly_click", (ev) => { if (ev.points.length && ev.points[0].customdata) openModel(ev.points[0].customdata); });
 }
 addTargets().catch(() => {});
+addPrecisions().catch(() => {});
 validateForm();
 start().catch((e) => { $("summary").textContent = `could not load: ${e.message}`; });

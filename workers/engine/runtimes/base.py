@@ -56,13 +56,21 @@ class Runtime(Protocol):
 
 
 def check_outputs(eager: nn.Module, prepared: Prepared, x: torch.Tensor, precision: str) -> OutputsCheck:
-    """The prepared model's outputs against the eager model's on the same input."""
+    """The prepared model's outputs against the eager model's on the same input.
+
+    The tolerance also holds eager's disagreement with itself (each image alone against the
+    batch: another order of the same sums), twice over: a runtime cannot be asked to agree with
+    eager more closely than eager agrees with itself. With random weights some deep networks are
+    that ill-conditioned (SE-ResNet-152's logits reach ~7,600 and move by ~3,500 between batch
+    sizes in eager PyTorch itself); a wrong export (shifted, permuted logits) stays far outside."""
     with torch.inference_mode():
         expected = eager(x).float().cpu().numpy()
+        alone = np.concatenate([eager(x[i : i + 1]).float().cpu().numpy() for i in range(x.shape[0])])
     got = prepared.logits(x)
     atol, rtol = TOLERANCES[precision]
     diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
-    tolerance = atol + rtol * float(np.max(np.abs(expected)))
+    self_diff = float(np.max(np.abs(alone - expected)))
+    tolerance = atol + rtol * float(np.max(np.abs(expected))) + 2 * self_diff
     agreement = (
         float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))) if got.shape == expected.shape else 0.0
     )
@@ -70,6 +78,7 @@ def check_outputs(eager: nn.Module, prepared: Prepared, x: torch.Tensor, precisi
         batch_size=x.shape[0],
         max_abs_diff=diff,
         tolerance=tolerance,
+        eager_self_diff=self_diff,
         top1_agreement=agreement,
         outputs_match=diff <= tolerance,
     )

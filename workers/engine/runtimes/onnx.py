@@ -68,6 +68,30 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def _report(
+    name: str,
+    version: str | None,
+    provider: str,
+    settings: ProfileSettings,
+    opset: int,
+    graph: str,
+    prepared: tuple[float, bool],
+) -> RuntimeReport:
+    """What ran an ONNX model: ``prepared`` is (export + session seconds, export from the cache)."""
+    prepare_s, cached = prepared
+    return RuntimeReport(
+        name=name,
+        version=version,
+        provider=provider,
+        options=settings.runtime_options,
+        opset=opset,
+        graph_optimization=graph,
+        prepare_s=prepare_s,
+        export_cached=cached,
+        io="host",  # inputs and outputs are host arrays, converted once before the timed calls
+    )
+
+
 def _opset(settings: ProfileSettings) -> int:
     options = settings.runtime_options
     return options.opset if options is not None and options.opset else DEFAULT_OPSET
@@ -110,17 +134,9 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        report = RuntimeReport(
-            name=self.name,
-            version=ort.__version__,
-            provider="CPUExecutionProvider",
-            options=settings.runtime_options,
-            opset=opset,
-            graph_optimization=f"ORT_ENABLE_ALL, {options.intra_op_num_threads} intra-op threads",
-            prepare_s=export_s + time.perf_counter() - start,
-            export_cached=cached,
-            io="host",
-        )
+        graph = f"ORT_ENABLE_ALL, {options.intra_op_num_threads} intra-op threads"
+        prepared = (export_s + time.perf_counter() - start, cached)
+        report = _report(self.name, ort.__version__, "CPUExecutionProvider", settings, opset, graph, prepared)
         return OnnxPrepared(session, report)
 
 
@@ -157,15 +173,7 @@ class OpenVinoRuntime:
         core = ov.Core()
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
         compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        report = RuntimeReport(
-            name=self.name,
-            version=installed("openvino"),
-            provider="CPU",
-            options=settings.runtime_options,
-            opset=opset,
-            graph_optimization=f"f32, {config['INFERENCE_NUM_THREADS']} threads",
-            prepare_s=export_s + time.perf_counter() - start,
-            export_cached=cached,
-            io="host",
-        )
+        graph = f"f32, {config['INFERENCE_NUM_THREADS']} threads"
+        prepared = (export_s + time.perf_counter() - start, cached)
+        report = _report(self.name, installed("openvino"), "CPU", settings, opset, graph, prepared)
         return OpenVinoPrepared(compiled, report)
