@@ -14,6 +14,7 @@ into its 4xx answers.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from dnnprof.contract import (
     ProfileSettings,
     Progress,
     RuntimeOptions,
+    WorkerInfo,
     precision_refusal,
     runtime_refusal,
 )
@@ -81,25 +83,27 @@ class ProfileService:
 
     def submit(self, data: ProfileRequest, client: str) -> Accepted:
         resolved = self.profilable(data)
-        live = self.store.live_device_classes()
-        live_targets = self.store.live_targets()
+        workers = self.store.workers()  # read once: routing, the runtime and the cost guard use it
+        live = Counter(w.device_class for w in workers)
+        live_targets = Counter(w.device_target for w in workers if w.device_target)
         device = pick_device(data.device, live)
         if data.device and is_target(data.device):
             target: str | None = self.known_target(data.device, live_targets)
         else:
-            target = self.route_target(device, self.offering(data.runtime, live_targets))
+            target = self.route_target(device, offering(workers, data.runtime, live_targets))
         if refusal := precision_refusal(data.precision, device):
             raise FieldRefused(
                 f"{data.precision} is not measured on a {device} device", key="precision", message=refusal
             )
-        self.check_runtime(data, device, target)
+        here = serving_workers(workers, device, target)
+        check_runtime(data, device, target, here)
         settings = settings_for(data, resolved, device, target)
-        self.check_cost(resolved.info, settings)
+        self.check_cost(resolved.info, settings, here)
         stored = None if data.force else self.stored_elsewhere(settings, any_target=data.any_target)
         if stored is not None:
             return Accepted(stored, created=False, serving=live.get(device, 0))
         record, created = self.store_job(settings, resolved.info, client, force=data.force)
-        serving = live_targets.get(target, 0) if target else live.get(device, 0)
+        serving = len(here)
         warning = (
             no_worker_warning(settings) if serving == 0 and record.status not in TERMINAL_STATUSES else None
         )
@@ -121,39 +125,6 @@ class ProfileService:
                 "validation set would mean nothing",
             )
         return resolved
-
-    def offering(self, runtime: str, live_targets: dict[str, int]) -> dict[str, int]:
-        """The live targets whose workers run ``runtime`` (all of them for eager; every live one
-        where none does, so that the refusal below names what they offer)."""
-        if runtime == "eager":
-            return live_targets
-        offering = {w.device_target for w in self.store.workers() if runtime in w.runtimes}
-        return {t: n for t, n in live_targets.items() if t in offering} or live_targets
-
-    def check_runtime(self, data: ProfileRequest, device: str, target: str | None) -> None:
-        """The runtime and its options as asked, on a device whose live workers run it (where no
-        worker of the device is live the job waits for one, as any other)."""
-        if refusal := runtime_refusal(data.runtime, data.runtime_options, data.precision, device):
-            key, message = refusal
-            raise FieldRefused(
-                f"the {data.runtime} runtime cannot be measured as asked", key=key, message=message
-            )
-        if data.runtime == "eager":
-            return
-        where = target or device
-        serving = [
-            w
-            for w in self.store.workers()
-            if (w.device_target == target if target else w.device_class == device)
-        ]
-        offered = sorted({name for w in serving for name in w.runtimes} | {"eager"})
-        if serving and data.runtime not in offered:
-            raise FieldRefused(
-                f"no live worker of {where} runs the {data.runtime} runtime",
-                key="runtime",
-                message=f"the {where} workers offer: {', '.join(offered)} (GET /v1/devices lists each "
-                "device's runtimes); install the runtime's extra on a worker there to offer it",
-            )
 
     def known_target(self, target: str, live_targets: dict[str, int]) -> str:
         """A target a worker serves or once served: its jobs wait for it. One no worker ever
@@ -183,18 +154,13 @@ class ProfileService:
             key=lambda t: (self.store.queue_length(queue_for(t)) / live_targets[t], -live_targets[t], t),
         )
 
-    def check_cost(self, info: ModelInfo, settings: ProfileSettings) -> None:
+    def check_cost(self, info: ModelInfo, settings: ProfileSettings, workers: list[WorkerInfo]) -> None:
         """Refuse what no worker of the device could hold (DNNPROF_MAX_REQUEST_COST_GB, and the
-        largest memory a live worker of that device reports), and what no device of its class
+        largest memory one of its live ``workers`` reports), and what no device of its class
         could time inside the time limit (:func:`dnnprof.cost.too_slow`)."""
         cap = self.settings.max_request_cost_gb
         limit, source = cap * GB, f"the most one request may ask (DNNPROF_MAX_REQUEST_COST_GB={cap:g})"
-        memories = [
-            w.device_memory_bytes
-            for w in self.store.workers()
-            if (w.device_target == settings.target if settings.target else w.device_class == settings.device)
-            and w.device_memory_bytes
-        ]
+        memories = [w.device_memory_bytes for w in workers if w.device_memory_bytes]
         if memories and max(memories) < limit:
             limit = max(memories)
             where = settings.target or settings.device
@@ -289,6 +255,42 @@ class ProfileService:
         # Its message would wait for ever where no worker serves the class: take it out now.
         store.purge_task_messages(route_of(cancelled.settings), [profile_id])
         return "cancelled"
+
+
+def serving_workers(workers: list[WorkerInfo], device: str, target: str | None) -> list[WorkerInfo]:
+    """The live workers a job for ``target`` (else for the class ``device``) can go to."""
+    if target:
+        return [w for w in workers if w.device_target == target]
+    return [w for w in workers if w.device_class == device]
+
+
+def offering(workers: list[WorkerInfo], runtime: str, live_targets: dict[str, int]) -> dict[str, int]:
+    """The live targets whose workers run ``runtime`` (all of them for eager; every live one
+    where none does, so that the refusal in :func:`check_runtime` names what they offer)."""
+    if runtime == "eager":
+        return live_targets
+    runs_it = {w.device_target for w in workers if runtime in w.runtimes}
+    return {t: n for t, n in live_targets.items() if t in runs_it} or live_targets
+
+
+def check_runtime(data: ProfileRequest, device: str, target: str | None, serving: list[WorkerInfo]) -> None:
+    """The runtime and its options as asked, on a device whose live workers (``serving``) run
+    it; where none is live the job waits for one, as any other."""
+    if refusal := runtime_refusal(data.runtime, data.runtime_options, data.precision, device):
+        key, message = refusal
+        detail = f"the {data.runtime} runtime cannot be measured as asked"
+        raise FieldRefused(detail, key=key, message=message)
+    if data.runtime == "eager":
+        return
+    where = target or device
+    offered = sorted({name for w in serving for name in w.runtimes} | {"eager"})
+    if serving and data.runtime not in offered:
+        raise FieldRefused(
+            f"no live worker of {where} runs the {data.runtime} runtime",
+            key="runtime",
+            message=f"the {where} workers offer: {', '.join(offered)} (GET /v1/devices lists each "
+            "device's runtimes); install the runtime's extra on a worker there to offer it",
+        )
 
 
 def pick_device(requested: str | None, live: dict[str, int]) -> str:

@@ -26,13 +26,10 @@ def group_of(record: ProfileRecord) -> str:
     return GroupKey.of(record).field()
 
 
-counts = may_count  # whether a record may be chosen at all
-
-
 class CountingMixin(StoreBase):
     def recount(self, record: ProfileRecord, *, gone: bool = False) -> None:
         """After ``record`` finished, changed or (``gone``) was deleted: its group's choice."""
-        self.regroup(group_of(record), record.id, None if gone or not counts(record) else record)
+        self.regroup(group_of(record), record.id, None if gone or not may_count(record) else record)
 
     def regroup(self, field: str, changed_id: str, candidate: ProfileRecord | None) -> None:
         """Profile ``changed_id`` of group ``field`` is now ``candidate`` (None: no longer in the
@@ -73,7 +70,7 @@ class CountingMixin(StoreBase):
                 try:
                     pipe.watch(*COUNTING_KEYS)
                     ids = [i.decode() for i in pipe.zinter(keys)]
-                    same = [r for r in self._records(ids) if counts(r) and group_of(r) == field]
+                    same = [r for r in self._records(ids) if may_count(r) and group_of(r) == field]
                     pipe.multi()
                     pipe.incr(indexes.COUNTING_VERSION)
                     for key, select in zip(COUNTING_KEYS, SELECTIONS, strict=True):
@@ -138,7 +135,7 @@ def _beaten(pipe: Pipeline, field: str, changed_id: str, candidate: ProfileRecor
             continue
         raw = held[chosen_id]
         current = record_decoder.decode(raw) if raw is not None else None
-        if current is None or not counts(current) or group_of(current) != field:
+        if current is None or not may_count(current) or group_of(current) != field:
             return None
         if order_for(select)(candidate) > order_for(select)(current):
             beaten.append(key)
