@@ -429,21 +429,41 @@ class Comparison(Struct, kw_only=True):
     b_over_a: float  # > 1: b is slower
     a_device_name: str
     b_device_name: str
+    a_runtime: str = "eager"
+    b_runtime: str = "eager"
 
 
 def compare_devices(
-    rows: Sequence[ModelRow], a: str, b: str, batch_size: int | None = None
+    rows: Sequence[ModelRow],
+    a: str,
+    b: str,
+    batch_size: int | None = None,
+    *,
+    a_runtime: str = "eager",
+    b_runtime: str = "eager",
 ) -> list[Comparison]:
     """Per model and batch size (one, or every one both sides measured), the time on b over the
-    time on a. ``a`` and ``b`` are classes or targets; a class stands for its newest profile of
-    the model on any of its targets (never the target the other side stands for)."""
+    time on a. ``a`` and ``b`` are classes or targets, each side in its runtime; a class stands
+    for its newest profile of the model on any of its targets. In one runtime the sides are two
+    devices (never the target the other side stands for); in two runtimes they may be one target,
+    the speed-up of a runtime over another where it is deployed (issue 25)."""
     by_model: dict[tuple[str, str], list[ModelRow]] = {}
     for r in sorted(rows, key=lambda r: r.measured_at, reverse=True):
         by_model.setdefault((r.model, r.precision), []).append(r)
     out = []
     for (model, precision), candidates in sorted(by_model.items()):
-        rb = next((r for r in candidates if matches(b, r.target)), None)
-        ra = next((r for r in candidates if matches(a, r.target) and rb and r.target != rb.target), None)
+        rb = next((r for r in candidates if matches(b, r.target) and r.runtime == b_runtime), None)
+        ra = next(
+            (
+                r
+                for r in candidates
+                if matches(a, r.target)
+                and r.runtime == a_runtime
+                and rb
+                and (r.target != rb.target if a_runtime == b_runtime else r.target == rb.target or a != b)
+            ),
+            None,
+        )
         if ra is None or rb is None:
             continue
         sizes = [batch_size] if batch_size is not None else sorted({c.batch_size for c in ra.batches})
@@ -465,6 +485,8 @@ def compare_devices(
                     b_over_a=cb.ms_per_image / ca.ms_per_image,
                     a_device_name=ra.device_name,
                     b_device_name=rb.device_name,
+                    a_runtime=a_runtime,
+                    b_runtime=b_runtime,
                 )
             )
     return out

@@ -51,6 +51,7 @@ def profile(
     noisy: bool = False,
     processes: int = 1,
     floor_mb: float | None = None,
+    runtime: str = "eager",
 ) -> ProfileRecord:
     """cells: batch size -> (ms per image, memory MB); (None, None) is an OOM cell. ``noisy`` and
     ``processes`` describe every cell's timing; ``floor_mb`` what the process held before the model."""
@@ -76,7 +77,13 @@ def profile(
         paper_name=paper_name,
     )
     settings = ProfileSettings(
-        model=model, device=device, batch_sizes=tuple(cells), runs=10, precision="fp32", input_size=224
+        model=model,
+        device=device,
+        batch_sizes=tuple(cells),
+        runs=10,
+        precision="fp32",
+        input_size=224,
+        runtime=runtime,  # type: ignore[arg-type]
     )
     n = next(_counter)
     result = ProfileResult(

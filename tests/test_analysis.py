@@ -164,3 +164,25 @@ def test_cross_device_ratio():
     )
     [row] = compare_devices(rows, "cuda", "jetson", batch_size=1)
     assert (row.model, row.b_over_a) == ("tv:a", pytest.approx(15.0))
+
+
+def test_two_runtimes_compare_on_one_target_per_batch_size():
+    """Issue 25: /v1/analysis/compare between two runtimes of the same target, per batch size:
+    ONNX Runtime at 20 and 50 ms/image against eager's 40 and 60 is 0.5 and 5/6 of eager's time
+    (by hand); a model with no ONNX Runtime profile, or one on another target only, is not
+    compared; in one runtime one target is never compared with itself."""
+    rows = model_rows(
+        [
+            profile("tv:a", device="cpu", cells={1: (40.0, 1), 8: (60.0, 1)}),
+            profile("tv:a", device="cpu", cells={1: (20.0, 1), 8: (50.0, 1)}, runtime="onnxruntime"),
+            profile("tv:b", device="cpu", cells={1: (10.0, 1)}),  # eager only
+            profile("tv:c", device="cuda", cells={1: (1.0, 1)}, runtime="onnxruntime"),  # another target
+        ],
+        runtime=None,
+    )
+    compared = compare_devices(rows, "cpu", "cpu", a_runtime="eager", b_runtime="onnxruntime")
+    assert [(c.model, c.batch_size) for c in compared] == [("tv:a", 1), ("tv:a", 8)]
+    assert [c.b_over_a for c in compared] == [pytest.approx(0.5), pytest.approx(50 / 60)]
+    assert {(c.a_runtime, c.b_runtime) for c in compared} == {("eager", "onnxruntime")}
+    assert compared[0].a_target == compared[0].b_target
+    assert compare_devices(rows, "cpu", "cpu") == []  # one runtime, one target: nothing to compare

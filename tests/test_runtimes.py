@@ -231,6 +231,14 @@ def test_an_onnxruntime_profile_on_the_embedded_default_stands_beside_eager(clie
     assert cells["onnxruntime"]["profile_id"] == ort["id"]
     ratio = cells["eager"]["ms_per_image"] / cells["onnxruntime"]["ms_per_image"]
     assert cells["onnxruntime"]["speedup_over_eager"] == pytest.approx(ratio)
+    # Two runtimes of one target side by side (the device compare, each side in its runtime).
+    sides = {"a": row["target"], "b": row["target"], "a_runtime": "eager", "b_runtime": "onnxruntime"}
+    compared = client.get("/v1/analysis/compare", params={**sides, "batch_size": 1}).json()
+    [pair] = [c for c in compared if c["model"] == "tv:resnet18" and c["precision"] == "fp32"]
+    assert (pair["a_runtime"], pair["b_runtime"], pair["a_target"]) == ("eager", "onnxruntime", row["target"])
+    assert pair["b_over_a"] == pytest.approx(1 / ratio)
+    refused = client.get("/v1/analysis/compare", params={**sides, "b_runtime": "tflite"})
+    assert refused.status_code in (400, 422) and "b_runtime" in refused.text
 
 
 def test_the_cross_runtime_table_sets_each_runtime_beside_eager():

@@ -283,9 +283,11 @@ class AnalysisController(Controller):
 
     @get(
         "/compare",
-        summary="Each model on two devices side by side, per batch size, with the time ratio b/a",
+        summary="Each model on two devices or in two runtimes, per batch size, with the time ratio b/a",
         description="a and b are device targets (GET /v1/devices) or classes (a class stands for its "
-        "newest profile of the model on any of its targets). Without batch_size, every batch size "
+        "newest profile of the model on any of its targets), each side in its runtime (a_runtime, "
+        "b_runtime; eager by default). In two runtimes a and b may be one target: b_over_a is then "
+        "one runtime's time over the other's where both ran. Without batch_size, every batch size "
         "both sides measured.",
         sync_to_thread=True,
     )
@@ -297,9 +299,12 @@ class AnalysisController(Controller):
         precision: PrecisionFilter = None,
         batch_size: Annotated[int | None, QueryParameter(ge=1, le=1024)] = None,
         select: Selection = "best",
+        a_runtime: RuntimeView = "eager",
+        b_runtime: RuntimeView = "eager",
     ) -> list[analysis.Comparison]:
-        rows = load_rows(services, precision=precision, select=select, also=(a, b))
-        return analysis.compare_devices(rows, a, b, batch_size)
+        runtime = a_runtime if a_runtime == b_runtime else None  # both runtimes' rows
+        rows = load_rows(services, precision=precision, select=select, also=(a, b), runtime=runtime)
+        return analysis.compare_devices(rows, a, b, batch_size, a_runtime=a_runtime, b_runtime=b_runtime)
 
     @get(
         "/paper",
