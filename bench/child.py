@@ -11,13 +11,16 @@ method: its own loop, its own run count by time, synchronising CUDA itself) per 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
+import time
 
 import msgspec
 
 from dnnprof.contract import ModelInfo, ProcessCell, ProcessEnd, ProcessStatic, ProfileSettings
+from workers.launch import LAUNCHED_AT_ENV
 
 
 class EngineOutput(msgspec.Struct, kw_only=True):
@@ -31,6 +34,8 @@ def engine(request: dict, *, staged: bool = False) -> bytes:
     from workers.engine.models import build_model
     from workers.engine.scenario import CollectingSink, ProcessPlan, ScenarioConfig, measure_process
     from workers.engine.timing import WarmupPolicy
+
+    gc.freeze()  # as the runner does after its imports
 
     info = msgspec.convert(request["model"], ModelInfo)
     settings = msgspec.convert(request["settings"], ProfileSettings)
@@ -50,7 +55,10 @@ def engine(request: dict, *, staged: bool = False) -> bytes:
         sys.stdout.write("ready\n")  # the first line; the outcome follows once measured
         sys.stdout.flush()
         sys.stdin.readline()
+    launched_at = float(os.environ.get(LAUNCHED_AT_ENV) or time.time())
+    start_s = time.time() - launched_at  # as the runner counts it: launch to the first step
     end = measure_process(info, settings, config, plan, sink, model=model)
+    end.phases = {"start": round(start_s, 4), **end.phases}
     return msgspec.json.encode(EngineOutput(statics=sink.statics, cells=sink.cells, end=end))
 
 
@@ -82,14 +90,23 @@ def reference(request: dict) -> bytes:
     return json.dumps(out).encode()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``KIND PAYLOAD [OUTPUT]``: the output to stdout, or to the file OUTPUT (a process forked
+    from the template shares one log for stdout and stderr)."""
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    kind, payload = sys.argv[1], json.loads(sys.argv[2])
-    if kind == "staged":
+    argv = sys.argv[1:] if argv is None else argv
+    kind, payload = argv[0], json.loads(argv[1])
+    if kind == "ready":  # nothing: a first fork that waits until the template has imported
+        output = b""
+    elif kind == "staged":
         output = engine(payload, staged=True)
     else:
         output = {"engine": engine, "reference": reference}[kind](payload)
-    sys.stdout.buffer.write(output)
+    if len(argv) > 2:
+        with open(argv[2], "wb") as out:
+            out.write(output)
+    else:
+        sys.stdout.buffer.write(output)
     return 0
 
 

@@ -76,14 +76,35 @@ def child(kind: str, request: dict, timeout_s: float | None = None) -> bytes:
     return out.stdout
 
 
-def engine_process(info, settings, process: int = 0, **config) -> EngineOutput:
-    """One fresh process of the engine, as the service's job runs it."""
+def engine_process(info, settings, process: int = 0, start: str = "fresh", **config) -> EngineOutput:
+    """One process of the engine, started as the service's job starts the runner
+    (workers/launch.py): a fresh interpreter, or forked from the template; its ``start`` phase
+    (launch to the engine's first step) recorded."""
     import msgspec
 
     from bench.child import EngineOutput
 
-    raw = child("engine", {"model": info, "settings": settings, "process": process, "config": config})
-    return msgspec.json.decode(raw, type=EngineOutput)
+    request = {"model": info, "settings": settings, "process": process, "config": config}
+    return msgspec.json.decode(launched_child("engine", request, start), type=EngineOutput)
+
+
+def launched_child(kind: str, request: dict, start: str) -> bytes:
+    """``bench.child`` through workers/launch.py, as the job starts the runner; the output read
+    from its file."""
+    import tempfile
+
+    import msgspec
+
+    from workers.launch import launch
+
+    with tempfile.TemporaryDirectory(prefix="dnnprof-bench-") as tmp:
+        out, log = Path(tmp) / "out", Path(tmp) / "log"
+        argv = [kind, msgspec.json.encode(request).decode(), str(out)]
+        proc = launch("bench.child", argv, dict(os.environ), log, start)
+        code = proc.wait()
+        if code != 0 or not out.exists():
+            raise RuntimeError(f"bench.child {kind} ({start}) failed ({code}): {log.read_text()[-2000:]}")
+        return out.read_bytes()
 
 
 def assemble(info, settings, outputs, job_wall_s: float | None = None):

@@ -55,13 +55,14 @@ def summary(out: Path, device: str) -> str:
                 f"{r['ratio']:.3f} | {rounds} |"
             )
 
-    cost = _load(out / f"cost-resnet50-{device}.json")
+    cost = next(iter(sorted(out.glob(f"cost-resnet50-{device}*-template.json"))), None)
+    cost = _load(cost) if cost else None
     if cost:
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in cost["phases"].items())
         lines += [
             "",
-            f"## Cost (resnet50, {cost['repeats']} processes, target <= 1.5 on a GPU): "
-            f"job {cost['job_wall_s']:.1f} s / timed {cost['timed_s']:.1f} s = {cost['job_ratio']:.2f} "
-            f"(engine {cost['engine_ratio']:.2f})",
+            f"## Cost (resnet50, processes forked from the template): job {cost['job_wall_s']:.1f} s / "
+            f"timed {cost['timed_s']:.1f} s = {cost['job_ratio']:.2f}; phases (s): {phases}",
         ]
 
     sweep = _load(out / f"sweep-{device}.json")

@@ -21,7 +21,7 @@ import threading
 import time
 
 from dnnprof import client
-from dnnprof.config import Settings
+from dnnprof.config import Settings, SettingsError
 from dnnprof.contract import DEVICE_CLASSES
 from dnnprof.embedded import EmbeddedRedis, RedisSupervisor
 from dnnprof.process import DataDirInUseError, DataDirLock, dies_with_this_process
@@ -281,7 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.func in (client.profile, client.ls, client.show):
         return client.run(args)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:  # a process that cannot start says why, and exits non-zero
+        print(f"dnnprof {args.command}: {exc}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: How a measuring process starts (workers/launch.py): forked from a template that has imported
+#: the libraries, or a fresh interpreter.
+MEASURE_STARTS = ("template", "fresh")
+
+
+class SettingsError(ValueError):
+    """A ``DNNPROF_*`` variable holds a value no setting accepts (the message says which)."""
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -14,7 +22,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
 
 
 def _env_float(name: str, default: float) -> float:
@@ -24,7 +32,7 @@ def _env_float(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
 
 
 def _default_data_dir() -> Path:
@@ -62,6 +70,10 @@ class Settings:
     #: Load pretrained weights from the cache only, never from the network (air-gapped labs).
     weights_offline: bool = False
     imagenet_val: Path | None = None
+    #: ``template`` (forked from a process that imported torch once) or ``fresh`` interpreters.
+    measure_start: str = "template"
+    #: Before each batch size, how long to wait for other processes to leave the CPUs (0: never).
+    quiet_wait_s: float = 30.0
 
     @property
     def visibility_timeout_s(self) -> int:
@@ -74,7 +86,12 @@ class Settings:
         soft = _env_int("DNNPROF_TASK_SOFT_TIME_LIMIT", 3300)
         hard = _env_int("DNNPROF_TASK_TIME_LIMIT", max(3600, soft + 60))
         if hard <= soft:
-            raise ValueError("DNNPROF_TASK_TIME_LIMIT must be above DNNPROF_TASK_SOFT_TIME_LIMIT")
+            raise SettingsError("DNNPROF_TASK_TIME_LIMIT must be above DNNPROF_TASK_SOFT_TIME_LIMIT")
+        measure_start = (env("DNNPROF_MEASURE_START") or "template").strip()
+        if measure_start not in MEASURE_STARTS:
+            raise SettingsError(
+                f"DNNPROF_MEASURE_START must be one of {', '.join(MEASURE_STARTS)}, got {measure_start!r}"
+            )
         return cls(
             redis_url=env("DNNPROF_REDIS_URL") or None,
             data_dir=Path(env("DNNPROF_DATA_DIR") or _default_data_dir()),
@@ -98,6 +115,8 @@ class Settings:
             weights_dir=Path(env("DNNPROF_WEIGHTS_DIR")) if env("DNNPROF_WEIGHTS_DIR") else None,
             imagenet_val=Path(env("DNNPROF_IMAGENET_VAL")) if env("DNNPROF_IMAGENET_VAL") else None,
             weights_offline=(env("DNNPROF_WEIGHTS_OFFLINE") or "").lower() in ("1", "true", "yes"),
+            measure_start=measure_start,
+            quiet_wait_s=_env_float("DNNPROF_QUIET_WAIT_S", 30.0),
         )
 
 

@@ -274,6 +274,11 @@ class HostLoad(Struct, kw_only=True, omit_defaults=True):
     others_cpu_share: float | None = None
     #: CPU time the hypervisor took away (steal) over the timed runs, as a share of all cores' time.
     steal_share: float | None = None
+    #: Seconds this batch size waited, before its first call, for other processes' share of the
+    #: CPUs to drop (DNNPROF_QUIET_WAIT_S bounds it), and whether it did: ``False`` means it was
+    #: timed on a busy host after the bound ran out, and is marked noisy.
+    quiet_wait_s: float | None = None
+    quiet_before: bool | None = None
 
 
 class TimingAttempt(Struct, kw_only=True):
@@ -447,6 +452,10 @@ class DeviceFingerprint(Struct, kw_only=True):
     gpu_clocks: GpuClocks | None = None
     #: The target the worker advertised (None before targets existed: derived when read).
     device_target: str | None = None
+    #: How the measuring processes started: "template" (forked from one that imported the
+    #: libraries) or "fresh" interpreters (None: before templates). On a CPU a forked process's
+    #: peak RSS lacks the library pages its template touched while importing (docs/benchmarks.md).
+    process_start: str | None = None
 
 
 class ProfileResult(Struct, kw_only=True):
@@ -485,6 +494,9 @@ class ProfileResult(Struct, kw_only=True):
     form: str = "as built"
     #: What ran it, its preparation and its outputs check (None: eager, before runtimes existed).
     runtime: RuntimeReport | None = None
+    #: Where the job's wall time went, every process's phases summed, and ``other`` for the rest
+    #: (empty before phases were recorded).
+    phases: dict[str, float] = {}
 
 
 # -- what one measuring process reports, cell by cell (the job assembles them) ------------------
@@ -553,6 +565,9 @@ class ProcessEnd(Struct, kw_only=True):
     top1: float | None = None
     top5: float | None = None
     accuracy_images: int | None = None
+    #: Wall seconds per phase of this process (workers/engine/phases.py): its start, the build,
+    #: FLOPs, each batch size's first call, warm-up and timed runs, the accuracy.
+    phases: dict[str, float] = {}
 
 
 class Progress(Struct, kw_only=True):

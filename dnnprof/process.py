@@ -47,6 +47,20 @@ def dies_with_this_process(sig: int = signal.SIGKILL) -> Callable[[], None]:
 
 #: Set in a child's environment by a parent that wants it to die with it (see :func:`die_with_parent`).
 PARENT_PID_ENV = "DNNPROF_PARENT_PID"
+PR_SET_NAME = 15
+
+
+def measuring_name(profile_id: str) -> str:
+    """What ``ps``/``top``/``pgrep`` call a measuring process: ``dm-`` and the first 12 characters
+    of its profile's id (the kernel keeps 15). A process forked from the template has no command
+    line of its own (it shows the template's), so this is how one finds the one measuring a job."""
+    return f"dm-{profile_id[:12]}"
+
+
+def name_this_process(name: str) -> None:
+    """Set this process's name (``/proc/<pid>/comm``, 15 bytes); a no-op where prctl is missing."""
+    if _prctl is not None:
+        _prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 class DataDirInUseError(RuntimeError):

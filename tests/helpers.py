@@ -93,6 +93,8 @@ def start_service(
             "DNNPROF_DATA_DIR": str(data_dir),
             "DNNPROF_PORT": str(port),
             "DNNPROF_HEARTBEAT_S": "2",
+            # A short wait for a quiet host (the default's 30 s per batch size): tests share it.
+            "DNNPROF_QUIET_WAIT_S": "5",
             "DNNPROF_RATE_LIMIT_PER_MINUTE": "100000",
             "PYTHONUNBUFFERED": "1",
         }
@@ -187,22 +189,29 @@ def throwaway_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def measuring_processes(accept) -> list[str]:
-    """The profile ids that measuring processes (``python -m workers.runner <id> ...``) on this host
+    """The profiles (the first 12 characters of their ids) that measuring processes on this host
     measure now, of those whose /proc folder ``accept`` takes (``accept(proc_dir, session)``). A
-    runner's own fork before its exec (importing torch runs ``ldconfig -p``) shows the runner's
-    command line for a moment: it is not a second measurement, and is left out."""
-    runners: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, profile id)
+    runner is known by its name, ``dm-<id>`` (dnnprof.process.measuring_name: one forked from the
+    template shows the template's command line), or by ``python -m workers.runner <id>`` before it
+    names itself. A runner's own fork before its exec (importing torch runs ``ldconfig -p``) shows
+    the runner's name for a moment: it is not a second measurement, and is left out."""
+    runners: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, profile id's first 12)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
+            comm = (proc / "comm").read_text().strip()
             args = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"workers.runner" not in args or args.index(b"workers.runner") + 1 >= len(args):
+            if comm.startswith("dm-"):
+                profile = comm[3:]
+            elif b"workers.runner" in args and args.index(b"workers.runner") + 1 < len(args):
+                profile = args[args.index(b"workers.runner") + 1].decode()[:12]
+            else:
                 continue
             fields = (proc / "stat").read_text().rpartition(")")[2].split()
             if not accept(proc, int(fields[3])):
                 continue
-            runners[int(proc.name)] = (int(fields[1]), args[args.index(b"workers.runner") + 1].decode())
+            runners[int(proc.name)] = (int(fields[1]), profile)
         except (OSError, ValueError, IndexError):
             continue  # ended while we looked
-    return [profile_id for parent, profile_id in runners.values() if parent not in runners]
+    return [profile for parent, profile in runners.values() if parent not in runners]

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from dnnprof.config import Settings
-from dnnprof.process import pid_alive
+from dnnprof.process import measuring_name, pid_alive
 from tests import helpers
 from tests.helpers import ROOT, free_port, start_service, until, wait_for
 
@@ -103,7 +103,8 @@ def test_a_worker_killed_mid_profile_comes_back_and_the_job_finishes(faulty):
 
 
 def runner_pids(profile_id: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"workers.runner {profile_id}"], capture_output=True, text=True)
+    """The measuring processes of a job, by the name they give themselves (forked or fresh)."""
+    out = subprocess.run(["pgrep", "-x", measuring_name(profile_id)], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 
 
@@ -346,17 +347,18 @@ def test_a_redis_pause_past_the_device_lease_never_measures_the_device_twice(tmp
                 ),
                 what="a job with one batch measured",
             )
-            assert measuring_processes(watch.sessions) == [first["id"]]
+            assert measuring_processes(watch.sessions) == [first["id"][:12]]
             os.kill(server.pid, signal.SIGSTOP)
             time.sleep(25)
             os.kill(server.pid, signal.SIGCONT)
             # While a measuring process runs for a job, its record says so.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                for profile_id in measuring_processes(watch.sessions):
+                for prefix in measuring_processes(watch.sessions):
+                    profile_id = next(j["id"] for j in jobs if j["id"].startswith(prefix))
                     record = client.get(f"/v1/profiles/{profile_id}").json()
                     still = measuring_processes(watch.sessions)
-                    if profile_id in still:
+                    if prefix in still:
                         assert record["status"] == "running", record
                 time.sleep(0.5)
             done = [wait_for(client, j["id"], timeout=900) for j in jobs]

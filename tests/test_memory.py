@@ -77,10 +77,11 @@ class RecordingProbe:
         return MemoryStats(total_bytes=1, method="recording")
 
 
-def test_memory_is_read_after_warm_up_in_one_untimed_pass_of_its_own():
-    """cuDNN autotunes during warm-up with the cache empty: reading memory across warm-up took its
-    largest trial workspace for the batch's memory. The order must be: the first call, warm-up,
-    then (cache freed, peaks reset) one pass, then the reading, then the timed runs."""
+def test_memory_is_the_peak_over_warm_up_after_the_first_call():
+    """cuDNN autotunes at a shape's first call with the cache empty: a reading across it took its
+    largest trial workspace for the batch's memory. The order must be: the first call, then
+    (cache freed, peaks reset) the warm-up, its peak read, then the timed runs. No forward of its
+    own for the memory: the warm-up's steady runs hold what one does (issue 29)."""
     log: list[str] = []
     settings = ProfileSettings(
         model="test:c", device="cpu", batch_sizes=(2,), runs=4, precision="fp32", input_size=8
@@ -91,13 +92,13 @@ def test_memory_is_read_after_warm_up_in_one_untimed_pass_of_its_own():
     measurer = CellMeasurer(prepared, ctx, settings, config, 0)
     measured = measurer.measure(2)
     assert measured.status == "ok", measured.error
-    first_prepare = log.index("prepare")
-    # The first (cold) call, timed apart as first_call_s, then the warm-up.
-    assert log[:first_prepare] == ["forward"] * (1 + measured.warmup_runs) and measured.warmup_runs >= 3
-    assert measured.first_call_s is not None
-    assert log[first_prepare : first_prepare + 3] == ["prepare", "forward", "read"]
+    assert measured.first_call_s is not None and measured.warmup_runs >= 2  # the first call is the 3rd
+    # The first (cold) call, timed apart as first_call_s, then the warm-up under the probe.
+    warm_up_end = 2 + measured.warmup_runs
+    assert log[:warm_up_end] == ["forward", "prepare"] + ["forward"] * measured.warmup_runs
+    assert log[warm_up_end] == "read"
     # Then the timed runs only (every attempt's, if a noisy block was measured again).
-    assert log[first_prepare + 3 :] == ["forward"] * sum(a.runs for a in measured.attempts)
+    assert log[warm_up_end + 1 :] == ["forward"] * sum(a.runs for a in measured.attempts)
     assert measured.memory.floor_bytes == 123
 
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from dnnprof.contract import ProfileRecord
-from dnnprof.process import pid_alive
+from dnnprof.process import measuring_name, pid_alive
 from dnnprof.store import ProfileStore
 from tests.helpers import ROOT, start_service, until, wait_for
 
@@ -159,7 +159,9 @@ def test_sigkill_of_serve_leaves_no_orphans_and_a_live_data_dir_is_not_shared(tm
         until(lambda: measuring(client, job["id"]), what="measuring")
     family = descendants(first.process.pid)
     kinds = " ".join(args for _, args in family)
-    assert "redis-server" in kinds and "dnnprof.cli worker" in kinds and "workers.runner" in kinds, family
+    names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid, _ in family}
+    assert "redis-server" in kinds and "dnnprof.cli worker" in kinds, family
+    assert measuring_name(job["id"]) in names, (names, family)  # the measuring process, forked or fresh
 
     second = subprocess.run(
         [sys.executable, "-m", "dnnprof.cli", "serve", "--device", "none"],

@@ -43,6 +43,17 @@ def test_warm_up_honours_min_runs_even_when_one_run_is_slow():
     assert outcome.runs == 3 and outcome.converged  # three equal runs: settled, and at least 3
 
 
+def test_a_first_call_already_settled_counts_as_the_first_warm_up_run():
+    """A 2.5 s batch whose cold call is as fast as the next ones is run twice more, not three
+    times (issue 29); a cold call slowed by autotuning or a compile leaves the window as any
+    unsettled run does: three runs after it, as without it."""
+    steady = ScriptedTimer([2.5, 2.51] + [2.5] * 10)
+    assert warm_up(lambda: None, steady, WarmupPolicy(), first_call_s=2.49) == (2, True)
+    assert steady.calls == 2
+    autotuned = ScriptedTimer([1.0, 1.0, 1.01] + [1.0] * 10)
+    assert warm_up(lambda: None, autotuned, WarmupPolicy(), first_call_s=30.0) == (3, True)
+
+
 def test_warm_up_lasts_a_minimum_time_for_a_fast_model():
     fast = ScriptedTimer([0.001] * 1000)
     outcome = warm_up(lambda: None, fast, WarmupPolicy(min_seconds=0.1))

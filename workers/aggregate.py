@@ -35,6 +35,7 @@ from dnnprof.contract import (
     ProfileSettings,
 )
 from workers.engine.peaks import peak_flops
+from workers.engine.phases import summed as summed_phases
 
 NOISY_CV = 0.1
 P90_MIN_RUNS = 10
@@ -115,7 +116,9 @@ def latency_stats(cells: Sequence[ProcessCell], noisy_cv: float = NOISY_CV) -> L
         ci95_scale="log",
         images_per_s=1000.0 / mean if mean > 0 else 0.0,
         cv=cv,
-        noisy=cv > noisy_cv or (process_cv is not None and process_cv > noisy_cv),
+        noisy=cv > noisy_cv
+        or (process_cv is not None and process_cv > noisy_cv)
+        or any(c.host is not None and c.host.quiet_before is False for c in cells),  # timed busy
         processes=len(per_process),
         ci95_basis=basis,  # type: ignore[arg-type]
         process_cv=process_cv,
@@ -223,6 +226,7 @@ def assemble(
     )
     accuracy = next((e for e in sorted(ends, key=lambda e: e.process) if e.top1 is not None), None)
     processes = len({c.process for c in cells if c.status == "ok"}) or len(statics)
+    own_wall = sum(e.wall_s + e.phases.get("start", 0.0) for e in ends)  # without the job's own
     return ProfileResult(
         model=model,
         settings=settings,
@@ -248,4 +252,5 @@ def assemble(
         job_wall_s=job_wall_s,
         form=static.form,
         runtime=static.runtime,
+        phases=summed_phases([e.phases for e in ends], job_wall_s if job_wall_s is not None else own_wall),
     )

@@ -13,8 +13,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import redis
 from celery import signals
@@ -27,6 +29,7 @@ from dnnprof.store import ProfileStore
 from workers.broker import use_for_redis_urls
 from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
 from workers.jobs import DeviceBusyError, ProfileJob
+from workers.launch import pool_temp_dir, warm_template
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
 from workers.records import JobRecords
 from workers.runtime_support import available_runtimes
@@ -284,14 +287,19 @@ _counts: CountRequests | None = None
 @signals.worker_process_init.connect
 def _pool_process_dies_with_worker(**_: object) -> None:
     """A pool process killed with its worker (SIGKILL of the worker or of dnnprof serve) takes its
-    measuring process with it (the runner dies with its parent too)."""
+    measuring process with it (the runner dies with its parent too). Its temporary files (the
+    template's socket among them) live under the data directory, named after it, so a killed
+    pool process's are removed at the next start; the template starts now, not on the first job."""
     die_with_parent(_WORKER_PID)
+    tempfile.tempdir = str(pool_temp_dir(run_dir(settings.data_dir), os.getpid()))
+    warm_template(settings.measure_start)
 
 
 @signals.worker_ready.connect
 def _on_ready(sender=None, **_: object) -> None:
     global _heartbeat, _counts
     removed = remove_dead_owners(run_dir(settings.data_dir), "dnnprof-")
+    removed += remove_dead_owners(Path(tempfile.gettempdir()), "dnnprof-")  # pool_temp_dir's
     if removed:
         log.info("removed %d folders of killed pool processes from %s", removed, run_dir(settings.data_dir))
     # The catalogue needs torch/timm: build it in a fresh interpreter, never in this parent.

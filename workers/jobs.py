@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from dnnprof.contract import TERMINAL_STATUSES, ProfileRecord
 from dnnprof.process import PARENT_PID_ENV, run_dir
 from dnnprof.store import ProfileStore
 from workers.aggregate import assemble
+from workers.launch import MeasuringProcess, launch
 from workers.lease import DeviceLease, LeaseInDoubt
 from workers.records import JobRecords
 
@@ -175,44 +175,16 @@ class ProfileJob:
             log_path = Path(tmp) / "child.log"
             env = dict(os.environ, DNNPROF_REDIS_URL=self.settings.redis_url or "")
             env[PARENT_PID_ENV] = str(os.getpid())
-            with open(log_path, "wb") as child_log:
-                child = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "workers.runner",
-                        profile_id,
-                        str(outcome_path),
-                        "--process",
-                        str(process),
-                    ],
-                    stdout=child_log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-                try:
-                    while True:
-                        try:
-                            code = child.wait(timeout=self._poll_s())
-                            break
-                        except subprocess.TimeoutExpired:
-                            if self._keep_lease() and self._cancel_requested(profile_id):
-                                _stop(child)
-                                return "cancelled", "cancelled while running", None
-                except LeaseInDoubt:
-                    _stop(child)
-                    raise
-                except SoftTimeLimitExceeded:
-                    _stop(child)
-                    return (
-                        "failed",
-                        f"exceeded the time limit of {self.settings.soft_time_limit_s} s "
-                        "(DNNPROF_TASK_SOFT_TIME_LIMIT)",
-                        None,
-                    )
-                except BaseException:
-                    _stop(child)
-                    raise
+            child = launch(
+                "workers.runner",
+                [profile_id, str(outcome_path), "--process", str(process)],
+                env,
+                log_path,
+                self.settings.measure_start,
+            )
+            code = self._wait_for(child, profile_id)
+            if isinstance(code, tuple):
+                return code
             if outcome_path.exists():
                 outcome = msgspec.json.decode(outcome_path.read_bytes(), type=Outcome)
                 if outcome.error is None and outcome.end is not None:
@@ -222,6 +194,25 @@ class ProfileJob:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             detail = (": " + " | ".join(tail)) if tail else ""
             return "failed", f"the measuring process died ({how}){detail}"[:2000], None
+
+    def _wait_for(self, child: MeasuringProcess, profile_id: str) -> int | tuple[str, str, None]:
+        """The measuring process's exit status, or (status, error, None) when it was stopped: a
+        cancel, the soft time limit. A lease in doubt stops it and is raised."""
+        try:
+            while True:
+                try:
+                    return child.wait(timeout=self._poll_s())
+                except subprocess.TimeoutExpired:
+                    if self._keep_lease() and self._cancel_requested(profile_id):
+                        _stop(child)
+                        return "cancelled", "cancelled while running", None
+        except SoftTimeLimitExceeded:
+            _stop(child)
+            limit = self.settings.soft_time_limit_s
+            return "failed", f"exceeded the time limit of {limit} s (DNNPROF_TASK_SOFT_TIME_LIMIT)", None
+        except BaseException:  # a lease in doubt, the hard limit, a worker's stop: never leave it
+            _stop(child)
+            raise
 
     @property
     def lease_s(self) -> int:
@@ -250,7 +241,7 @@ class ProfileJob:
             return False  # Redis away for a moment: keep measuring
 
 
-def _stop(child: subprocess.Popen) -> None:
+def _stop(child: MeasuringProcess) -> None:
     if child.poll() is None:
         child.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):

@@ -1,8 +1,9 @@
 """The measuring process: ``python -m workers.runner PROFILE_ID OUTCOME_PATH [--process P]``.
 
-Started fresh (never forked) by the Celery task, once per repeat, so each measures with its own
-memory layout, allocator state and autotuning (the variance between processes is what repeats
-show), and the memory it reports includes its own CUDA context. It reads the job from the store,
+Started by the Celery task once per repeat, forked from a template that has imported the libraries
+but never touched a device, or as a fresh interpreter (:mod:`workers.launch`), so each measures with
+its own allocator state and autotuning (the variance between processes is what repeats show), and
+the memory it reports includes its own CUDA context. It reads the job from the store,
 stores each finished batch size there the moment it is done (a writer thread that rides out a
 Redis outage with retries, while measuring goes on), and writes everything it measured to
 ``OUTCOME_PATH`` as well, so the job has it even if the store was away at the end.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import queue
@@ -24,8 +26,9 @@ import msgspec
 
 from dnnprof.config import Settings, require_redis_url
 from dnnprof.contract import ProcessCell, ProcessEnd, ProcessStatic, Progress
-from dnnprof.process import PARENT_PID_ENV, die_with_parent
+from dnnprof.process import PARENT_PID_ENV, die_with_parent, measuring_name, name_this_process
 from dnnprof.store import ConflictError, Parts, ProfileStore, with_retries
+from workers.launch import LAUNCHED_AT_ENV
 
 log = logging.getLogger("dnnprof.runner")
 
@@ -135,6 +138,8 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
     from workers.engine.flops import COUNTING_VERSION
     from workers.engine.scenario import ProcessPlan, ScenarioConfig, measure_process
 
+    gc.freeze()  # the imports live as long as this process: no gc.collect walks them (template.py)
+
     def read(action, what: str):  # a Redis pause at the start must not fail the job either
         return with_retries(action, until_s=settings.store_retry_s, what=what, log=log.warning)
 
@@ -163,11 +168,15 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
         imagenet_val=settings.imagenet_val,
         weights_offline=settings.weights_offline,
         cache_dir=settings.data_dir / "runtimes",
+        quiet_wait_s=settings.quiet_wait_s,
     )
     tag = s.model.partition(".")[2]  # "timm:resnet50.a1_in1k": pretrained tag
     plan = ProcessPlan(process=process, skip=frozenset(skip), flops=flops, accuracy=process == 0)
+    launched_at = float(os.environ.get(LAUNCHED_AT_ENV) or time.time())
     try:
+        start_s = time.time() - launched_at  # the interpreter's start or the fork, imports, the job read
         outcome.end = measure_process(record.model, s, config, plan, sink, tag=tag or None)
+        outcome.end.phases = {"start": round(start_s, 4), **outcome.end.phases}
         writer.put(outcome.end)
     finally:
         if flops is None and outcome.statics and outcome.statics[0].flops.flops is not None:
@@ -187,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     # Killed with the pool process that started it (time limit, SIGKILL).
     die_with_parent(int(os.environ.get(PARENT_PID_ENV) or os.getppid()))
+    name_this_process(measuring_name(args.profile_id))  # `pgrep dm-<id>`, forked or not
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings.from_env()
     if settings.weights_dir is not None:  # where torch.hub and the Hugging Face hub cache weights

@@ -16,6 +16,7 @@ from dnnprof.contract import DeviceFingerprint, GpuClocks
 from workers import nvml
 from workers.devices import TEGRA_RELEASE, cpu_model, jetson_power_mode
 from workers.engine.host import usable_cpus
+from workers.launch import PROCESS_START_ENV
 
 
 def _version(dist: str) -> str | None:
@@ -89,6 +90,7 @@ def fingerprint(
         threads_policy=threads_policy,
         float32_matmul_precision=torch.get_float32_matmul_precision(),
         autocast_dtype=str(autocast_dtype).removeprefix("torch.") if autocast_dtype is not None else None,
+        process_start=os.environ.get(PROCESS_START_ENV) or None,
     )
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

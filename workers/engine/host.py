@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +103,42 @@ class HostLoadMeter:
         load.others_cpu_share = round(min(1.0, max(0.0, others / elapsed)), 4)
         load.steal_share = round(max(0.0, (end.steal - start.steal) / elapsed), 4)
         return load
+
+
+#: Other processes' share of all cores' time above which the host is too busy to time on.
+BUSY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class QuietWait:
+    """How long a batch size waited for the host to quieten before it was timed, and whether it
+    did (``quiet`` False: the bound ran out and it was timed busy, which marks it noisy)."""
+
+    waited_s: float
+    quiet: bool
+    others_cpu_share: float | None
+
+
+def wait_for_quiet_host(
+    max_wait_s: float, busy_share: float = BUSY_SHARE, sample_s: float = 0.25, proc: Path = PROC
+) -> QuietWait:
+    """Sample what other processes take of the CPUs (``sample_s`` at a time) until it is at most
+    ``busy_share`` or ``max_wait_s`` has passed; ``max_wait_s`` 0 does not look. A host where
+    nothing but this thread is runnable is quiet at once (no sample: a profile's batch sizes do
+    not each pay a quarter second on an idle machine)."""
+    started = time.monotonic()
+    if max_wait_s <= 0:
+        return QuietWait(0.0, True, None)
+    now = _read_cpu_times(proc)
+    if now is not None and now.procs_running is not None and now.procs_running <= 1:
+        return QuietWait(0.0, True, None)
+    while True:
+        meter = HostLoadMeter(proc)
+        meter.start()
+        time.sleep(sample_s)
+        share = meter.stop().others_cpu_share
+        waited = time.monotonic() - started
+        if share is None or share <= busy_share:
+            return QuietWait(round(waited - sample_s, 3), True, share)  # the first look is no wait
+        if waited >= max_wait_s:
+            return QuietWait(round(waited, 3), False, share)

@@ -1,9 +1,10 @@
 """Memory probes, one per device class, and the cap that models a smaller device.
 
-Each batch size's figure is read after its warm-up, in one untimed pass of its own: on CUDA,
-synchronise, free the cache, reset the peaks, run, read, so cuDNN's autotuning trials (run during
-warm-up with the cache empty) are not taken for the batch's memory; on a CPU, return freed heap to
-the kernel and reset the peak-RSS mark, so no batch size inherits an earlier one's high-water mark.
+Each batch size's figure is the peak over its warm-up runs, reset after its first call: on CUDA,
+synchronise, free the cache and reset the peaks once the first call has autotuned (cuDNN's trials
+run at a shape's first call, with the cache empty), so they are not taken for the batch's memory;
+on a CPU, return freed heap to the kernel and reset the peak-RSS mark, so no batch size inherits
+an earlier one's high-water mark. No forward runs for the memory alone (issue 29).
 What the process held before the model was built is read once as the floor (the CUDA context; the
 libraries on a CPU).
 """

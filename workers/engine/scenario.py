@@ -53,9 +53,10 @@ from workers.engine.device import (
 from workers.engine.energy import MIN_WINDOW_S, NO_METER, EnergyMeter, energy_meter
 from workers.engine.fingerprint import fingerprint
 from workers.engine.flops import count_model_flops
-from workers.engine.host import HostLoadMeter
+from workers.engine.host import HostLoadMeter, wait_for_quiet_host
 from workers.engine.memory import is_out_of_memory
 from workers.engine.models import build_model, count_params, deployed_form, parameter_file_bytes
+from workers.engine.phases import PhaseClock
 from workers.engine.runtimes import Prepared, check_outputs, runtime_for
 from workers.engine.runtimes.base import CHECK_BATCH
 from workers.engine.runtimes.eager import eager
@@ -91,6 +92,8 @@ class ScenarioConfig:
     loader_workers: int = 2
     #: Where runtimes keep what they prepare once (ONNX exports); None: a folder of this process.
     cache_dir: Path | None = None
+    #: Before each batch size, wait at most this long for a quiet host (0: do not look).
+    quiet_wait_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -163,23 +166,30 @@ def measure_process(
     static figures, the cells, the accuracy. A runtime beside eager PyTorch replaces "prepare the
     model" and the forward the cells time; every other step stays as it is."""
     started = time.perf_counter()
+    clock = PhaseClock()
     measuring = [bs for bs in settings.batch_sizes if bs not in plan.skip]
     report = ProgressReporter(sink, plan.process, len(measuring))
-    ctx = open_device(config.device_class, settings.precision, config.memory_limit_mb)
+    with clock.phase("device"):
+        ctx = open_device(config.device_class, settings.precision, config.memory_limit_mb)
     report("loading")
-    val_set = open_accuracy_set(info, settings, config, plan)  # before any download: fail fast
-    built = build_for_profile(info, settings, config, model, tag)
+    with clock.phase("build"):
+        val_set = open_accuracy_set(info, settings, config, plan)  # before any download: fail fast
+        built = build_for_profile(info, settings, config, model, tag)
     report("flops")
-    static = static_figures(info, settings, plan, ctx, built)
-    prepared = prepare_model(built.model, settings, ctx, config.cache_dir)
+    with clock.phase("static"):
+        static = static_figures(info, settings, plan, ctx, built)
+    with clock.phase("prepare"):
+        prepared = prepare_model(built.model, settings, ctx, config.cache_dir)
     static.runtime = prepared.runtime.report
     sink.static(static)
-    measure_cells(prepared, ctx, settings, config, plan.process, measuring, sink, report)
+    measure_cells(prepared, ctx, settings, config, plan.process, measuring, sink, report, clock)
     end = ProcessEnd(process=plan.process, wall_s=0.0)
     if val_set is not None:
-        end.top1, end.top5, end.accuracy_images = measure_accuracy(prepared, ctx, val_set, config, report)
+        with clock.phase("accuracy"):
+            end.top1, end.top5, end.accuracy_images = measure_accuracy(prepared, ctx, val_set, config, report)
     report("done", len(measuring))
     end.wall_s = time.perf_counter() - started
+    end.phases = clock.seconds
     return end
 
 
@@ -324,9 +334,10 @@ def measure_cells(
     measuring: list[int],
     sink: Sink,
     report: ProgressReporter,
+    clock: PhaseClock | None = None,
 ) -> None:
     """Each batch size in turn, handed to the sink the moment it is measured."""
-    measurer = CellMeasurer(prepared, ctx, settings, config, process)
+    measurer = CellMeasurer(prepared, ctx, settings, config, process, clock)
     meter = (
         energy_meter(config.device_class, ctx.nvml_handle)
         if config.measure_energy
@@ -378,7 +389,8 @@ def _load(info: ModelInfo, pretrained: bool, tag: str | None, input_size: int, o
 
 
 class CellMeasurer:
-    """One batch size in this process: warm-up, the memory pass, the timed blocks."""
+    """One batch size in this process: the first call, the warm-up (its peak is the memory
+    figure), the timed blocks."""
 
     def __init__(
         self,
@@ -387,12 +399,14 @@ class CellMeasurer:
         settings: ProfileSettings,
         config: ScenarioConfig,
         process: int,
+        clock: PhaseClock | None = None,
     ) -> None:
         self.prepared = prepared
         self.ctx = ctx
         self.settings = settings
         self.config = config
         self.process = process
+        self.clock = clock or PhaseClock()
         self.energy: EnergyMeter | None = None
 
     def measure(self, batch_size: int) -> ProcessCell:
@@ -412,18 +426,30 @@ class CellMeasurer:
             ctx.cap.check_allocation(batch_size * 3 * size * size * prepared.dtype.itemsize)
         x = prepared.make_input(batch_size, ctx.device)
         forward = prepared.runtime.bind(x)
+        with self.clock.phase("quiet_wait"):
+            quiet = wait_for_quiet_host(self.config.quiet_wait_s)
         watching = ctx.cap.watching() if ctx.cap is not None else contextlib.nullcontext()
         with watching:
-            first_call_s = ctx.timer.time(forward, 1)[0]  # cold: a compile compiles here, not in warm-up
-            warmup = warm_up(forward, ctx.timer, self.config.warmup)
-            ctx.probe.prepare()  # after autotuning: its trial workspaces are not this batch's memory
-            forward()
-            memory = ctx.probe.read()
+            with self.clock.phase("first_call"):  # cold: a compile compiles here, not in warm-up
+                first_call_s = ctx.timer.time(forward, 1)[0]
+            with self.clock.phase("warm_up"):
+                # After the first call's autotuning (its trial workspaces are not this batch's
+                # memory), the peak over the warm-up runs: no forward of its own for memory.
+                ctx.probe.prepare()
+                warmup = warm_up(forward, ctx.timer, self.config.warmup, first_call_s)
+                memory = ctx.probe.read()
         if ctx.cap is not None:
             ctx.cap.check_peak(memory.total_bytes)
         memory.floor_bytes = ctx.floor
+        with self.clock.phase("timed"):
+            cell = self._timed(batch_size, forward, first_call_s, warmup, memory)
+        if cell.host is not None and self.config.quiet_wait_s > 0:
+            cell.host.quiet_wait_s, cell.host.quiet_before = quiet.waited_s, quiet.quiet
+        return cell
 
-        meter = self.energy
+    def _timed(self, batch_size: int, forward, first_call_s: float, warmup, memory) -> ProcessCell:
+        """The timed blocks, re-run while their spread stays over ``noisy_cv`` (the quietest kept)."""
+        ctx, meter = self.ctx, self.energy
         min_seconds = self.config.min_timed_s
         if meter is not None and meter.available:
             min_seconds = max(min_seconds, MIN_WINDOW_S)  # an energy figure needs a long window

@@ -99,13 +99,22 @@ def _settled(times: list[float], policy: WarmupPolicy) -> bool:
     return mean > 0 and statistics.pstdev(recent) / mean < policy.tolerance
 
 
-def warm_up(fn: Callable[[], object], timer: Timer, policy: WarmupPolicy) -> Warmup:
-    times: list[float] = []
+def warm_up(
+    fn: Callable[[], object], timer: Timer, policy: WarmupPolicy, first_call_s: float | None = None
+) -> Warmup:
+    """Run ``fn`` until its times settle. ``first_call_s``, the cold call already made, counts as
+    the first run (issue 29): where it is within the tolerance of the next ones there was nothing
+    to warm up, and a 2.5 s batch is not run again to learn that; where it is slower (autotuning,
+    a compile) it falls out of the window like any unsettled run. ``runs`` counts the runs made
+    here, the first call apart."""
+    seeded = [] if first_call_s is None else [first_call_s]
+    times = list(seeded)
     while True:
         times.append(timer.time(fn, 1)[0])
-        spent = sum(times)
+        made = len(times) - len(seeded)
+        spent = sum(times[len(seeded) :])  # a 30 s compile in the first call spends no budget
         enough = len(times) >= policy.min_runs and spent >= policy.min_seconds
         if enough and _settled(times, policy):
-            return Warmup(len(times), True)
+            return Warmup(made, True)
         if len(times) >= policy.min_runs and (len(times) >= policy.max_runs or spent >= policy.max_seconds):
-            return Warmup(len(times), False)
+            return Warmup(made, False)
