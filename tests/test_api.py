@@ -3,14 +3,16 @@ under uvicorn) over HTTP on loopback."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import time
 
 import numpy
 import pytest
 
 from dnnprof.client import Client
-from tests.helpers import wait_for
+from tests.helpers import until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +111,13 @@ def test_round_trip_resnet18_profile(client):
     assert 0 < result["memory_floor_bytes"] < min(b["memory"]["total_bytes"] for b in result["batches"])
     assert "attention counted" in result["flops_method"] and result["flops_note"] is None
     assert 0 < result["timed_s"] < result["wall_s"] < result["job_wall_s"]
+    # Issue 29: the three processes were forked from the template (the default), and the result
+    # says where the job's time went: every phase of the scenario, the timed passes inside "timed".
+    assert result["fingerprint"]["process_start"] == "template"
+    phases = result["phases"]
+    assert {"start", "build", "static", "first_call", "warm_up", "timed", "other"} <= set(phases)
+    assert phases["timed"] >= result["timed_s"]
+    assert sum(phases.values()) == pytest.approx(result["job_wall_s"], abs=0.01)  # "other" is the rest
     progress = done["progress"]
     assert (progress["stage"], progress["batches_done"], progress["batches_total"]) == ("done", 6, 6)
     assert done["attempts"] == 1
@@ -441,16 +450,33 @@ def test_metrics_expose_profiles_jobs_queues_and_request_metrics_by_path_templat
         return hits[0]
 
     labels = {"model": "tv:mnasnet0_75", "device": "cpu", "precision": "fp32"}
-    assert 0 < value("dnnprof_profile_latency_seconds", batch_size="1", **labels) < 10
-    assert value("dnnprof_profile_throughput_images_per_second", batch_size="2", **labels) > 0
-    assert value("dnnprof_profile_memory_bytes", batch_size="1", **labels) > 1e6
-    published = get_model_weights("mnasnet0_75").DEFAULT.meta["num_params"]
-    assert value("dnnprof_model_parameters", model="tv:mnasnet0_75") == published
-    assert value("dnnprof_model_flops", model="tv:mnasnet0_75") > 0
+    # The gauges are the stored profile's figures (issue 26: they were only bounded, 0 < x < 10).
+    stored = client.get(f"/v1/profiles/{job['id']}").json()["result"]
+    batches = {b["batch_size"]: b for b in stored["batches"]}
+    latency = value("dnnprof_profile_latency_seconds", batch_size="1", **labels)
+    assert latency == pytest.approx(batches[1]["latency"]["mean_ms"] / 1000)
+    throughput = value("dnnprof_profile_throughput_images_per_second", batch_size="2", **labels)
+    assert throughput == pytest.approx(batches[2]["latency"]["images_per_s"])
+    memory = value("dnnprof_profile_memory_bytes", batch_size="1", **labels)
+    assert memory == batches[1]["memory"]["total_bytes"]
+    meta = get_model_weights("mnasnet0_75").DEFAULT.meta
+    assert value("dnnprof_model_parameters", model="tv:mnasnet0_75") == meta["num_params"]
+    # torchvision publishes GMACs (`_ops`); 1 multiply-add = 2 FLOPs, within the 5% of test_flops.
+    assert value("dnnprof_model_flops", model="tv:mnasnet0_75") / 2e9 == pytest.approx(meta["_ops"], rel=0.05)
     assert value("dnnprof_jobs_total", status="succeeded") >= 1
     assert value("dnnprof_job_duration_seconds_count", status="succeeded") >= 1
     assert value("dnnprof_workers", device="cpu") == 1 and value("dnnprof_workers", device="cuda") == 0
+    # The CPU queue drains (every job of the session runs): the gauge follows it down to 0.
     assert value("dnnprof_queue_length", device="cpu") >= 0
+
+    def cpu_queue_empty() -> bool:
+        fresh = _samples(client.get("/metrics").text)
+        return any(
+            s.name == "dnnprof_queue_length" and s.labels == {"device": "cpu", "target": ""} and s.value == 0
+            for s in fresh
+        )
+
+    until(cpu_queue_empty, 600, "an empty CPU queue on /metrics")
     assert value("dnnprof_store_up") == 1
     paths = {s.labels.get("path") for s in samples if s.name.startswith("dnnprof_http_requests_total")}
     assert "/v1/profiles/{profile_id}" in paths
@@ -497,16 +523,19 @@ def test_analysis_endpoints_and_exports_over_real_profiles(client):
         "/v1/profiles", json={"model": "mobilenet_v3_small", "batch_sizes": [1, 2], "runs": 2, "repeats": 1}
     ).json()
     assert wait_for(client, other["id"])["status"] == "succeeded"
-    rows = {r["model"]: r for r in client.get("/v1/analysis/models", params={"device": "cpu"}).json()}
+    # One precision: a model profiled in two (another test's bf16 run) is a row in each, and the
+    # expectations below are keyed by model.
+    fp32 = {"device": "cpu", "precision": "fp32"}
+    rows = {r["model"]: r for r in client.get("/v1/analysis/models", params=fp32).json()}
     stored = {m: client.get(f"/v1/profiles/{r['profile_id']}").json()["result"] for m, r in rows.items()}
-    density = {d["model"]: d for d in client.get("/v1/analysis/density", params={"device": "cpu"}).json()}
+    density = {d["model"]: d for d in client.get("/v1/analysis/density", params=fp32).json()}
     for model, row in rows.items():
         if row["top1"] is None:
             continue
         assert density[model]["top1_per_mparam"] == pytest.approx(
             row["top1"] / (stored[model]["params"] / 1e6)
         )
-    throughput = client.get("/v1/analysis/throughput", params={"device": "cpu", "batch_size": 2}).json()[0]
+    throughput = client.get("/v1/analysis/throughput", params={**fp32, "batch_size": 2}).json()[0]
     points = {p["model"]: p["images_per_s"] for p in throughput["points"]}
     for model in ("tv:shufflenet_v2_x1_0", "tv:mobilenet_v3_small"):
         cell = next(b for b in stored[model]["batches"] if b["batch_size"] == 2)
@@ -528,11 +557,7 @@ def test_analysis_endpoints_and_exports_over_real_profiles(client):
             throughput["intercept"]
             >= max(p["top1"] - throughput["slope"] * p["images_per_s"] for p in throughput["points"]) - 1e-9
         )
-    fit = next(
-        f
-        for f in client.get("/v1/analysis/memory-fits", params={"device": "cpu"}).json()
-        if f["batch_size"] == 1
-    )
+    fit = next(f for f in client.get("/v1/analysis/memory-fits", params=fp32).json() if f["batch_size"] == 1)
     xs, ys = [], []
     for result in stored.values():
         cell = next((b for b in result["batches"] if b["batch_size"] == 1), None)
@@ -553,3 +578,21 @@ def test_analysis_endpoints_and_exports_over_real_profiles(client):
     header, *lines = csv_text.strip().splitlines()
     assert header.startswith("profile_id,model,paper_name,device")
     assert sum(1 for line in lines if line.startswith(job["id"])) == 2  # one row per batch size
+    # The README's columns (issue 26): the target, CI, cv, noisy flag, p99 and repeats of each
+    # batch size, as the stored profile has them.
+    stored_job = client.get(f"/v1/profiles/{job['id']}").json()
+    by_batch = {b["batch_size"]: b["latency"] for b in stored_job["result"]["batches"]}
+    exported_rows = [r for r in csv.DictReader(io.StringIO(csv_text)) if r["profile_id"] == job["id"]]
+    for exported_row in exported_rows:
+        latency = by_batch[int(exported_row["batch_size"])]
+        assert exported_row["target"] == stored_job["result"]["fingerprint"]["device_target"]
+        assert float(exported_row["ci95_low_ms"]) == pytest.approx(latency["ci95_low_ms"])
+        assert float(exported_row["ci95_high_ms"]) == pytest.approx(latency["ci95_high_ms"])
+        assert float(exported_row["cv"]) == pytest.approx(latency["cv"])
+        assert exported_row["noisy"] == str(latency["noisy"])
+        if latency["runs"] < 100:  # a 99th percentile needs 100 runs: blank, never invented
+            assert latency["p99_ms"] is None and exported_row["p99_ms"] == ""
+        else:
+            assert float(exported_row["p99_ms"]) == pytest.approx(latency["p99_ms"])
+        assert int(exported_row["repeats"]) == latency["processes"] == 1
+        assert int(exported_row["runs"]) == latency["runs"]

@@ -1,0 +1,184 @@
+"""The README's configuration table, read from the environment by the processes a user starts
+(issue 26): each variable seen where it acts, a bad value a non-zero exit naming the variable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT, free_port, throwaway_redis, until
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    env.update(extra)
+    return env
+
+
+def test_the_hard_time_limit_sets_the_workers_limits_and_the_visibility_timeout():
+    """DNNPROF_TASK_TIME_LIMIT as the worker's Celery app reads it: Redis redelivers a task still
+    unacknowledged after the visibility timeout, so it must stay above the hard limit, in the
+    broker's options and the result backend's (the README: the hard limit + 600 s)."""
+    code = textwrap.dedent(
+        """
+        import json
+        from workers.celery_app import app
+        c = app.conf
+        print(json.dumps([c.task_soft_time_limit, c.task_time_limit,
+                          c.broker_transport_options, c.result_backend_transport_options]))
+        """
+    )
+    env = clean_env(
+        DNNPROF_REDIS_URL="redis://127.0.0.1:1/0",  # never reached: building the app connects nowhere
+        DNNPROF_TASK_SOFT_TIME_LIMIT="800",
+        DNNPROF_TASK_TIME_LIMIT="900",
+        DNNPROF_WORKER_DEVICE="cpu",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    soft, hard, broker, backend = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (soft, hard) == (800, 900)
+    assert broker["visibility_timeout"] == backend["visibility_timeout"] == 900 + 600
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "says"),
+    [
+        (
+            ["worker", "--device", "cpu"],
+            {"DNNPROF_TASK_TIME_LIMIT": "60", "DNNPROF_TASK_SOFT_TIME_LIMIT": "90"},
+            "DNNPROF_TASK_TIME_LIMIT must be above DNNPROF_TASK_SOFT_TIME_LIMIT",
+        ),
+        (["api"], {"DNNPROF_PORT": "eighty"}, "DNNPROF_PORT must be an integer, got 'eighty'"),
+        (
+            ["worker", "--device", "cpu"],
+            {"DNNPROF_MEASURE_START": "vfork"},
+            "DNNPROF_MEASURE_START must be one of template, fresh, got 'vfork'",
+        ),
+        (
+            ["serve", "--device", "none"],
+            {"DNNPROF_MAX_REQUEST_COST_GB": "lots"},
+            "DNNPROF_MAX_REQUEST_COST_GB must be a number, got 'lots'",
+        ),
+    ],
+)
+def test_a_bad_value_stops_the_process_naming_the_variable(command, env, says, tmp_path):
+    env = clean_env(DNNPROF_REDIS_URL="redis://127.0.0.1:1/0", DNNPROF_DATA_DIR=str(tmp_path), **env)
+    out = subprocess.run(
+        [sys.executable, "-m", "dnnprof.cli", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    assert says in out.stderr
+    assert "Traceback" not in out.stderr  # said, not crashed
+
+
+@pytest.mark.slow  # starts two API processes
+def test_the_api_listens_where_dnnprof_host_and_the_flags_say(tmp_path):
+    """DNNPROF_HOST/DNNPROF_PORT, and --host/--port over them: answered there, refused on the
+    default 127.0.0.1 at that port (127.0.0.2 and .3 are loopback addresses of their own)."""
+    server, url = throwaway_redis(tmp_path)
+    apis = []
+    try:
+        by_env, by_flag = free_port(), free_port()
+        env = clean_env(DNNPROF_REDIS_URL=url, DNNPROF_DATA_DIR=str(tmp_path), DNNPROF_HOST="127.0.0.2")
+        env["DNNPROF_PORT"] = str(by_env)
+        cli = [sys.executable, "-m", "dnnprof.cli", "api"]
+        apis.append(subprocess.Popen(cli, cwd=ROOT, env=env, start_new_session=True))
+        flags = ["--host", "127.0.0.3", "--port", str(by_flag)]
+        apis.append(subprocess.Popen(cli + flags, cwd=ROOT, env=env, start_new_session=True))
+        for host, port in (("127.0.0.2", by_env), ("127.0.0.3", by_flag)):
+            until(
+                lambda h=host, p=port: _answers(f"http://{h}:{p}/healthz"), 300, f"the API on {host}:{port}"
+            )
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        for api in apis:
+            os.killpg(api.pid, signal.SIGKILL)
+            api.wait()
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow  # a service of its own, with the worker's caches and validation set
+def test_a_real_worker_reads_its_weights_cache_offline_and_its_validation_set(tmp_path):
+    """DNNPROF_WEIGHTS_DIR (torch hub's cache), DNNPROF_WEIGHTS_OFFLINE, DNNPROF_IMAGENET_VAL and
+    DNNPROF_IMAGENET_VAL_LABELS read from the environment by the worker `dnnprof serve` starts (the
+    engine's own tests set its config directly). The cached "pretrained" file holds weights made
+    here, and six labels are what those weights predict through torchvision's own transform of
+    the weights, so a worker that reads all four measures the top-1 computed here (>= 6 of 7);
+    a model whose file is not cached fails offline, naming the setting."""
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    from tests.helpers import start_service, wait_for
+
+    weights = SqueezeNet1_1_Weights.IMAGENET1K_V1
+    checkpoints = tmp_path / "weights" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = torchvision.models.squeezenet1_1().eval()
+    torch.save(model.state_dict(), checkpoints / weights.url.rsplit("/", 1)[1])
+    val, labels = tmp_path / "val", tmp_path / "elsewhere" / "my-labels.txt"
+    val.mkdir()
+    labels.parent.mkdir()
+    rng, lines, transform = np.random.default_rng(0), [], weights.transforms()
+    top1 = top5 = 0
+    for i in range(7):
+        image = Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8))
+        name = f"ILSVRC2012_val_{i + 1:08d}.png"
+        image.save(val / name)
+        with torch.inference_mode():
+            ranked = model(transform(image)[None])[0].topk(5).indices.tolist()
+        # Six labelled with what the weights predict; the last with class 999, so the set spans
+        # ImageNet's 1,000 classes (a flat set's classes run to its largest label).
+        label = ranked[0] if i < 6 else 999
+        top1, top5 = top1 + (label == ranked[0]), top5 + (label in ranked)
+        lines.append(f"{name} {label}")
+    labels.write_text("\n".join(lines) + "\n")
+
+    env = {
+        "DNNPROF_WEIGHTS_DIR": str(tmp_path / "weights"),
+        "DNNPROF_WEIGHTS_OFFLINE": "1",
+        "DNNPROF_IMAGENET_VAL": str(val),
+        "DNNPROF_IMAGENET_VAL_LABELS": str(labels),
+    }
+    service = start_service(tmp_path / "service", env=env)
+    try:
+        with httpx.Client(base_url=service.base_url, timeout=60) as client:
+            body = {"batch_sizes": [1], "runs": 2, "repeats": 1, "accuracy": True}
+            cached = client.post("/v1/profiles", json={"model": "squeezenet1_1", **body}).json()
+            missing = client.post("/v1/profiles", json={"model": "mobilenet_v3_small", **body}).json()
+            done = wait_for(client, cached["id"])
+            assert done["status"] == "succeeded", done.get("error")
+            result = done["result"]
+            assert result["weights"] == "pretrained" and result["accuracy_images"] == 7
+            assert result["top1"] == pytest.approx(100 * top1 / 7) and top1 >= 6
+            assert result["top5"] == pytest.approx(100 * top5 / 7)
+            failed = wait_for(client, missing["id"])
+            assert failed["status"] == "failed" and "DNNPROF_WEIGHTS_OFFLINE" in failed["error"]
+    finally:
+        service.stop()
