@@ -182,3 +182,84 @@ def test_a_real_worker_reads_its_weights_cache_offline_and_its_validation_set(tm
             assert failed["status"] == "failed" and "DNNPROF_WEIGHTS_OFFLINE" in failed["error"]
     finally:
         service.stop()
+
+
+@pytest.mark.slow  # an API of its own
+def test_zero_turns_the_rate_limit_and_the_failed_authentication_limit_off(tmp_path):
+    """DNNPROF_RATE_LIMIT_PER_MINUTE=0 and DNNPROF_AUTH_FAILURES_PER_MINUTE=0 mean no limit (the
+    README): more requests than the default 1,200 a minute all answered, and more wrong keys than
+    the default 10 all a 401, never a 429. '0 allowed' would refuse the first; a zero read as
+    'unset' would fall back to the defaults and refuse past them."""
+    from tests.helpers import start_service
+
+    env = {
+        "DNNPROF_RATE_LIMIT_PER_MINUTE": "0",
+        "DNNPROF_AUTH_FAILURES_PER_MINUTE": "0",
+        "DNNPROF_API_KEYS": "the-key",
+    }
+    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
+    try:
+        with httpx.Client(base_url=api.base_url, timeout=60) as client:
+            codes = [client.get("/v1/devices").status_code for _ in range(1300)]
+            assert codes == [200] * 1300
+            body = {"model": "resnet18", "batch_sizes": [1]}
+            wrong = [
+                client.post("/v1/profiles", json=body, headers={"X-API-Key": f"guess-{i}"}).status_code
+                for i in range(15)
+            ]
+            assert wrong == [401] * 15
+    finally:
+        api.stop()
+
+
+@pytest.mark.slow  # an API of its own
+def test_parquet_is_a_404_saying_so_where_the_api_has_no_pyarrow(tmp_path):
+    """The README: Parquet where the API has pyarrow, else a 404 saying so (CSV and JSON go on).
+    The API's interpreter is made one without pyarrow the way Python blocks an import
+    (``sys.modules['pyarrow'] = None``, from a sitecustomize on its PYTHONPATH)."""
+    from tests.helpers import start_service
+
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text("import sys\n\nsys.modules['pyarrow'] = None  # not installed\n")
+    env = {"PYTHONPATH": str(inject)}
+    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
+    try:
+        with httpx.Client(base_url=api.base_url, timeout=60) as client:
+            refused = client.get("/v1/export.parquet")
+            assert refused.status_code == 404 and "pip install pyarrow" in refused.text, refused.text
+            assert client.get("/v1/export.csv").status_code == 200
+            assert client.get("/v1/export.json").status_code == 200
+    finally:
+        api.stop()
+
+
+@pytest.mark.slow  # a service of its own
+def test_the_cli_sends_dnnprof_api_key(tmp_path):
+    """DNNPROF_API_KEY is the CLI's key (README): without it a write to a keyed API is refused
+    (exit 1, the API's 401 said), with it the job is accepted and can be deleted."""
+    from tests.helpers import start_service
+
+    api = start_service(tmp_path / "api", env={"DNNPROF_API_KEYS": "the-key"})  # its worker: the catalogue
+    try:
+
+        def cli(*args: str, key: str | None = None) -> subprocess.CompletedProcess:
+            env = clean_env(DNNPROF_URL=api.base_url, **({"DNNPROF_API_KEY": key} if key else {}))
+            command = [sys.executable, "-m", "dnnprof.cli", *args]
+            return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+        submit = ("profile", "resnet18", "--device", "jetson", "--batch-sizes", "1", "--json")
+        refused = cli(*submit)
+        assert refused.returncode == 1 and "401" in refused.stderr, refused.stderr
+        accepted = cli(*submit, key="the-key")
+        assert accepted.returncode == 0, accepted.stderr
+        job = json.loads(accepted.stdout)
+        assert job["status"] == "queued"
+        with httpx.Client(base_url=api.base_url, timeout=60) as client:
+            assert client.get(f"/v1/profiles/{job['id']}").json()["settings"]["device"] == "jetson"
+            assert (
+                client.delete(f"/v1/profiles/{job['id']}", headers={"X-API-Key": "the-key"}).status_code
+                == 200
+            )
+    finally:
+        api.stop()
