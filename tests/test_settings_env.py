@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import httpx
 import pytest
@@ -263,3 +265,42 @@ def test_the_cli_sends_dnnprof_api_key(tmp_path):
             )
     finally:
         api.stop()
+
+
+def _listening_tcp_ports(pid: int) -> set[int]:
+    """The TCP ports a process listens on: its sockets (/proc/<pid>/fd) that /proc/net/tcp{,6}
+    lists in state LISTEN (0A)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _worker_pid(service) -> int:
+    command = ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(service.process.pid)]
+    out = subprocess.run(command, capture_output=True, text=True)
+    [pid] = [int(line.split()[0]) for line in out.stdout.splitlines() if "dnnprof.cli worker" in line]
+    return pid
+
+
+@pytest.mark.slow  # a service of its own, and the session's
+def test_worker_metrics_port_zero_listens_nowhere(tmp_path, service):
+    """DNNPROF_WORKER_METRICS_PORT=0 turns the worker's own /metrics off (README): its worker
+    listens on no TCP port at all, where the session's worker listens on the port it was given."""
+    from tests.helpers import start_service
+
+    assert service.worker_metrics_port in _listening_tcp_ports(_worker_pid(service))  # it can see one
+    quiet = start_service(tmp_path / "quiet", env={"DNNPROF_WORKER_METRICS_PORT": "0"})
+    try:
+        assert _listening_tcp_ports(_worker_pid(quiet)) == set()
+    finally:
+        quiet.stop()
