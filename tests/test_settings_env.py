@@ -304,3 +304,23 @@ def test_worker_metrics_port_zero_listens_nowhere(tmp_path, service):
         assert _listening_tcp_ports(_worker_pid(quiet)) == set()
     finally:
         quiet.stop()
+
+
+@pytest.mark.slow  # a service of its own
+def test_serve_with_device_auto_starts_the_worker_this_machine_has(tmp_path):
+    """`dnnprof serve --device auto` (the default): the worker's class is the one detected here,
+    a CPU where torch sees no CUDA device and no Jetson release file exists (workers/devices.py),
+    and it serves its target live."""
+    import torch
+
+    from tests.helpers import start_service
+    from workers.devices import TEGRA_RELEASE
+
+    expected = "cuda" if torch.cuda.is_available() else "jetson" if TEGRA_RELEASE.exists() else "cpu"
+    auto = start_service(tmp_path / "auto", device="auto")
+    try:
+        with httpx.Client(base_url=auto.base_url, timeout=60) as client:
+            live = [d for d in client.get("/v1/devices").json() if d["status"] == "live"]
+            assert [d["device_class"] for d in live] == [expected], live
+    finally:
+        auto.stop()
