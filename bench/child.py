@@ -15,12 +15,11 @@ import gc
 import json
 import os
 import sys
-import time
 
 import msgspec
 
 from dnnprof.contract import ModelInfo, ProcessCell, ProcessEnd, ProcessStatic, ProfileSettings
-from workers.launch import LAUNCHED_AT_ENV
+from workers.launch import seconds_since_launch
 
 
 class EngineOutput(msgspec.Struct, kw_only=True):
@@ -55,10 +54,9 @@ def engine(request: dict, *, staged: bool = False) -> bytes:
         sys.stdout.write("ready\n")  # the first line; the outcome follows once measured
         sys.stdout.flush()
         sys.stdin.readline()
-    launched_at = float(os.environ.get(LAUNCHED_AT_ENV) or time.time())
-    start_s = time.time() - launched_at  # as the runner counts it: launch to the first step
+    start_s = seconds_since_launch()  # as the runner counts it: launch to the first step
     end = measure_process(info, settings, config, plan, sink, model=model)
-    end.phases = {"start": round(start_s, 4), **end.phases}
+    end.phases = {"start": start_s, **end.phases}
     return msgspec.json.encode(EngineOutput(statics=sink.statics, cells=sink.cells, end=end))
 
 

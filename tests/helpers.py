@@ -74,6 +74,27 @@ def publish_catalogue(redis_url: str) -> None:
     )
 
 
+def dnnprof_env(**extra: str) -> dict[str, str]:
+    """This environment without any DNNPROF_* setting of the caller's, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    env.update(extra)
+    return env
+
+
+def run_dnnprof(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m dnnprof.cli *args`` from the checkout, its output captured as text."""
+    command = [sys.executable, "-m", "dnnprof.cli", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def worker_pids(serve_pid: int) -> list[int]:
+    """The `dnnprof worker` processes a `dnnprof serve` started."""
+    out = subprocess.run(
+        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(serve_pid)], capture_output=True, text=True
+    )
+    return [int(line.split()[0]) for line in out.stdout.splitlines() if "dnnprof.cli worker" in line]
+
+
 def start_service(
     data_dir: Path,
     *,
@@ -85,10 +106,9 @@ def start_service(
     port = free_port()
     log_path = data_dir / f"serve-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
     metrics_port = free_port()
-    full_env.update(
-        {
+    full_env = dnnprof_env(
+        **{
             "DNNPROF_WORKER_METRICS_PORT": str(metrics_port),
             "DNNPROF_DATA_DIR": str(data_dir),
             "DNNPROF_PORT": str(port),

@@ -4,26 +4,15 @@ API's JSON, and the API's refusals as a non-zero exit with its message."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import dnnprof_env, run_dnnprof
 
 
 def dnnprof(service, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
-    env["DNNPROF_URL"] = service.base_url
-    return subprocess.run(
-        [sys.executable, "-m", "dnnprof.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_dnnprof(*args, env=dnnprof_env(DNNPROF_URL=service.base_url))
 
 
 @pytest.mark.slow  # starts the session's service

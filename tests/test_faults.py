@@ -21,16 +21,9 @@ import redis
 from dnnprof.config import Settings
 from dnnprof.process import measuring_name, pid_alive
 from tests import helpers
-from tests.helpers import ROOT, free_port, start_service, until, wait_for
+from tests.helpers import ROOT, free_port, start_service, until, wait_for, worker_pids
 
 pytestmark = pytest.mark.slow
-
-
-def worker_pids(serve_pid: int) -> list[int]:
-    out = subprocess.run(
-        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(serve_pid)], capture_output=True, text=True
-    )
-    return [int(line.split()[0]) for line in out.stdout.splitlines() if "dnnprof.cli worker" in line]
 
 
 def kill_worker(serve_pid: int) -> int:

@@ -15,13 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, free_port, throwaway_redis, until
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
-    env.update(extra)
-    return env
+from tests.helpers import ROOT, dnnprof_env, free_port, run_dnnprof, throwaway_redis, until, worker_pids
 
 
 def test_the_hard_time_limit_sets_the_workers_limits_and_the_visibility_timeout():
@@ -37,7 +31,7 @@ def test_the_hard_time_limit_sets_the_workers_limits_and_the_visibility_timeout(
                           c.broker_transport_options, c.result_backend_transport_options]))
         """
     )
-    env = clean_env(
+    env = dnnprof_env(
         DNNPROF_REDIS_URL="redis://127.0.0.1:1/0",  # never reached: building the app connects nowhere
         DNNPROF_TASK_SOFT_TIME_LIMIT="800",
         DNNPROF_TASK_TIME_LIMIT="900",
@@ -74,15 +68,8 @@ def test_the_hard_time_limit_sets_the_workers_limits_and_the_visibility_timeout(
     ],
 )
 def test_a_bad_value_stops_the_process_naming_the_variable(command, env, says, tmp_path):
-    env = clean_env(DNNPROF_REDIS_URL="redis://127.0.0.1:1/0", DNNPROF_DATA_DIR=str(tmp_path), **env)
-    out = subprocess.run(
-        [sys.executable, "-m", "dnnprof.cli", *command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env = dnnprof_env(DNNPROF_REDIS_URL="redis://127.0.0.1:1/0", DNNPROF_DATA_DIR=str(tmp_path), **env)
+    out = run_dnnprof(*command, env=env, timeout=300)
     assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
     assert says in out.stderr
     assert "Traceback" not in out.stderr  # said, not crashed
@@ -96,7 +83,7 @@ def test_the_api_listens_where_dnnprof_host_and_the_flags_say(tmp_path):
     apis = []
     try:
         by_env, by_flag = free_port(), free_port()
-        env = clean_env(DNNPROF_REDIS_URL=url, DNNPROF_DATA_DIR=str(tmp_path), DNNPROF_HOST="127.0.0.2")
+        env = dnnprof_env(DNNPROF_REDIS_URL=url, DNNPROF_DATA_DIR=str(tmp_path), DNNPROF_HOST="127.0.0.2")
         env["DNNPROF_PORT"] = str(by_env)
         cli = [sys.executable, "-m", "dnnprof.cli", "api"]
         apis.append(subprocess.Popen(cli, cwd=ROOT, env=env, start_new_session=True))
@@ -246,9 +233,8 @@ def test_the_cli_sends_dnnprof_api_key(tmp_path):
     try:
 
         def cli(*args: str, key: str | None = None) -> subprocess.CompletedProcess:
-            env = clean_env(DNNPROF_URL=api.base_url, **({"DNNPROF_API_KEY": key} if key else {}))
-            command = [sys.executable, "-m", "dnnprof.cli", *args]
-            return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            env = dnnprof_env(DNNPROF_URL=api.base_url, **({"DNNPROF_API_KEY": key} if key else {}))
+            return run_dnnprof(*args, env=env, timeout=300)
 
         submit = ("profile", "resnet18", "--device", "jetson", "--batch-sizes", "1", "--json")
         refused = cli(*submit)
@@ -265,6 +251,11 @@ def test_the_cli_sends_dnnprof_api_key(tmp_path):
             )
     finally:
         api.stop()
+
+
+def one_worker(service) -> int:
+    [pid] = worker_pids(service.process.pid)
+    return pid
 
 
 def _listening_tcp_ports(pid: int) -> set[int]:
@@ -285,23 +276,16 @@ def _listening_tcp_ports(pid: int) -> set[int]:
     return ports
 
 
-def _worker_pid(service) -> int:
-    command = ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(service.process.pid)]
-    out = subprocess.run(command, capture_output=True, text=True)
-    [pid] = [int(line.split()[0]) for line in out.stdout.splitlines() if "dnnprof.cli worker" in line]
-    return pid
-
-
 @pytest.mark.slow  # a service of its own, and the session's
 def test_worker_metrics_port_zero_listens_nowhere(tmp_path, service):
     """DNNPROF_WORKER_METRICS_PORT=0 turns the worker's own /metrics off (README): its worker
     listens on no TCP port at all, where the session's worker listens on the port it was given."""
     from tests.helpers import start_service
 
-    assert service.worker_metrics_port in _listening_tcp_ports(_worker_pid(service))  # it can see one
+    assert service.worker_metrics_port in _listening_tcp_ports(one_worker(service))  # it can see one
     quiet = start_service(tmp_path / "quiet", env={"DNNPROF_WORKER_METRICS_PORT": "0"})
     try:
-        assert _listening_tcp_ports(_worker_pid(quiet)) == set()
+        assert _listening_tcp_ports(one_worker(quiet)) == set()
     finally:
         quiet.stop()
 

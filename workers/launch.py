@@ -44,6 +44,13 @@ TEMPLATE_MODULE = "workers.template"
 _template_failed = False
 
 
+def seconds_since_launch() -> float:
+    """In a launched process: how long since the launcher asked for it (its ``start`` phase: an
+    interpreter's start and imports, or a fork); 0 where it was not launched by :func:`launch`."""
+    launched_at = os.environ.get(LAUNCHED_AT_ENV)
+    return round(time.time() - float(launched_at), 4) if launched_at else 0.0
+
+
 class MeasuringProcess(Protocol):
     """The part of :class:`subprocess.Popen` the job uses, whichever way the process started."""
 

@@ -28,7 +28,7 @@ from dnnprof.config import Settings, require_redis_url
 from dnnprof.contract import ProcessCell, ProcessEnd, ProcessStatic, Progress
 from dnnprof.process import PARENT_PID_ENV, die_with_parent, measuring_name, name_this_process
 from dnnprof.store import ConflictError, Parts, ProfileStore, with_retries
-from workers.launch import LAUNCHED_AT_ENV
+from workers.launch import seconds_since_launch
 
 log = logging.getLogger("dnnprof.runner")
 
@@ -172,11 +172,10 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
     )
     tag = s.model.partition(".")[2]  # "timm:resnet50.a1_in1k": pretrained tag
     plan = ProcessPlan(process=process, skip=frozenset(skip), flops=flops, accuracy=process == 0)
-    launched_at = float(os.environ.get(LAUNCHED_AT_ENV) or time.time())
     try:
-        start_s = time.time() - launched_at  # the interpreter's start or the fork, imports, the job read
+        start_s = seconds_since_launch()  # the interpreter's start or the fork, imports, the job read
         outcome.end = measure_process(record.model, s, config, plan, sink, tag=tag or None)
-        outcome.end.phases = {"start": round(start_s, 4), **outcome.end.phases}
+        outcome.end.phases = {"start": start_s, **outcome.end.phases}
         writer.put(outcome.end)
     finally:
         if flops is None and outcome.statics and outcome.statics[0].flops.flops is not None:
