@@ -105,7 +105,8 @@ summary=$(python3 - "$OUT/profile.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 cells = "; ".join(f"bs {b['batch_size']}: {b['latency']['median_ms']:.1f} ms/image" for b in d["result"]["batches"])
-print(f"{cells} (params {d['result']['params']:,}, target {d['settings']['target']})")
+start = f"processes {d['result']['fingerprint'].get('process_start')}, start {d['result']['phases'].get('start')} s"
+print(f"{cells} (params {d['result']['params']:,}, target {d['settings']['target']}; {start})")
 PY
 )
 record "profile squeezenet1_1 $id succeeded in the worker container: $summary"
