@@ -193,6 +193,66 @@ def test_measured_profiles_beside_the_papers_over_http(client, service):
 
 
 @pytest.mark.slow  # starts the session's service
+def test_newest_table3_memory_basis_and_the_papers_batch_size_over_http(client, service):
+    """select=newest, Table 3 with memory=model and with its defaults, and /v1/analysis/paper at
+    a batch size other than 1, through the API, against figures set here."""
+    store = ProfileStore.from_url(service.redis_url())
+    target, name = "cuda/test-gpu-select-24gb", "ResNet-34"
+    paper = table1()["paper/titan-xp"][name]  # the paper's Table 1, ms/image by batch size
+    fp = DeviceFingerprint(
+        device_class="cuda", device_name="Test GPU", torch_version="x", python_version="3",
+        device_target=target,
+    )
+
+    def stored(scale: float, created: float, noisy: bool):
+        # 1150 MB in all at batch size 1, 1100 MB of it held before the model was built.
+        cells = {1: (scale * paper[1], 1150.0), 8: (scale / 2 * paper[8], 1300.0)}
+        return profile(
+            PAPER_MODELS[name][0], paper_name=name, fingerprint=fp, top1=73.3, cells=cells,
+            created=created, processes=3, noisy=noisy, floor_mb=1100,
+        )
+
+    clean, noisy = stored(0.5, created=1, noisy=False), stored(4.0, created=2, noisy=True)
+    on_target = {"device": target}
+    try:
+        store.create_or_get(clean)
+        store.create_or_get(noisy, force=True)  # the same settings: a re-run, as `force` makes
+
+        def ms_at_1(select: str) -> float:
+            rows = client.get("/v1/analysis/table1", params={**on_target, "select": select}).json()
+            (row,) = rows
+            return row["ms_per_image"]["1"]
+
+        assert ms_at_1("best") == pytest.approx(0.5 * paper[1])  # the clean one, though older
+        assert ms_at_1("newest") == pytest.approx(4.0 * paper[1])
+
+        def ratio(batch_size: int, select: str = "best") -> float:
+            params = {**on_target, "batch_size": batch_size, "select": select}
+            (pair,) = client.get("/v1/analysis/paper", params=params).json()["pairs"]
+            return pair["measured_over_paper"]
+
+        assert ratio(1) == pytest.approx(0.5) and ratio(8) == pytest.approx(0.25)
+        assert ratio(8, "newest") == pytest.approx(2.0)
+
+        # Table 3's defaults are the paper's (its section G): <=0.7, 1.0, 1.4 GB x 15, 30, 60
+        # images/s at batch size 1. 1150 MB in all fits only the 1.4 GB rows; its own 50 MB fits all.
+        (total,) = client.get("/v1/analysis/table3", params=on_target).json()
+        assert total["memory_floor_mb"] == pytest.approx(1100) and total["batch_size"] == 1
+        bounds = [(c["max_memory_mb"], c["min_fps"]) for c in total["cells"]]
+        assert bounds == [(m, f) for m in (700, 1000, 1400) for f in (15, 30, 60)]
+        assert {c["memory_basis"] for c in total["cells"]} == {"total"}
+        assert [c["model"] is not None for c in total["cells"]] == [False] * 6 + [True] * 3
+        (own,) = client.get("/v1/analysis/table3", params={**on_target, "memory": "model"}).json()
+        assert all(c["model"] == clean.settings.model and c["memory_basis"] == "model" for c in own["cells"])
+        assert own["cells"][0]["memory_mb"] == pytest.approx(50)
+        refused = client.get("/v1/analysis/table3", params={**on_target, "memory": "half"})
+        assert refused.status_code in (400, 422) and "memory" in refused.text
+    finally:
+        for record in (clean, noisy):
+            store.delete(record.id)
+
+
+@pytest.mark.slow  # starts the session's service
 def test_a_model_no_table_covers_is_counted_on_the_meta_device_when_first_asked(client):
     name = "timm:botnet50ts_256"  # in no shipped table (timm publishes no results for it)
     first = client.get(f"/v1/models/{name}").json()
