@@ -105,6 +105,31 @@ def test_a_request_no_device_could_hold_is_refused_before_it_is_queued(client):
     client.delete(f"/v1/profiles/{fits.json()['id']}")
 
 
+def test_a_live_workers_memory_lowers_the_cap_for_its_device(client, service):
+    """DNNPROF_MAX_REQUEST_COST_GB (80 here) is lowered, for a device with live workers, to the
+    largest memory they report: the session's CPU worker reports this machine's RAM."""
+    from dnnprof.catalogue import Catalogue
+    from dnnprof.cost import GB, estimate_bytes
+    from dnnprof.store import ProfileStore
+
+    ram = next(
+        int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:")
+    )
+    cpu = [w for w in client.get("/readyz").json()["worker_details"] if w["device_class"] == "cpu"]
+    assert cpu and max(w["device_memory_bytes"] for w in cpu) == ram
+    info = Catalogue(ProfileStore.from_url(service.redis_url()).load_catalogue()).resolve("resnet18").info
+    # A batch whose estimate is over the RAM but under the 80 GB cap: only the lowered cap refuses it.
+    size = next(s for s in range(224, 1025, 16) if 1.1 * ram < estimate_bytes(info, 64, s, "fp32") < 70 * GB)
+    before = queued_ids(client)
+    body = {"model": "resnet18", "device": "cpu", "batch_sizes": [64], "input_size": size}
+    response = client.post("/v1/profiles", json=body)
+    assert response.status_code == 422, response.text
+    message = response.json()["errors"][0]["message"]
+    assert "the largest cpu/" in message and "worker's memory" in message, message  # its target's
+    assert f"more than {ram / GB:.1f} GB" in message, message
+    assert queued_ids(client) == before
+
+
 def test_the_openapi_document_states_ranges_strictness_answers_and_content_types(client):
     schema = client.get("/schema/openapi.json").json()
     request = schema["components"]["schemas"]["ProfileRequest"]
