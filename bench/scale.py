@@ -22,6 +22,12 @@ them, in the same run, one rescan of the group (what every finish cost before: t
 Target: the finish at 5,000 no more than 1.3x the finish at 100.
 
     python -m bench.scale --finish [--finishes 200]
+
+``--rate-limit`` measures what the rate limit costs a request now that its counts live in Redis
+(shared by every API process): one client's GETs by id on a store of 1,000 profiles, with the
+limit at its default against the limit off (the reference), alternated, over ``--rounds`` rounds.
+
+    python -m bench.scale --rate-limit [--rounds 3]
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import httpx
 import msgspec
 
 from bench.common import environment, write
+from dnnprof.config import Settings
 from dnnprof.contract import ProfileRecord
 from dnnprof.embedded import EmbeddedRedis
 from dnnprof.store import ProfileStore
@@ -140,10 +147,14 @@ def summary(values: list[float]) -> dict:
 
 
 @contextlib.contextmanager
-def api(url: str, workers: int = 1):
+def api(url: str, workers: int = 1, rate_limit_per_minute: int = 0):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
-    env.update(DNNPROF_REDIS_URL=url, DNNPROF_PORT=str(port), DNNPROF_RATE_LIMIT_PER_MINUTE="0")
+    env.update(
+        DNNPROF_REDIS_URL=url,
+        DNNPROF_PORT=str(port),
+        DNNPROF_RATE_LIMIT_PER_MINUTE=str(rate_limit_per_minute),
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "dnnprof.cli", "api", "--workers", str(workers)],
         cwd=ROOT,
@@ -220,6 +231,43 @@ def measure(seed: ProfileRecord, size: int, requests: int, tmp: Path) -> dict:
         server.stop()
 
 
+def rate_limit_cost(seed: ProfileRecord, rounds: int, tmp: Path, requests: int = 1000) -> dict:
+    """GET by id, one client, sequential: its latency with the limit at its default (each
+    request reads and writes the client's history in Redis) over the same with the limit off,
+    both APIs up at once and alternated request by request (a busy moment of the host falls on
+    both). Each round starts with no history (Litestar keeps every request of the window: at
+    1,000 requests the history is 1,000 long, under the default 1,200 a minute)."""
+    server = EmbeddedRedis(tmp / "redis-rate-limit")
+    url = server.start()
+    try:
+        store = ProfileStore.from_url(url)
+        store.ensure_indexes()
+        store.add_many(synthetic(seed, 1000))
+        path = f"/v1/profiles/{store.list(limit=1, offset=500)[0].id}"
+        default = Settings().rate_limit_per_minute
+        out: dict = {"requests_per_round": requests, "limit_per_minute": default, "rounds": []}
+        with (
+            api(url, rate_limit_per_minute=0) as off_base,
+            api(url, rate_limit_per_minute=default) as on_base,
+            httpx.Client(base_url=off_base, timeout=60) as off,
+            httpx.Client(base_url=on_base, timeout=60) as on,
+        ):
+            for _ in range(rounds):
+                for key in store.redis.scan_iter("dnnprof:ratelimit*"):
+                    store.redis.delete(key)
+                times: dict[str, list[float]] = {"off": [], "on": []}
+                for _ in range(requests):
+                    times["off"] += timed(off, path, 1)
+                    times["on"] += timed(on, path, 1)
+                row = {name: summary(values) for name, values in times.items()}
+                row["on_over_off_median"] = round(row["on"]["median_ms"] / row["off"]["median_ms"], 3)
+                row["added_ms_median"] = round(row["on"]["median_ms"] - row["off"]["median_ms"], 3)
+                out["rounds"].append(row)
+        return out
+    finally:
+        server.stop()
+
+
 def finish_cost(seed: ProfileRecord, histories: tuple[int, ...], finishes: int, tmp: Path) -> dict:
     """Per history size, a store holding that many profiles of one group; finishes alternate
     between the stores (so that a busy moment of the host falls on both), each a fresh record."""
@@ -268,8 +316,16 @@ def main() -> int:
     parser.add_argument("--out", default="scale")
     parser.add_argument("--finish", action="store_true", help="the cost of one finish (issue 24)")
     parser.add_argument("--finishes", type=int, default=200)
+    parser.add_argument("--rate-limit", action="store_true", help="the rate limit's cost per request")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     seed = seed_record()
+    if args.rate_limit:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = rate_limit_cost(seed, args.rounds, Path(tmp))
+        write("scale-rate-limit", {"environment": environment(), "rows": rows})
+        print(msgspec.json.encode(rows).decode())
+        return 0
     if args.finish:
         with tempfile.TemporaryDirectory() as tmp:
             rows = finish_cost(seed, (100, 5000), args.finishes, Path(tmp))

@@ -38,16 +38,41 @@ def _run_api(settings: Settings, workers: int = 1) -> None:
     # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from the proxies
     # named in DNNPROF_TRUSTED_PROXIES, and without any, from no one.
     trusted = list(settings.trusted_proxies)
-    uvicorn.run(
-        create_app(settings) if workers == 1 else "service.app:create_app",
-        factory=workers > 1,
-        workers=workers,
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-    )
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            stack.enter_context(_metrics_shared_by_processes(settings))
+        uvicorn.run(
+            create_app(settings) if workers == 1 else "service.app:create_app",
+            factory=workers > 1,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            proxy_headers=bool(trusted),
+            forwarded_allow_ips=trusted or None,
+        )
+
+
+@contextlib.contextmanager
+def _metrics_shared_by_processes(settings: Settings):
+    """A scrape reaches one of uvicorn's worker processes: in prometheus_client's multiprocess
+    mode (a folder of per-process files, which the workers inherit through the environment) it
+    counts the requests of all of them. A folder set by the user is kept; ours is removed."""
+    import tempfile
+
+    from service.metrics import MULTIPROCESS_METRICS_ENV
+
+    if os.environ.get(MULTIPROCESS_METRICS_ENV):
+        yield
+        return
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="api-metrics-", dir=settings.data_dir) as folder:
+        os.environ[MULTIPROCESS_METRICS_ENV] = folder
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_METRICS_ENV]
 
 
 def _stop_worker(worker: subprocess.Popen) -> None:

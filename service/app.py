@@ -29,7 +29,7 @@ from service.docs import render_plugins, swagger_router
 from service.errors import EXCEPTION_HANDLERS
 from service.metrics import PROMETHEUS, MetricsController, register_store_collector
 from service.openapi import complete_struct, raw_body
-from service.security import api_key_guard, rate_limit
+from service.security import RATE_LIMIT_STORE, RateLimitStore, api_key_guard, rate_limit
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=render_plugins,
         ),
         request_max_body_size=MAX_BODY_BYTES,
+        stores={RATE_LIMIT_STORE: RateLimitStore.for_url(require_redis_url(settings))},
     )
     register_store_collector(store)
     stopped = threading.Event()

@@ -7,13 +7,14 @@ Label values come only from what has been profiled, so their number is bounded b
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 
 import redis
 from litestar import Controller, Response, get
 from litestar.plugins.prometheus import PrometheusConfig
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
@@ -194,24 +195,39 @@ class FiguresExposition:
             return self.text
 
 
+#: prometheus_client's multiprocess mode: the folder every API process writes its metrics to.
+MULTIPROCESS_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 _registered: StoreCollector | None = None
 _figures: FiguresExposition | None = None
+_scraped: CollectorRegistry = REGISTRY
 
 
 def register_store_collector(store: ProfileStore) -> None:
     """One collector per process on the global registry (the one Litestar's middleware uses)."""
-    global _registered, _figures
+    global _registered, _figures, _scraped
     if _registered is not None:
         REGISTRY.unregister(_registered)
     _registered = StoreCollector(store)
     _figures = FiguresExposition(_registered)
     REGISTRY.register(_registered)
+    _scraped = _all_processes(_registered) if os.environ.get(MULTIPROCESS_METRICS_ENV) else REGISTRY
+
+
+def _all_processes(store_collector: StoreCollector) -> CollectorRegistry:
+    """Where the API runs as several processes (``dnnprof api --workers N``): the requests of
+    every one of them, read from prometheus_client's multiprocess files, and the store's figures
+    (the same from any process)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(store_collector)
+    return registry
 
 
 def exposition() -> bytes:
     """The whole scrape: the registry (requests, store up, jobs, queues, workers), then the
     figures, unless the store is away."""
-    body = generate_latest(REGISTRY)
+    body = generate_latest(_scraped)
     if _figures is not None:
         try:
             body += _figures.render()

@@ -9,18 +9,27 @@
   address, with Litestar's rate-limit middleware; a made-up key buys no bucket of its own. The
   client address is the peer's; ``X-Forwarded-For`` counts only from ``DNNPROF_TRUSTED_PROXIES``
   (uvicorn is told so, see ``dnnprof.cli``). Health, readiness and metrics are not limited.
+  The counts live in Redis, so N API processes (``dnnprof api --workers N``) limit a client
+  once, not N times.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 import redis
+import redis.asyncio
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
+from litestar.stores.redis import RedisStore
+
+from dnnprof.store.base import redis_py_url
+
+log = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUTH_FAILURES = "dnnprof:authfail:"
@@ -103,6 +112,34 @@ def identity_for(keys: frozenset[str]):
     return identity
 
 
+class RateLimitStore(RedisStore):
+    """Each client's request history for the rate limit, in the service's Redis (shared by every
+    API process). Fails open: with Redis away or full a request is not refused for the limit's
+    sake; what it needs of the store answers for itself (503, 507)."""
+
+    @classmethod
+    def for_url(cls, url: str) -> RateLimitStore:
+        client = redis.asyncio.Redis.from_url(redis_py_url(url), socket_timeout=5, socket_connect_timeout=5)
+        return cls(client, namespace="dnnprof:ratelimit", handle_client_shutdown=True)
+
+    async def get(self, key: str, renew_for: int | None = None) -> bytes | None:
+        try:
+            return await super().get(key, renew_for)
+        except redis.exceptions.RedisError as exc:
+            log.warning("rate limit: history not read (%s); request let through", type(exc).__name__)
+            return None
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | None = None) -> None:
+        try:
+            await super().set(key, value, expires_in)
+        except redis.exceptions.RedisError as exc:
+            log.warning("rate limit: history not written (%s)", type(exc).__name__)
+
+
+#: The name Litestar's rate limit looks its store up by (``AppConfig.stores``).
+RATE_LIMIT_STORE = "rate_limit"
+
+
 def rate_limit(per_minute: int, keys: frozenset[str] = frozenset()) -> RateLimitConfig | None:
     if per_minute <= 0:
         return None
@@ -110,4 +147,5 @@ def rate_limit(per_minute: int, keys: frozenset[str] = frozenset()) -> RateLimit
         rate_limit=("minute", per_minute),
         exclude=["^/healthz$", "^/readyz$", "^/metrics$", "^/static/"],
         identifier_for_request=identity_for(keys),
+        store=RATE_LIMIT_STORE,
     )
