@@ -5,6 +5,8 @@ Real service, real HTTP on loopback; each rate-limit test speaks from its own lo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -112,9 +114,8 @@ def test_a_live_workers_memory_lowers_the_cap_for_its_device(client, service):
     from dnnprof.cost import GB, estimate_bytes
     from dnnprof.store import ProfileStore
 
-    ram = next(
-        int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:")
-    )
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    ram = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemTotal:"))
     cpu = [w for w in client.get("/readyz").json()["worker_details"] if w["device_class"] == "cpu"]
     assert cpu and max(w["device_memory_bytes"] for w in cpu) == ram
     info = Catalogue(ProfileStore.from_url(service.redis_url()).load_catalogue()).resolve("resnet18").info
