@@ -239,17 +239,12 @@ def worker(args: argparse.Namespace) -> int:
         return 2
     os.environ["DNNPROF_WORKER_TARGET"] = target
     os.environ[PREFLIGHT_DONE_ENV] = "1"
-    from dnnprof.queue import queue_for
-    from workers.celery_app import app
+    from workers.celery_app import app  # its queues and concurrency are the app's own
 
     argv = [
         "worker",
-        "--queues",  # its class's jobs (any worker of the class) and its target's (only its own)
-        f"{queue_for(device)},{queue_for(target)}",
         "--pool",
         "prefork",  # keeps time limits; CUDA is only ever touched in a spawned child
-        "--concurrency",
-        "1",  # one measurement at a time per device
         "--hostname",
         f"{device}-{os.getpid()}@%h",
         "--loglevel",

@@ -198,6 +198,60 @@ def test_worker_without_a_writable_data_directory_refuses_to_start(command):
     assert "DNNPROF_DATA_DIR" in out.stderr
 
 
+@pytest.mark.slow  # a worker and an API
+def test_a_plain_celery_worker_takes_its_device_from_the_environment_and_measures(tmp_path):
+    """The README's other way to start a worker: `celery -A workers.celery_app worker`, nothing
+    but DNNPROF_WORKER_DEVICE. It must consume what the API sends its device (the class's queue
+    and its own target's, where a request naming the class is routed to a live target) one
+    measurement at a time, as `dnnprof worker` does."""
+    from dnnprof.config import Settings
+    from dnnprof.queue import make_celery, queue_for
+
+    api_port = free_port()
+    redis, url = throwaway_redis(tmp_path)
+    env = {
+        **base_env(DNNPROF_REDIS_URL=url, DNNPROF_RATE_LIMIT_PER_MINUTE="0", DNNPROF_QUIET_WAIT_S="5"),
+        "HOME": str(tmp_path),
+    }
+    worker = start(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel", "info"],
+        {**env, "DNNPROF_WORKER_DEVICE": "cpu", "DNNPROF_DATA_DIR": str(tmp_path / "worker"),
+         "DNNPROF_WORKER_METRICS_PORT": "0"},
+        tmp_path / "worker.log",
+    )
+    api = start(
+        [sys.executable, "-m", "dnnprof.cli", "api", "--port", str(api_port)],
+        {**env, "DNNPROF_DATA_DIR": str(tmp_path / "api")},
+        tmp_path / "api.log",
+    )
+    log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
+    try:
+        store = ProfileStore.from_url(url)
+
+        def live_worker():
+            assert worker.poll() is None, f"the worker exited ({worker.returncode}):\n{log()}"
+            return [w for w in store.workers() if w.device_class == "cpu"]
+
+        (info,) = until(live_worker, ceiling_s=600, what="the worker live")
+        control = make_celery(Settings(redis_url=url)).control.inspect(timeout=10)
+        (stats,) = until(lambda: (control.stats() or {}).values(), 120, "the worker's stats")
+        assert stats["pool"]["max-concurrency"] == 1
+        (queues,) = control.active_queues().values()
+        assert {q["name"] for q in queues} == {queue_for("cpu"), queue_for(info.device_target)}
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client:
+            until(lambda: _ok(client, "/readyz"), ceiling_s=300, what="the API ready")
+            job = client.post(
+                "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
+            )
+            assert job.status_code == 202, job.text
+            done = wait_for(client, job.json()["id"], timeout=900)
+            assert done["status"] == "succeeded", f"{done['error']}\n{log()}"
+            assert done["result"]["fingerprint"]["device_target"] == info.device_target
+    finally:
+        for process in (worker, api, redis):
+            stop(process)
+
+
 def test_a_cuda_worker_without_a_gpu_refuses_to_start(tmp_path):
     """DNNPROF_WORKER_DEVICE=cuda (the variable, with no --device, as the images set it) on a host
     whose torch sees no CUDA device: a start error naming what to check, not a `cuda/<cpu>` target."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import redis
 from celery import signals
+from kombu import Queue
 
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES, TERMINAL_STATUSES, WorkerInfo
@@ -58,6 +59,11 @@ DEVICE_TARGET = os.environ.get("DNNPROF_WORKER_TARGET") or worker_target(DEVICE_
 use_for_redis_urls()  # a full Redis is waited out, not fatal (workers/broker.py)
 app = make_celery(settings)
 app.conf.task_default_queue = queue_for(DEVICE_CLASS)
+# What any worker of this app consumes, however it was started (`dnnprof worker` or a plain
+# `celery -A workers.celery_app worker`): its class's jobs (any worker of the class) and its
+# target's (only its own), one measurement at a time per device.
+app.conf.task_queues = [Queue(queue_for(DEVICE_CLASS)), Queue(queue_for(DEVICE_TARGET))]
+app.conf.worker_concurrency = 1
 
 _store: ProfileStore | None = None
 
