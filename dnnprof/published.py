@@ -10,8 +10,9 @@ measured here, each labelled with where it comes from:
 - tables a user imports (``POST /v1/results/published/{source}``).
 
 Refresh timm's copy with ``python -m dnnprof.published --refresh`` (needs the internet; then
-commit ``dnnprof/data``): it fetches the table, checks that it parses, and relabels it with the
-month, so workers import the new copy at their next start.
+commit ``dnnprof/data``; ``--data-dir`` for another copy): it fetches the table, checks that it
+parses, and relabels it with the month, so workers import the new copy at their next start. A
+table that cannot be fetched or does not parse is left as it was (exit 1, saying why).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import io
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,9 +171,25 @@ def refresh(data_dir: Path = DATA, today: datetime.date | None = None) -> list[S
     return tables
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dnnprof.published --refresh [--data-dir DIR]``: exit 1 saying why where a
+    table cannot be fetched or does not parse (nothing written for it)."""
+    import argparse
+    import urllib.error
 
-    if sys.argv[1:] != ["--refresh"]:
-        raise SystemExit("usage: python -m dnnprof.published --refresh")
-    refresh()
+    parser = argparse.ArgumentParser(prog="python -m dnnprof.published", description=refresh.__doc__)
+    parser.add_argument("--refresh", action="store_true", required=True, help="fetch the tables with a URL")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DATA, help="the folder of the manifest and tables (the package's)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        refresh(args.data_dir)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"dnnprof.published: not refreshed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -286,16 +286,18 @@ def test_meta_device_counts_match_a_real_build():
     assert counts.flops / 2e9 == pytest.approx(1.814, rel=0.01)  # torchvision's published GMACs
 
 
-def test_refreshing_the_timm_table_fetches_checks_and_relabels_it(tmp_path):
-    """Over real HTTP on loopback, as ``python -m dnnprof.published --refresh`` runs it."""
-    import datetime
+@pytest.fixture
+def tables_served(tmp_path):
+    """A copy of the package's tables whose timm table has a URL on a loopback HTTP server:
+    ``(data dir, manifest, the timm entry, the server's base URL)``; the server offers a good
+    results-imagenet.csv and a broken.csv."""
     import functools
     import http.server
     import json
     import shutil
     import threading
 
-    from dnnprof.published import MANIFEST, refresh, shipped_tables
+    from dnnprof.published import MANIFEST
 
     served = tmp_path / "served"
     served.mkdir()
@@ -307,22 +309,78 @@ def test_refreshing_the_timm_table_fetches_checks_and_relabels_it(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     manifest = json.loads(MANIFEST.read_text())
-    timm_entry = next(e for e in manifest if e.get("url"))
+    for e in manifest:
+        shutil.copy(MANIFEST.parent / e["file"], data / e["file"])
     try:
-        for e in manifest:
-            shutil.copy(MANIFEST.parent / e["file"], data / e["file"])
-        timm_entry["url"] = f"http://127.0.0.1:{server.server_port}/broken.csv"
-        (data / MANIFEST.name).write_text(json.dumps(manifest))
-        with pytest.raises(ValueError, match="line 2"):
-            refresh(data)
-        assert (data / timm_entry["file"]).read_bytes() == (MANIFEST.parent / timm_entry["file"]).read_bytes()
-
-        timm_entry["url"] = f"http://127.0.0.1:{server.server_port}/results-imagenet.csv"
-        (data / MANIFEST.name).write_text(json.dumps(manifest))
-        refresh(data, today=datetime.date(2027, 2, 3))
+        yield data, manifest, next(e for e in manifest if e.get("url")), f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+
+
+def _point(data, manifest, entry, url: str) -> None:
+    import json
+
+    from dnnprof.published import MANIFEST
+
+    entry["url"] = url
+    (data / MANIFEST.name).write_text(json.dumps(manifest))
+
+
+def test_refreshing_the_timm_table_fetches_checks_and_relabels_it(tables_served):
+    """Over real HTTP on loopback, as ``python -m dnnprof.published --refresh`` runs it."""
+    import datetime
+
+    from dnnprof.published import MANIFEST, refresh, shipped_tables
+
+    data, manifest, timm_entry, base = tables_served
+    _point(data, manifest, timm_entry, f"{base}/broken.csv")
+    with pytest.raises(ValueError, match="line 2"):
+        refresh(data)
+    assert (data / timm_entry["file"]).read_bytes() == (MANIFEST.parent / timm_entry["file"]).read_bytes()
+
+    _point(data, manifest, timm_entry, f"{base}/results-imagenet.csv")
+    refresh(data, today=datetime.date(2027, 2, 3))
     tables = {t.file: t for t in shipped_tables(data / MANIFEST.name)}
     assert tables[timm_entry["file"]].source == "timm-results-2027-02"
     assert "newnet.x_in1k" in (data / timm_entry["file"]).read_text()
     assert tables["pretrainedmodels_ports.csv"].source == "pretrainedmodels-ports"  # no URL: as it was
+
+
+def test_the_refresh_command_says_what_it_fetched_or_why_it_did_not(tables_served):
+    """``python -m dnnprof.published --refresh --data-dir DIR`` as a user runs it: exit 0 naming
+    the rows fetched; a table that does not parse, or a URL that does not answer, exit 1 with
+    the reason and nothing written; no flag, the usage."""
+    import datetime
+    import subprocess
+    import sys
+
+    from dnnprof.published import MANIFEST, shipped_tables
+    from tests.helpers import ROOT, free_port
+
+    data, manifest, timm_entry, base = tables_served
+    shipped = (MANIFEST.parent / timm_entry["file"]).read_bytes()
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "dnnprof.published", *args]
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    for url, says in (
+        (f"{base}/broken.csv", "line 2"),
+        (f"{base}/missing.csv", "404"),
+        (f"http://127.0.0.1:{free_port()}/results-imagenet.csv", "Connection refused"),
+    ):
+        _point(data, manifest, timm_entry, url)
+        out = command("--refresh", "--data-dir", str(data))
+        assert out.returncode == 1 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert (data / timm_entry["file"]).read_bytes() == shipped
+
+    _point(data, manifest, timm_entry, f"{base}/results-imagenet.csv")
+    months = {datetime.date.today().strftime("%Y-%m")}
+    out = command("--refresh", "--data-dir", str(data))
+    months.add(datetime.date.today().strftime("%Y-%m"))  # a run across midnight at a month's end
+    assert out.returncode == 0, out.stderr
+    assert f"{timm_entry['file']}: 1 rows, now labelled" in out.stdout
+    source = {t.file: t.source for t in shipped_tables(data / MANIFEST.name)}[timm_entry["file"]]
+    assert source in {f"timm-results-{m}" for m in months}
+    usage = command()
+    assert usage.returncode == 2 and "--refresh" in usage.stderr
