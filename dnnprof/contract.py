@@ -391,6 +391,10 @@ class RuntimeReport(Struct, kw_only=True, omit_defaults=True):
     #: Where inputs and outputs live while timed: "device" (bound there, no copies timed), "host".
     io: str | None = None
     outputs: OutputsCheck | None = None
+    #: torch.compile only: recompilations after a batch size's first call, over every batch size
+    #: and process (0: nothing timed or warmed up was compiled; each batch size's own compile
+    #: falls in its first call).
+    recompilations: int | None = None
     #: FLOPs and parameters are counted once on the eager model, whatever runs it.
     counted_on: str = "eager model"
 
@@ -555,6 +559,9 @@ class ProcessCell(Struct, kw_only=True):
     energy_j: float | None = None  # over the kept attempt's runs
     energy_window_s: float | None = None
     first_call_s: float | None = None
+    #: Frames torch.compile compiled after this batch size's first call (warm-up and timed
+    #: runs); None for a runtime that does not compile on call.
+    recompilations: int | None = None
 
 
 class ProcessEnd(Struct, kw_only=True):

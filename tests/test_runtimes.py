@@ -103,6 +103,38 @@ def test_each_runtime_profiles_with_its_preparation_first_call_and_outputs_check
         assert batch.latency.warmup_runs >= 1  # the cold call is not warm-up run 1
     if runtime == "compile":  # compiled per batch size: the compile falls in each first call
         assert all(b.first_call_s > 10 * b.latency.mean_ms / 1000 * b.batch_size for b in result.batches)
+        assert report.recompilations == 0  # nothing warmed up or timed was compiled
+    else:
+        assert report.recompilations is None  # an ONNX session does not compile on call
+
+
+class Recompiling(nn.Module):
+    """A branch on a Python int it bumps on every call: dynamo guards on the value, so each call
+    fails the guard and compiles again (until torch._dynamo.config.recompile_limit, 8, per frame),
+    while every output is the same function of the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 10)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        v = x.mean(dim=(2, 3))
+        return self.fc(v) if self.calls % 2 else self.fc(v) + 0.0
+
+
+def test_recompilations_after_the_first_call_are_counted():
+    needs("compile")
+    info = ModelInfo(name="test:recompiling", source="dnnprof", architecture="recompiling", input_size=16)
+    s = ProfileSettings(
+        model="test:recompiling", device="cpu", batch_sizes=(1, 2), runs=3, precision="fp32", input_size=16,
+        runtime="compile",
+    )  # fmt: skip
+    result = run_profile(info, s, CONFIG, model=Recompiling().eval())
+    limit = torch._dynamo.config.recompile_limit
+    # Per batch size: the first call compiles (not counted), then up to the limit's worth again.
+    assert 2 <= result.runtime.recompilations <= 2 * (limit - 1), result.runtime
 
 
 def test_the_onnx_export_is_made_once_and_reused(tmp_path):

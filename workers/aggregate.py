@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+import msgspec
 import numpy as np
 from scipy import stats as scipy_stats
 
@@ -33,6 +34,7 @@ from dnnprof.contract import (
     ProcessStatic,
     ProfileResult,
     ProfileSettings,
+    RuntimeReport,
 )
 from workers.engine.peaks import peak_flops
 from workers.engine.phases import summed as summed_phases
@@ -188,6 +190,14 @@ def timed_seconds(cell: ProcessCell) -> float:
     return sum(cell.run_seconds)
 
 
+def with_recompilations(runtime: RuntimeReport | None, cells: Sequence[ProcessCell]) -> RuntimeReport | None:
+    """The runtime's report with the recompilations its cells counted (torch.compile), summed."""
+    counted = [c.recompilations for c in cells if c.recompilations is not None]
+    if runtime is None or not counted:
+        return runtime
+    return msgspec.structs.replace(runtime, recompilations=sum(counted))
+
+
 def assemble(
     model: ModelInfo,
     settings: ProfileSettings,
@@ -251,6 +261,6 @@ def assemble(
         complete=complete,
         job_wall_s=job_wall_s,
         form=static.form,
-        runtime=static.runtime,
+        runtime=with_recompilations(static.runtime, cells),
         phases=summed_phases([e.phases for e in ends], job_wall_s if job_wall_s is not None else own_wall),
     )

@@ -57,7 +57,7 @@ from workers.engine.host import HostLoadMeter, wait_for_quiet_host
 from workers.engine.memory import is_out_of_memory
 from workers.engine.models import build_model, count_params, deployed_form, parameter_file_bytes
 from workers.engine.phases import PhaseClock
-from workers.engine.runtimes import Prepared, check_outputs, runtime_for
+from workers.engine.runtimes import Prepared, check_outputs, frames_compiled, runtime_for
 from workers.engine.runtimes.base import CHECK_BATCH
 from workers.engine.runtimes.eager import eager
 from workers.engine.timing import WarmupPolicy, warm_up
@@ -432,6 +432,7 @@ class CellMeasurer:
         with watching:
             with self.clock.phase("first_call"):  # cold: a compile compiles here, not in warm-up
                 first_call_s = ctx.timer.time(forward, 1)[0]
+            compiled_at_first_call = frames_compiled(prepared.runtime)
             with self.clock.phase("warm_up"):
                 # After the first call's autotuning (its trial workspaces are not this batch's
                 # memory), the peak over the warm-up runs: no forward of its own for memory.
@@ -443,6 +444,8 @@ class CellMeasurer:
         memory.floor_bytes = ctx.floor
         with self.clock.phase("timed"):
             cell = self._timed(batch_size, forward, first_call_s, warmup, memory)
+        if compiled_at_first_call is not None:
+            cell.recompilations = frames_compiled(prepared.runtime) - compiled_at_first_call
         if cell.host is not None and self.config.quiet_wait_s > 0:
             cell.host.quiet_wait_s, cell.host.quiet_before = quiet.waited_s, quiet.quiet
         return cell

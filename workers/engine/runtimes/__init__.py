@@ -17,6 +17,7 @@ from workers.engine.runtimes.base import (
     Runtime,
     RuntimeUnavailableError,
     check_outputs,
+    frames_compiled,
 )
 from workers.engine.runtimes.compiled import CompileRuntime
 from workers.engine.runtimes.eager import EagerRuntime
@@ -34,6 +35,7 @@ __all__ = [
     "Runtime",
     "RuntimeUnavailableError",
     "check_outputs",
+    "frames_compiled",
     "runtime_for",
 ]
 

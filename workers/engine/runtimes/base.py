@@ -55,6 +55,12 @@ class Runtime(Protocol):
         ...
 
 
+def frames_compiled(prepared: Prepared) -> int | None:
+    """Frames compiled so far by a runtime that compiles on call (torch.compile), else None."""
+    count = getattr(prepared, "frames_compiled", None)
+    return count() if count is not None else None
+
+
 def check_outputs(eager: nn.Module, prepared: Prepared, x: torch.Tensor, precision: str) -> OutputsCheck:
     """The prepared model's outputs against the eager model's on the same input.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 from dnnprof.contract import ProfileSettings, RuntimeReport
 from workers.engine.device import DeviceContext
@@ -33,6 +34,11 @@ class CompiledPrepared:
     def logits(self, x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             return self._compiled()(x).float().cpu().numpy()
+
+    def frames_compiled(self) -> int:
+        """Frames dynamo has compiled in this process: more after a batch size's first call
+        than at its end are recompilations (a guard that failed: shapes, Python values)."""
+        return int(counters["frames"]["ok"])
 
 
 class CompileRuntime:
