@@ -1,6 +1,7 @@
 # dnnprof images. Two targets:
 #   docker build --target api    -t dnnprof-api .     # the API: no torch, small
-#   docker build --target worker -t dnnprof-worker .  # a worker: torch, torchvision, timm
+#   docker build --target worker -t dnnprof-worker .  # a worker: torch, torchvision, timm, and the
+#                                                     # runtimes beside eager (compile, ONNX Runtime, OpenVINO)
 # One worker image for GPU and CPU hosts: its device is DNNPROF_WORKER_DEVICE (cuda, cpu) or, unset,
 # detected at start (a GPU passed in -> cuda, none -> cpu). A cuda worker that sees no GPU, or whose
 # driver is older than torch's CUDA line, refuses to start and says why (see deploy/README.md).
@@ -48,11 +49,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DNNPROF_HOST=0.0.0.0 DNNPROF_DATA_DIR=/data MPLCONFIGDIR=/tmp/matplotlib \
     DNNPROF_WEIGHTS_DIR=/cache TORCH_HOME=/cache DNNPROF_WORKER_METRICS_PORT=9808 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
-# DL3008: python3 and tini are the base image's own distribution packages; their versions move
-# with the pinned CUDA_IMAGE tag, which is the pin.
+# gcc, g++ and python3-dev are torch.compile's: inductor builds its CPU kernels with the C++
+# compiler, and Triton its GPU launcher with the C compiler, both against Python's headers
+# (without them the worker does not advertise `compile`).
+# DL3008: python3, tini and the compilers are the base image's own distribution packages; their
+# versions move with the pinned CUDA_IMAGE tag, which is the pin.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv tini \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc g++ tini \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv
 WORKDIR /app
@@ -62,9 +66,11 @@ COPY dnnprof ./dnnprof
 COPY service ./service
 COPY workers ./workers
 # DL3013: this installs the project itself; torch's line is pinned by the constraints file.
+# The runtimes extra (the ONNX exporter, ONNX Runtime, OpenVINO) is measured on the CPU: a cuda
+# worker does not advertise those (workers/runtime_support.py), a cpu one does.
 # hadolint ignore=DL3013
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
-    pip install --no-cache-dir -c deploy/worker-constraints.txt ".[worker]" \
+    pip install --no-cache-dir -c deploy/worker-constraints.txt ".[worker,runtimes]" \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin dnnprof \
     && mkdir -p /cache /data && chown 10001:10001 /cache /data
 USER 10001

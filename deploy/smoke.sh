@@ -112,6 +112,18 @@ PY
 record "profile squeezenet1_1 $id succeeded in the worker container: $summary"
 curl -fsS -o /dev/null "$API/v1/figures/density.png?device=cpu" || fail "a figure (matplotlib in the API image)"
 
+say "the runtimes beside eager, in the worker image"
+target=$(json 'd["settings"]["target"]' < "$OUT/profile.json")
+offered=$(curl -fsS "$API/v1/devices" | json '",".join(sorted(next(t for t in d if t["target"] == "'"$target"'")["runtimes"]))')
+[ "$offered" = "compile,eager,onnxruntime,openvino" ] || fail "the worker offers runtimes '$offered'"
+for runtime in onnxruntime openvino compile; do
+  rid=$(submit '{"model": "squeezenet1_1", "batch_sizes": [1], "runs": 5, "repeats": 1, "runtime": "'"$runtime"'"}')
+  until_ok 900 "profile $rid ($runtime) ended" ended "$rid"
+  is_status "$rid" succeeded || fail "profile $rid ($runtime): $(curl -fsS "$API/v1/profiles/$rid" | json 'd["error"]')"
+  line=$(curl -fsS "$API/v1/profiles/$rid" | json '"%s %s: %.2f ms/image, preparation %.1f s, outputs match %s" % (d["result"]["runtime"]["name"], d["result"]["runtime"]["version"], d["result"]["batches"][0]["latency"]["median_ms"], d["result"]["runtime"].get("prepare_s", 0.0), (d["result"]["runtime"].get("outputs") or {}).get("outputs_match"))')
+  record "squeezenet1_1 bs 1 in $line"
+done
+
 say "Prometheus scrapes both /metrics"
 targets_up() {
   curl -fsS "$PROM/api/v1/targets" | json '",".join(sorted(t["labels"]["job"] for t in d["data"]["activeTargets"] if t["health"] == "up"))' \
