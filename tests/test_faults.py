@@ -55,8 +55,9 @@ def test_a_model_that_hangs_fails_at_the_time_limit_and_the_worker_takes_the_nex
         hang = client.post("/v1/profiles", json=body).json()
         done = wait_for(client, hang["id"], timeout=240)
         assert done["status"] == "failed" and "time limit of 60 s" in done["error"]
-        # Stopped at the soft limit (plus the time to stop the measuring process), not at the hard one.
-        assert 60 <= done["finished_at"] - done["started_at"] < 100
+        # Stopped at the soft limit (plus the time to stop the measuring process), before the
+        # hard one (120 s) would have killed the pool process.
+        assert 60 <= done["finished_at"] - done["started_at"] < 120
         nxt = client.post(
             "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
         ).json()
@@ -231,10 +232,11 @@ def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_j
     api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
     try:
         with api.client() as client:
-            deadline = time.monotonic() + 90
-            while client.get("/readyz").json().get("workers", {}).get("cpu", 0) < 2:
-                assert time.monotonic() < deadline, "workers did not come up"
-                time.sleep(0.5)
+            until(
+                lambda: client.get("/readyz").json().get("workers", {}).get("cpu", 0) >= 2,
+                ceiling_s=600,
+                what="both workers up",
+            )
             jobs = [
                 client.post(
                     "/v1/profiles", json={"model": m, "batch_sizes": [1, 2], "runs": 5, "repeats": 1}

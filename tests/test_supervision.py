@@ -124,7 +124,10 @@ def test_the_embedded_redis_comes_back_on_the_same_data_after_it_is_killed(embed
     with embedded.client() as client:
         body = {"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
         done = wait_for(client, client.post("/v1/profiles", json=body).json()["id"])
-        time.sleep(1.5)  # appendfsync everysec: what was written a second ago is on disk
+        # appendfsync everysec may hold the AOF's write() back while an fsync runs: wait until
+        # Redis has written its buffer (in the kernel's hands, it survives Redis's SIGKILL).
+        aof = ProfileStore.from_url(embedded.redis_url()).redis
+        until(lambda: aof.info("persistence")["aof_buffer_length"] == 0, 60, "the AOF written")
         old = redis_pid(embedded)
         os.kill(old, signal.SIGKILL)
         until(lambda: "embedded Redis restarted" in embedded.log(), ceiling_s=120, what="Redis restarted")
