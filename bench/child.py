@@ -6,7 +6,8 @@ job, with the parts written to stdout instead of the store.
 
 ``engine`` prints a msgspec-encoded :class:`EngineOutput`; ``reference`` prints the median
 per-image milliseconds of ``torch.utils.benchmark.Timer.blocked_autorange`` (an independent
-method: its own loop, its own run count by time, synchronising CUDA itself) per batch size.
+method: its own loop, its own run count by time, synchronising CUDA itself) per batch size,
+around the model's forward or, with ``"runtime"``, around that runtime's own call.
 """
 
 from __future__ import annotations
@@ -75,17 +76,39 @@ def reference(request: dict) -> bytes:
         torch.backends.cudnn.benchmark = True
     model = build_model(info).to(device)
     size = request.get("input_size") or info.input_size
+    runtime = request.get("runtime", "eager")
     out = {}
     with torch.inference_mode():
         for batch in request["batch_sizes"]:
             x = torch.randn(batch, 3, size, size, device=device)
-            timer = benchmark.Timer(
-                stmt="model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads()
-            )
-            timer.timeit(3)  # warm-up (autotuning, caches)
+            if runtime == "eager":
+                stmt, names = "model(x)", {"model": model, "x": x}
+            else:
+                stmt, names = "forward()", {"forward": runtime_call(runtime, info, model, x, request)}
+            timer = benchmark.Timer(stmt=stmt, globals=names, num_threads=torch.get_num_threads())
+            timer.timeit(3)  # warm-up (autotuning, caches; a compile compiles here)
             measurement = timer.blocked_autorange(min_run_time=request.get("min_run_time", 2.0))
             out[str(batch)] = measurement.median * 1000 / batch
     return json.dumps(out).encode()
+
+
+def runtime_call(runtime: str, info: ModelInfo, model, x, request: dict):
+    """The runtime's own call on ``x`` (ONNX Runtime's ``run``, OpenVINO's infer request, the
+    compiled module), prepared as the runtime prepares it, for the reference's timer to time."""
+    import tempfile
+    from pathlib import Path
+
+    from workers.engine.device import open_device
+    from workers.engine.runtimes import runtime_for
+
+    settings = ProfileSettings(
+        model=info.name, device=request["device"], batch_sizes=tuple(request["batch_sizes"]),
+        runs=1, precision="fp32", input_size=x.shape[-1], runtime=runtime,
+    )  # fmt: skip
+    ctx = open_device(request["device"], "fp32")
+    with tempfile.TemporaryDirectory(prefix="dnnprof-reference-") as cache:
+        prepared = runtime_for(runtime, request["device"]).prepare(model, settings, ctx, Path(cache))
+    return prepared.bind(x)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,10 @@ paired ratio (the ratio of the medians with fewer than 3 rounds) must fall withi
 (0.9-1.1 on a CPU, 0.95-1.05 on CUDA), else the exit code is 1. ``--pool`` merges the rounds of
 earlier runs on the same machine and software into one verdict.
 
-    python -m bench.fidelity [--device cpu|cuda] [--repeats 3] [--models resnet18,...]
+With ``--runtime`` (compile, onnxruntime, openvino) both sides time that runtime: the engine as a
+profile of that runtime, the reference ``Timer`` around the runtime's own call (issue 25).
+
+    python -m bench.fidelity [--device cpu|cuda] [--repeats 3] [--models resnet18,...] [--runtime R]
     python -m bench.fidelity --pool bench/results/a.json bench/results/b.json --name pooled
 """
 
@@ -175,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCHES)))
-    parser.add_argument("--name", default=None, help="results file name (default fidelity-<device>)")
+    parser.add_argument("--runtime", default="eager", help="eager (default), compile, onnxruntime, openvino")
+    parser.add_argument(
+        "--name", default=None, help="results file name (default fidelity-<device>[-<runtime>])"
+    )
     parser.add_argument(
         "--pool", nargs="+", metavar="RESULTS", help="merge these result files' rounds; measure nothing"
     )
@@ -197,21 +203,30 @@ def main(argv: list[str] | None = None) -> int:
             repeats=args.repeats,
             precision="fp32",
             input_size=info.input_size,
+            runtime=args.runtime,
         )
         outputs, references = [], []
         for process in range(args.repeats):  # interleaved: engine, reference, engine, ...
             stamp(f"{key}: engine process {process + 1}/{args.repeats}")
             outputs.append(engine_process(info, settings, process))
             stamp(f"{key}: reference process {process + 1}/{args.repeats}")
-            request = {"model": info, "batch_sizes": list(batches), "device": args.device}
+            request = {
+                "model": info, "batch_sizes": list(batches), "device": args.device, "runtime": args.runtime
+            }
             references.append({int(b): ms for b, ms in json.loads(child("reference", request)).items()})
         result = assemble(info, settings, outputs)
         for measurement in result.batches:
             bs = measurement.batch_size
             engine_rounds = [p.median_ms for p in measurement.latency.per_process]
             rows.append(row_for(key, bs, engine_rounds, [r[bs] for r in references], (low, high)))
-    payload = {"environment": environment(), "repeats": args.repeats, "target": [low, high]}
-    return report(rows, low, high, payload, args.name or f"fidelity-{args.device}")
+    payload = {
+        "environment": environment(),
+        "repeats": args.repeats,
+        "target": [low, high],
+        "runtime": args.runtime,
+    }
+    suffix = "" if args.runtime == "eager" else f"-{args.runtime}"
+    return report(rows, low, high, payload, args.name or f"fidelity-{args.device}{suffix}")
 
 
 if __name__ == "__main__":

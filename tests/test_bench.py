@@ -70,3 +70,19 @@ def test_the_verdict_rests_on_the_paired_ratio_when_the_host_drifts_between_roun
     assert json.loads((tmp_path / "drift.json").read_text())["met"] is True
     row = row_for("m", 1, [13.0, 26.0, 27.0, 39.0, 52.0], [10.0, 20.0, 21.0, 30.0, 40.0], TARGET)
     assert report([row], *TARGET, {"target": list(TARGET)}, "slow") == 1
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_reference_times_the_runtimes_own_call(runtime):
+    """bench.child's reference for a runtime: torch.utils.benchmark.Timer around that runtime's
+    call (its session, prepared as the engine prepares it), one figure per batch size."""
+    from bench.child import reference
+    from workers.runtime_support import available_runtimes
+
+    if runtime not in available_runtimes("cpu"):
+        pytest.skip(f"the {runtime} runtime is not installed here (make test installs it)")
+    model = {"name": "tv:resnet18", "source": "tv", "architecture": "resnet18", "input_size": 224}
+    request = {"model": model, "batch_sizes": [1, 2], "device": "cpu", "runtime": runtime,
+               "input_size": 32, "min_run_time": 0.05}  # fmt: skip
+    times = json.loads(reference(request))
+    assert set(times) == {"1", "2"} and all(0 < ms < 1000 for ms in times.values()), times
