@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dnnprof.contract import WorkerInfo
 from dnnprof.store import ProfileStore
 from tests.helpers import ROOT, free_port, throwaway_redis, until, wait_for
 
@@ -138,22 +139,10 @@ def test_worker_as_pid_1_and_the_image_user_without_a_home_measures_a_job(tmp_pa
         f"--- {n}:\n" + (tmp_path / n).read_text(errors="replace") for n in ("worker.log", "api.log")
     )
     try:
-        store = ProfileStore.from_url(url)
-
-        def live_worker():
-            assert worker.poll() is None, f"the worker exited ({worker.returncode}):\n{logs()}"
-            return [w for w in store.workers() if w.device_class == "cpu"]
-
-        (info,) = until(live_worker, ceiling_s=600, what="the worker live")
+        info = live_cpu_worker(ProfileStore.from_url(url), worker, logs)
         assert info.pid == 1  # the worker's main process is PID 1 of its namespace
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client:
-            until(lambda: _ok(client, "/readyz"), ceiling_s=300, what="the API ready")
-            job = client.post(
-                "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
-            )
-            assert job.status_code == 202, job.text
-            done = wait_for(client, job.json()["id"], timeout=900)
-            assert done["status"] == "succeeded", f"{done['error']}\n{logs()}"
+            measure_a_job(client, logs)
             figure = client.get("/v1/figures/density.png?device=cpu")
             assert figure.status_code == 200 and figure.content[:4] == b"\x89PNG", figure.text[:300]
         assert worker.poll() is None and api.poll() is None, logs()
@@ -164,6 +153,30 @@ def test_worker_as_pid_1_and_the_image_user_without_a_home_measures_a_job(tmp_pa
             stop(process)
         shutil.rmtree(worker_data, ignore_errors=True)
         shutil.rmtree(api_data, ignore_errors=True)
+
+
+def live_cpu_worker(store: ProfileStore, worker: subprocess.Popen, logs) -> WorkerInfo:
+    """The one CPU worker registered in ``store``, once it is (failing with ``logs()`` if the
+    worker process exits first)."""
+
+    def registered():
+        assert worker.poll() is None, f"the worker exited ({worker.returncode}):\n{logs()}"
+        return [w for w in store.workers() if w.device_class == "cpu"]
+
+    (info,) = until(registered, ceiling_s=600, what="the worker live")
+    return info
+
+
+def measure_a_job(client: httpx.Client, logs) -> dict:
+    """A small profile through the API once it is ready, required to succeed."""
+    until(lambda: _ok(client, "/readyz"), ceiling_s=300, what="the API ready")
+    job = client.post(
+        "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
+    )
+    assert job.status_code == 202, job.text
+    done = wait_for(client, job.json()["id"], timeout=900)
+    assert done["status"] == "succeeded", f"{done['error']}\n{logs()}"
+    return done
 
 
 def _ok(client: httpx.Client, path: str) -> bool:
@@ -226,26 +239,14 @@ def test_a_plain_celery_worker_takes_its_device_from_the_environment_and_measure
     )
     log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
     try:
-        store = ProfileStore.from_url(url)
-
-        def live_worker():
-            assert worker.poll() is None, f"the worker exited ({worker.returncode}):\n{log()}"
-            return [w for w in store.workers() if w.device_class == "cpu"]
-
-        (info,) = until(live_worker, ceiling_s=600, what="the worker live")
+        info = live_cpu_worker(ProfileStore.from_url(url), worker, log)
         control = make_celery(Settings(redis_url=url)).control.inspect(timeout=10)
         (stats,) = until(lambda: (control.stats() or {}).values(), 120, "the worker's stats")
         assert stats["pool"]["max-concurrency"] == 1
         (queues,) = control.active_queues().values()
         assert {q["name"] for q in queues} == {queue_for("cpu"), queue_for(info.device_target)}
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client:
-            until(lambda: _ok(client, "/readyz"), ceiling_s=300, what="the API ready")
-            job = client.post(
-                "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
-            )
-            assert job.status_code == 202, job.text
-            done = wait_for(client, job.json()["id"], timeout=900)
-            assert done["status"] == "succeeded", f"{done['error']}\n{log()}"
+            done = measure_a_job(client, log)
             assert done["result"]["fingerprint"]["device_target"] == info.device_target
     finally:
         for process in (worker, api, redis):
