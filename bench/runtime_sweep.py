@@ -5,7 +5,8 @@ Each model gets one fresh process that builds it once (random weights, seeded) a
 in each runtime in turn with the engine (``run_profile``), so the runtimes of one model are
 measured minutes apart on the same weights; the speed-up over eager is that process's ratio.
 Per runtime: success (or the reason it failed: an export, a compile), preparation (export and
-session), the first call per batch size, ms/image, speed-up over eager, and the outputs check.
+session), the first call per batch size, ms/image, speed-up over eager, the outputs check, and
+torch.compile's recompilations after each first call.
 
     python -m bench.runtime_sweep [--models ResNet-18,VGG-16] [--runtimes eager,onnxruntime]
                                   [--batch-sizes 1,8] [--limit-s 900]
@@ -60,6 +61,7 @@ def one_model(paper_name: str, runtimes: list[str], batch_sizes: tuple[int, ...]
             "prepare_s": report.prepare_s if report else 0.0,
             "outputs_match": report.outputs.outputs_match if report and report.outputs else None,
             "max_abs_diff": report.outputs.max_abs_diff if report and report.outputs else None,
+            "recompilations": report.recompilations if report else None,
             "cells": {
                 str(b.batch_size): {
                     "status": b.status,
