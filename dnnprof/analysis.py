@@ -433,6 +433,14 @@ class Comparison(Struct, kw_only=True):
     b_runtime: str = "eager"
 
 
+def _pairs_with(ra: ModelRow, rb: ModelRow, a: str, b: str) -> bool:
+    """Whether ``ra`` may stand for side a against ``rb``: in one runtime, two devices (never
+    rb's own target); in two runtimes, rb's own target, or any of a's where a names another."""
+    if ra.runtime == rb.runtime:
+        return ra.target != rb.target
+    return ra.target == rb.target or a != b
+
+
 def compare_devices(
     rows: Sequence[ModelRow],
     a: str,
@@ -457,10 +465,7 @@ def compare_devices(
             (
                 r
                 for r in candidates
-                if matches(a, r.target)
-                and r.runtime == a_runtime
-                and rb
-                and (r.target != rb.target if a_runtime == b_runtime else r.target == rb.target or a != b)
+                if matches(a, r.target) and r.runtime == a_runtime and rb and _pairs_with(r, rb, a, b)
             ),
             None,
         )
