@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     config.on_startup.append(
         lambda: threading.Thread(target=index_store, args=(store, stopped), daemon=True).start()
     )
+    config.on_startup.append(gc.freeze)
     config.on_shutdown.append(stopped.set)
     config.on_shutdown.append(services.reader.close)
     app = Litestar.from_config(config)
