@@ -22,11 +22,16 @@ from dnnprof.contract import DEVICE_CLASSES
 from dnnprof.queue import queue_for
 from dnnprof.store import ProfileStore
 from dnnprof.targets import class_of, target_of
+from service.request_metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
 
 PROMETHEUS = PrometheusConfig(
-    app_name="dnnprof", prefix="dnnprof_http", group_path=True, exclude=["/metrics"]
+    app_name="dnnprof",
+    prefix="dnnprof_http",
+    group_path=True,
+    exclude=["/metrics"],
+    middleware_class=RequestMetrics,
 )
 
 
