@@ -5,6 +5,8 @@ revalidated on every poll, so a poll between two progress updates costs a 304 an
 from __future__ import annotations
 
 import hashlib
+import time
+from collections import OrderedDict
 
 from litestar import Request, Response
 from litestar.enums import MediaType
@@ -27,9 +29,45 @@ def client_has(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
 
 
-def conditional_json(request: Request, body: bytes, *, finished: bool) -> Response:
-    etag = etag_of(body)
-    headers = {"ETag": etag, "Cache-Control": FINISHED_CACHE_CONTROL if finished else ACTIVE_CACHE_CONTROL}
+def _headers(etag: str, finished: bool) -> dict[str, str]:
+    return {"ETag": etag, "Cache-Control": FINISHED_CACHE_CONTROL if finished else ACTIVE_CACHE_CONTROL}
+
+
+def not_modified(etag: str, *, finished: bool) -> Response:
+    return Response(content=b"", status_code=HTTP_304_NOT_MODIFIED, headers=_headers(etag, finished))
+
+
+def conditional_json(request: Request, body: bytes, etag: str, *, finished: bool) -> Response:
     if client_has(request.headers.get("if-none-match"), etag):
-        return Response(content=b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(content=body, media_type=MediaType.JSON, headers=headers)
+        return not_modified(etag, finished=finished)
+    return Response(content=body, media_type=MediaType.JSON, headers=_headers(etag, finished))
+
+
+class FinishedETags:
+    """The ETags of finished profiles this API process served lately, so that a poll sending one
+    back is a 304 without reading the store: a poll that costs nothing (issue 29). A finished
+    profile never changes; one deleted through this process is forgotten at once, and one deleted
+    through another process is answered from the store again within ``ttl_s`` (its Cache-Control
+    already lets any cache between keep it an hour). Bounded: the least recently served go first."""
+
+    def __init__(self, size: int = 10_000, ttl_s: float = 5.0, clock=time.monotonic) -> None:
+        self.size, self.ttl_s, self.clock = size, ttl_s, clock
+        self._etags: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def get(self, profile_id: str) -> str | None:
+        found = self._etags.get(profile_id)
+        if found is None:
+            return None
+        if self.clock() >= found[1]:
+            self._etags.pop(profile_id, None)
+            return None
+        return found[0]
+
+    def remember(self, profile_id: str, etag: str) -> None:
+        self._etags[profile_id] = (etag, self.clock() + self.ttl_s)
+        self._etags.move_to_end(profile_id)
+        while len(self._etags) > self.size:
+            self._etags.popitem(last=False)
+
+    def forget(self, profile_id: str) -> None:
+        self._etags.pop(profile_id, None)

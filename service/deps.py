@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery import Celery
 
@@ -11,6 +11,7 @@ from dnnprof.config import Settings
 from dnnprof.contract import ProfileRecord
 from dnnprof.queue import send_profile
 from dnnprof.store import AsyncRecordReader, ProfileStore
+from service.caching import FinishedETags
 
 
 class CatalogueNotReadyError(Exception):
@@ -25,6 +26,8 @@ class Services:
     catalogue_cache: CatalogueCache
     #: The by-id read on the event loop (see :class:`AsyncRecordReader`).
     reader: AsyncRecordReader
+    #: Finished profiles' ETags, so that their polls are 304s without a read.
+    finished_etags: FinishedETags = field(default_factory=FinishedETags)
 
     def catalogue(self) -> Catalogue:
         catalogue = self.catalogue_cache.get()

@@ -74,6 +74,9 @@ def test_a_profile_by_id_is_a_304_while_it_has_not_changed_and_immutable_once_fi
     deleted = client.delete(f"/v1/profiles/{job['id']}")
     assert deleted.status_code == 200 and deleted.json() == {"id": job["id"], "outcome": "deleted"}
     assert client.get(f"/v1/profiles/{job['id']}").status_code == 404
+    # Its ETag, remembered for polls, is forgotten by the process that deleted it: no 304.
+    polled = client.get(f"/v1/profiles/{job['id']}", headers={"If-None-Match": finished.headers["etag"]})
+    assert polled.status_code == 404
     assert client.delete(f"/v1/profiles/{job['id']}").status_code == 404
 
 

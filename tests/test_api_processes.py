@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from dnnprof import indexes
+from dnnprof.store import ProfileStore
 from tests.factories import profile
 from tests.helpers import ROOT, dnnprof_env, free_port, throwaway_redis, until
 
@@ -60,7 +61,7 @@ def api_processes(pid: int) -> list[int]:
 def requests_counted(base: str, path: str) -> float:
     """What one scrape of /metrics says of the requests to ``path`` (Litestar's counter)."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
-    pattern = re.compile(r'^dnnprof_http_requests_total\{([^}]*)\} (\S+)$', re.M)
+    pattern = re.compile(r"^dnnprof_http_requests_total\{([^}]*)\} (\S+)$", re.M)
     return sum(float(v) for labels, v in pattern.findall(text) if f'path="{path}"' in labels)
 
 
@@ -84,6 +85,40 @@ def test_api_workers_are_n_processes_that_count_and_limit_as_one(tmp_path):
 
         codes = [httpx.get(f"{base}/v1/devices", timeout=10).status_code for _ in range(50)]
         assert codes.count(200) == 30 and codes.count(429) == 20, codes
+    finally:
+        os.killpg(api.pid, signal.SIGKILL)
+        api.wait()
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # starts an API of two processes
+def test_a_profile_deleted_through_one_process_is_no_304_from_the_other(tmp_path):
+    """Each process remembers the ETags of the finished profiles it served (a poll that sends
+    one back is a 304 without a read of the store). A delete reaches one process: the one that
+    answers it forgets at once, the other within seconds, and never answers 304 for ever."""
+    server, url = throwaway_redis(tmp_path)
+    record = profile("tv:resnet18", device="cpu", cells={1: (5.0, 100.0)})
+    ProfileStore.from_url(url).create_or_get(record)
+    api, base = start_api(url, tmp_path, "--workers", "2", DNNPROF_RATE_LIMIT_PER_MINUTE="0")
+    path = f"{base}/v1/profiles/{record.id}"
+    try:
+        until(lambda: answers(f"{base}/healthz"), 300, "the API")
+        until(lambda: len(api_processes(api.pid)) >= 2, 300, "two API processes")
+        etag = httpx.get(path, timeout=10).headers["etag"]
+        # A new connection per request: the kernel hands each to either process.
+        polls = [httpx.get(path, headers={"If-None-Match": etag}, timeout=10) for _ in range(20)]
+        assert [r.status_code for r in polls] == [304] * 20
+        assert httpx.delete(path, timeout=10).json()["outcome"] == "deleted"
+        assert httpx.get(path, timeout=10).status_code == 404  # read from the store: gone
+
+        def both_say_gone() -> bool:
+            codes = [
+                httpx.get(path, headers={"If-None-Match": etag}, timeout=10).status_code for _ in range(10)
+            ]
+            assert set(codes) <= {304, 404}, codes
+            return codes == [404] * 10
+
+        until(both_say_gone, 120, "both processes to say the deleted profile is gone")
     finally:
         os.killpg(api.pid, signal.SIGKILL)
         api.wait()

@@ -28,7 +28,7 @@ from dnnprof.contract import (
 from dnnprof.profiling import Accepted, FieldRefused, ProfileService, Refusal, UnknownTarget
 from dnnprof.targets import target_of
 from service.bodies import strict_json
-from service.caching import conditional_json
+from service.caching import client_has, conditional_json, etag_of, not_modified
 from service.deps import Services
 from service.errors import error_responses
 from service.params import DeviceFilter, ModelFilter, RuntimeFilter, next_page_link
@@ -136,11 +136,18 @@ class ProfileController(Controller):
     async def read(
         self, request: Request, profile_id: FromPath[str], services: NamedDependency[Services]
     ) -> Response[ProfileRecord]:
+        sent = request.headers.get("if-none-match")
+        known = services.finished_etags.get(profile_id) if sent else None
+        if known is not None and client_has(sent, known):
+            return not_modified(known, finished=True)
         record = await services.reader.get(profile_id)
         if record is None:
             raise NotFoundException(f"no profile with id {profile_id!r}")
         body = msgspec.json.encode(record)
-        return conditional_json(request, body, finished=record.status in TERMINAL_STATUSES)
+        etag, finished = etag_of(body), record.status in TERMINAL_STATUSES
+        if finished:
+            services.finished_etags.remember(profile_id, etag)
+        return conditional_json(request, body, etag, finished=finished)
 
     @get(
         "/",
@@ -183,9 +190,13 @@ class ProfileController(Controller):
         sync_to_thread=True,
     )
     def remove(
-        self, profile_id: FromPath[str], profiles: NamedDependency[ProfileService]
+        self,
+        profile_id: FromPath[str],
+        profiles: NamedDependency[ProfileService],
+        services: NamedDependency[Services],
     ) -> Response[DeleteOutcome]:
         outcome = profiles.remove(profile_id)
+        services.finished_etags.forget(profile_id)
         if outcome is None:
             raise NotFoundException(f"no profile with id {profile_id!r}")
         status_code = HTTP_202_ACCEPTED if outcome == "cancelling" else HTTP_200_OK
