@@ -147,13 +147,14 @@ def summary(values: list[float]) -> dict:
 
 
 @contextlib.contextmanager
-def api(url: str, workers: int = 1, rate_limit_per_minute: int = 0):
+def api(url: str, workers: int = 1, rate_limit_per_minute: int = 0, access_log: bool = True):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
     env.update(
         DNNPROF_REDIS_URL=url,
         DNNPROF_PORT=str(port),
         DNNPROF_RATE_LIMIT_PER_MINUTE=str(rate_limit_per_minute),
+        DNNPROF_ACCESS_LOG="1" if access_log else "0",
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "dnnprof.cli", "api", "--workers", str(workers)],
@@ -223,6 +224,12 @@ def measure(seed: ProfileRecord, size: int, requests: int, tmp: Path) -> dict:
             if etag:
                 row["wrk_by_id_304_1_worker"] = wrk(base, f"/v1/profiles/{some}", {"If-None-Match": etag})
             row["wrk_healthz_1_worker"] = wrk(base, "/healthz")
+        if shutil.which("wrk") and etag:
+            with api(url, access_log=False) as base:  # DNNPROF_ACCESS_LOG=0: the same, unlogged
+                row["wrk_by_id_304_1_worker_no_access_log"] = wrk(
+                    base, f"/v1/profiles/{some}", {"If-None-Match": etag}
+                )
+                row["wrk_healthz_1_worker_no_access_log"] = wrk(base, "/healthz")
         if shutil.which("wrk"):
             with api(url, workers=2) as base:
                 row["wrk_by_id_2_workers"] = wrk(base, f"/v1/profiles/{some}")

@@ -48,6 +48,7 @@ def _run_api(settings: Settings, workers: int = 1) -> None:
             host=settings.host,
             port=settings.port,
             log_level="info",
+            access_log=settings.access_log,
             proxy_headers=bool(trusted),
             forwarded_allow_ips=trusted or None,
         )

@@ -78,23 +78,33 @@ def test_a_bad_value_stops_the_process_naming_the_variable(command, env, says, t
 @pytest.mark.slow  # starts two API processes
 def test_the_api_listens_where_dnnprof_host_and_the_flags_say(tmp_path):
     """DNNPROF_HOST/DNNPROF_PORT, and --host/--port over them: answered there, refused on the
-    default 127.0.0.1 at that port (127.0.0.2 and .3 are loopback addresses of their own)."""
+    default 127.0.0.1 at that port (127.0.0.2 and .3 are loopback addresses of their own).
+    DNNPROF_ACCESS_LOG=0 (the second API): no line per request; by default, one."""
     server, url = throwaway_redis(tmp_path)
-    apis = []
+    apis, logs = [], [tmp_path / "api-env.log", tmp_path / "api-flags.log"]
     try:
         by_env, by_flag = free_port(), free_port()
         env = dnnprof_env(DNNPROF_REDIS_URL=url, DNNPROF_DATA_DIR=str(tmp_path), DNNPROF_HOST="127.0.0.2")
         env["DNNPROF_PORT"] = str(by_env)
         cli = [sys.executable, "-m", "dnnprof.cli", "api"]
-        apis.append(subprocess.Popen(cli, cwd=ROOT, env=env, start_new_session=True))
         flags = ["--host", "127.0.0.3", "--port", str(by_flag)]
-        apis.append(subprocess.Popen(cli + flags, cwd=ROOT, env=env, start_new_session=True))
+        for args, extra, log in ((cli, {}, logs[0]), (cli + flags, {"DNNPROF_ACCESS_LOG": "0"}, logs[1])):
+            with open(log, "wb") as out:
+                apis.append(
+                    subprocess.Popen(
+                        args, cwd=ROOT, env={**env, **extra}, stdout=out, stderr=out, start_new_session=True
+                    )
+                )
         for host, port in (("127.0.0.2", by_env), ("127.0.0.3", by_flag)):
             until(
                 lambda h=host, p=port: _answers(f"http://{h}:{p}/healthz"), 300, f"the API on {host}:{port}"
             )
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            assert httpx.get(f"http://{host}:{port}/v1/devices", timeout=5).status_code == 200
+        until(lambda: '"GET /v1/devices HTTP/1.1" 200' in logs[0].read_text(), 60, "the access log line")
+        quiet = logs[1].read_text()
+        assert "Uvicorn running on" in quiet and "GET /" not in quiet, quiet
     finally:
         for api in apis:
             os.killpg(api.pid, signal.SIGKILL)
