@@ -346,16 +346,20 @@ def test_a_redis_pause_past_the_device_lease_never_measures_the_device_twice(tmp
             os.kill(server.pid, signal.SIGSTOP)
             time.sleep(25)
             os.kill(server.pid, signal.SIGCONT)
-            # While a measuring process runs for a job, its record says so.
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+
+            # While a measuring process runs for a job, its record says so: checked until both
+            # jobs have ended (was a fixed 60 s window, most of it after they had).
+            def ended_with_every_measuring_record_running() -> bool:
+                time.sleep(0.5)  # about a look a second: the polls take no CPU the jobs time on
                 for prefix in measuring_processes(watch.sessions):
                     profile_id = next(j["id"] for j in jobs if j["id"].startswith(prefix))
                     record = client.get(f"/v1/profiles/{profile_id}").json()
-                    still = measuring_processes(watch.sessions)
-                    if prefix in still:
+                    if prefix in measuring_processes(watch.sessions):
                         assert record["status"] == "running", record
-                time.sleep(0.5)
+                statuses = [client.get(f"/v1/profiles/{j['id']}").json()["status"] for j in jobs]
+                return all(s in ("succeeded", "failed", "cancelled") for s in statuses)
+
+            until(ended_with_every_measuring_record_running, 1800, "both jobs to end")
             done = [wait_for(client, j["id"], timeout=900) for j in jobs]
             assert [d["status"] for d in done] == ["succeeded", "succeeded"], [d["error"] for d in done]
             assert watch.most == 1, f"measured at once on one device: {watch.seen}"
