@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import redis
 from litestar import Controller, Response, get
@@ -19,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from dnnprof.contract import DEVICE_CLASSES
+from dnnprof.process import pid_alive
 from dnnprof.queue import queue_for
 from dnnprof.store import ProfileStore
 from dnnprof.targets import class_of, target_of
@@ -229,9 +231,21 @@ def _all_processes(store_collector: StoreCollector) -> CollectorRegistry:
     return registry
 
 
+def forget_dead_processes(folder: str) -> None:
+    """An API process that died (killed mid-request; uvicorn starts another) leaves the files of
+    its live gauges, and prometheus_client sums them until told the process is dead: its
+    requests would stay in progress for ever. Told here, at each scrape, of every pid gone."""
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), folder)
+
+
 def exposition() -> bytes:
     """The whole scrape: the registry (requests, store up, jobs, queues, workers), then the
     figures, unless the store is away."""
+    if _scraped is not REGISTRY:
+        forget_dead_processes(os.environ[MULTIPROCESS_METRICS_ENV])
     body = generate_latest(_scraped)
     if _figures is not None:
         try:

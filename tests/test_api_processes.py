@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,47 @@ def test_api_workers_are_n_processes_that_count_and_limit_as_one(tmp_path):
         codes = [httpx.get(f"{base}/v1/devices", timeout=10).status_code for _ in range(50)]
         assert codes.count(200) == 30 and codes.count(429) == 20, codes
     finally:
+        os.killpg(api.pid, signal.SIGKILL)
+        api.wait()
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+def requests_in_progress(base: str, path: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    pattern = re.compile(r"^dnnprof_http_requests_in_progress\{(.*)\} (\S+)$", re.M)  # {source} in a label
+    return sum(float(v) for labels, v in pattern.findall(text) if f'path="{path}"' in labels)
+
+
+@pytest.mark.slow  # starts an API of two processes
+def test_requests_in_flight_in_killed_api_processes_are_not_in_progress_for_ever(tmp_path):
+    """uvicorn starts a new process for one that died; the dead one's in-progress requests were
+    still summed from its multiprocess files at every scrape (prometheus_client keeps a live
+    gauge's file until it is told the process died)."""
+    server, url = throwaway_redis(tmp_path)
+    api, base = start_api(url, tmp_path, "--workers", "2", DNNPROF_RATE_LIMIT_PER_MINUTE="0")
+    template = "/v1/results/published/{source}"
+    held = []
+    try:
+        until(lambda: answers(f"{base}/healthz"), 300, "the API")
+        until(lambda: len(api_processes(api.pid)) >= 2, 300, "two API processes")
+        before = set(api_processes(api.pid))
+        port = int(base.rsplit(":", 1)[1])
+        for _ in range(4):  # uploads whose bodies never come: in progress where they landed
+            connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+            connection.sendall(
+                b"POST /v1/results/published/held HTTP/1.1\r\nHost: api\r\n"
+                b"Content-Type: text/csv\r\nContent-Length: 1000\r\n\r\nmodel,"
+            )
+            held.append(connection)
+        until(lambda: requests_in_progress(base, template) == 4, 120, "four uploads in progress")
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        until(lambda: len(set(api_processes(api.pid)) - before) == 2, 300, "two new API processes")
+        until(lambda: answers(f"{base}/healthz"), 300, "the API again")
+        until(lambda: requests_in_progress(base, template) == 0, 120, "no request in progress")
+    finally:
+        for connection in held:
+            connection.close()
         os.killpg(api.pid, signal.SIGKILL)
         api.wait()
         os.killpg(server.pid, signal.SIGKILL)
