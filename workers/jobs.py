@@ -182,9 +182,10 @@ class ProfileJob:
                 log_path,
                 self.settings.measure_start,
             )
-            code = self._wait_for(child, profile_id)
-            if isinstance(code, tuple):
-                return code
+            try:
+                code = self._wait_for(child, profile_id)
+            except MeasuringStopped as stopped:
+                return stopped.status, stopped.error, None
             if outcome_path.exists():
                 outcome = msgspec.json.decode(outcome_path.read_bytes(), type=Outcome)
                 if outcome.error is None and outcome.end is not None:
@@ -195,23 +196,25 @@ class ProfileJob:
             detail = (": " + " | ".join(tail)) if tail else ""
             return "failed", f"the measuring process died ({how}){detail}"[:2000], None
 
-    def _wait_for(self, child: MeasuringProcess, profile_id: str) -> int | tuple[str, str, None]:
-        """The measuring process's exit status, or (status, error, None) when it was stopped: a
-        cancel, the soft time limit. A lease in doubt stops it and is raised."""
+    def _wait_for(self, child: MeasuringProcess, profile_id: str) -> int:
+        """The measuring process's exit status. Stopped for a cancel or the soft time limit, it
+        raises :class:`MeasuringStopped` with the job's outcome; a lease in doubt stops it and is
+        raised."""
         try:
             while True:
                 try:
                     return child.wait(timeout=self._poll_s())
                 except subprocess.TimeoutExpired:
                     if self._keep_lease() and self._cancel_requested(profile_id):
-                        _stop(child)
-                        return "cancelled", "cancelled while running", None
+                        raise MeasuringStopped("cancelled", "cancelled while running") from None
         except SoftTimeLimitExceeded:
             _stop(child)
             limit = self.settings.soft_time_limit_s
-            return "failed", f"exceeded the time limit of {limit} s (DNNPROF_TASK_SOFT_TIME_LIMIT)", None
-        except BaseException:  # a lease in doubt, the hard limit, a worker's stop: never leave it
-            _stop(child)
+            raise MeasuringStopped(
+                "failed", f"exceeded the time limit of {limit} s (DNNPROF_TASK_SOFT_TIME_LIMIT)"
+            ) from None
+        except BaseException:  # a cancel, a lease in doubt, the hard limit, a worker's stop
+            _stop(child)  # never leave it measuring
             raise
 
     @property
@@ -239,6 +242,14 @@ class ProfileJob:
             return store.cancel_requested(profile_id)
         except redis.exceptions.RedisError:
             return False  # Redis away for a moment: keep measuring
+
+
+class MeasuringStopped(Exception):
+    """The job stopped its measuring process (a cancel, the soft time limit): its outcome."""
+
+    def __init__(self, status: str, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
 
 
 def _stop(child: MeasuringProcess) -> None:
