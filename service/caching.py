@@ -5,6 +5,7 @@ revalidated on every poll, so a poll between two progress updates costs a 304 an
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 
@@ -53,21 +54,26 @@ class FinishedETags:
     def __init__(self, size: int = 10_000, ttl_s: float = 5.0, clock=time.monotonic) -> None:
         self.size, self.ttl_s, self.clock = size, ttl_s, clock
         self._etags: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # Reads remember on the event loop; a DELETE forgets from Litestar's thread pool.
+        self._lock = threading.Lock()
 
     def get(self, profile_id: str) -> str | None:
-        found = self._etags.get(profile_id)
-        if found is None:
-            return None
-        if self.clock() >= found[1]:
-            self._etags.pop(profile_id, None)
-            return None
-        return found[0]
+        with self._lock:
+            found = self._etags.get(profile_id)
+            if found is None:
+                return None
+            if self.clock() >= found[1]:
+                del self._etags[profile_id]
+                return None
+            return found[0]
 
     def remember(self, profile_id: str, etag: str) -> None:
-        self._etags[profile_id] = (etag, self.clock() + self.ttl_s)
-        self._etags.move_to_end(profile_id)
-        while len(self._etags) > self.size:
-            self._etags.popitem(last=False)
+        with self._lock:
+            self._etags[profile_id] = (etag, self.clock() + self.ttl_s)
+            self._etags.move_to_end(profile_id)
+            while len(self._etags) > self.size:
+                self._etags.popitem(last=False)
 
     def forget(self, profile_id: str) -> None:
-        self._etags.pop(profile_id, None)
+        with self._lock:
+            self._etags.pop(profile_id, None)
