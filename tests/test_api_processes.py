@@ -59,11 +59,20 @@ def api_processes(pid: int) -> list[int]:
     return found
 
 
-def requests_counted(base: str, path: str) -> float:
-    """What one scrape of /metrics says of the requests to ``path`` (Litestar's counter)."""
+def scraped(base: str, metric: str, path: str) -> float:
+    """What one scrape of /metrics says of ``metric`` for the requests to ``path``, summed over
+    its series (a path template such as ``{source}`` puts braces inside the labels)."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
-    pattern = re.compile(r"^dnnprof_http_requests_total\{([^}]*)\} (\S+)$", re.M)
+    pattern = re.compile(rf"^{metric}\{{(.*)\}} (\S+)$", re.M)
     return sum(float(v) for labels, v in pattern.findall(text) if f'path="{path}"' in labels)
+
+
+def requests_counted(base: str, path: str) -> float:
+    return scraped(base, "dnnprof_http_requests_total", path)
+
+
+def requests_in_progress(base: str, path: str) -> float:
+    return scraped(base, "dnnprof_http_requests_in_progress", path)
 
 
 @pytest.mark.slow  # starts an API of two processes
@@ -90,12 +99,6 @@ def test_api_workers_are_n_processes_that_count_and_limit_as_one(tmp_path):
         os.killpg(api.pid, signal.SIGKILL)
         api.wait()
         os.killpg(server.pid, signal.SIGKILL)
-
-
-def requests_in_progress(base: str, path: str) -> float:
-    text = httpx.get(f"{base}/metrics", timeout=10).text
-    pattern = re.compile(r"^dnnprof_http_requests_in_progress\{(.*)\} (\S+)$", re.M)  # {source} in a label
-    return sum(float(v) for labels, v in pattern.findall(text) if f'path="{path}"' in labels)
 
 
 @pytest.mark.slow  # starts an API of two processes
