@@ -288,6 +288,13 @@ class TimingAttempt(Struct, kw_only=True):
     mean_ms: float
     cv: float
     host: HostLoad | None = None
+    #: Runs at the block's head that were still warm-up: they did not yet agree with the runs
+    #: before them, so they are not among ``runs`` (issue 29: the first timed run completes the
+    #: warm-up's window where one run is a tenth of the block or more).
+    warm_up_runs: int = 0
+    #: False: no run of the block settled the warm-up's window, so all of it was warm-up (its
+    #: ``runs`` 0) and the block was timed again.
+    settled: bool = True
 
 
 class ProcessLatency(Struct, kw_only=True):

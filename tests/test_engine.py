@@ -13,6 +13,7 @@ from torch import nn
 
 from dnnprof.contract import ModelInfo, ProfileSettings
 from tests.helpers import ROOT
+from workers import aggregate
 from workers.engine.device import DeviceContext, PrecisionUnsupportedError
 from workers.engine.fingerprint import fingerprint, jetson_power_mode, l4t_release
 from workers.engine.models import build_model, count_params, parameter_file_bytes
@@ -260,6 +261,65 @@ def test_a_noisy_block_of_runs_is_measured_again_and_every_attempt_is_recorded()
     assert cell.attempts[0].cv > 0.1 >= cell.attempts[1].cv
     assert cell.run_seconds == [0.01, 0.0101, 0.0099, 0.01]  # the clean block is the one kept
     assert all(a.host is not None for a in cell.attempts)
+
+
+class ScriptedBlocksTimer(Timer):
+    """Single runs (the first call, the warm-up) take 10 ms; blocks of timed runs are given."""
+
+    def __init__(self, *blocks: list[float]):
+        self.blocks = list(blocks)
+        self.timed = 0
+
+    def time(self, fn, runs):
+        fn()
+        return [0.01] * runs
+
+    def time_for(self, fn, runs, min_seconds):
+        self.timed += 1
+        fn()
+        return self.blocks.pop(0)
+
+
+def measure_one(timer: Timer):
+    """Batch size 1, 4 runs, no least block time: the warm-up leaves its window for the first
+    timed run to complete (10 ms runs, a tenth of a 0 s block or more)."""
+    from workers.engine.memory import CpuMemoryProbe
+
+    settings = tiny_settings(batch_sizes=(1,), runs=4)
+    config = ScenarioConfig(
+        device_class="cpu", warmup=WarmupPolicy(min_seconds=0), min_timed_s=0, max_attempts=1
+    )
+    ctx = DeviceContext("cpu", torch.device("cpu"), CpuMemoryProbe(), None, None, timer)
+    prepared = PreparedModel(TinyNet(), "fp32", torch.float32, torch.contiguous_format, 16)
+    return CellMeasurer(prepared, ctx, settings, config, 0).measure(1)
+
+
+def test_runs_at_a_blocks_head_that_do_not_settle_the_warm_up_are_warm_up_and_the_block_is_topped_up():
+    """Issue 29: the first timed run completes the warm-up's window (10 ms, 10 ms, then it).
+    A 50 ms first run does not; the first window to settle ends at the block's 4th run (10, 10,
+    10 ms after the 50): the 3 runs before it were warm-up, dropped, and 3 more timed."""
+    timer = ScriptedBlocksTimer([0.05, 0.01, 0.01, 0.01], [0.01, 0.0101, 0.0099])
+    cell = measure_one(timer)
+    assert timer.timed == 2 and cell.run_seconds == [0.01, 0.01, 0.0101, 0.0099]
+    [attempt] = cell.attempts
+    assert attempt.settled and attempt.warm_up_runs == 3 and attempt.runs == 4
+    assert cell.warmup_runs == 1 + 3 and cell.warmup_converged  # 1 after the first call, 3 at the head
+    # What the cost figures call timed: the runs kept, not those that were warm-up.
+    assert aggregate.timed_seconds(cell) == pytest.approx(sum(cell.run_seconds))
+
+
+def test_a_block_in_which_no_window_settles_is_warm_up_and_is_timed_again():
+    """No three runs in a row of the block agree: all of it was warm-up (recorded, not kept);
+    the warm-up goes on from its times until three runs agree (10 ms x 3), and the next block is
+    timed. It spends none of max_attempts (1 here)."""
+    timer = ScriptedBlocksTimer([0.05, 0.02, 0.05, 0.02], [0.01, 0.0101, 0.0099, 0.01])
+    cell = measure_one(timer)
+    assert timer.timed == 2 and [a.settled for a in cell.attempts] == [False, True]
+    assert cell.attempts[0].runs == 0 and cell.attempts[0].warm_up_runs == 4
+    assert cell.run_seconds == [0.01, 0.0101, 0.0099, 0.01]
+    # 1 after the first call, the 4 of the block, 3 more until 0.02, 0.01, 0.01 gave way to 3 x 0.01
+    assert cell.warmup_runs == 1 + 4 + 3 and cell.warmup_converged
+    assert aggregate.timed_seconds(cell) == pytest.approx(sum(cell.run_seconds))
 
 
 def test_cpu_profile_reports_achieved_flops_but_no_peak_share():

@@ -13,7 +13,7 @@ import torch
 from dnnprof.contract import ProcessCell
 from workers.aggregate import latency_stats, process_latency
 from workers.engine.host import HostLoadMeter, choose_threads
-from workers.engine.timing import Timer, WarmupPolicy, warm_up
+from workers.engine.timing import Timer, WarmupPolicy, settling_point, warm_up
 
 
 class ScriptedTimer(Timer):
@@ -28,30 +28,94 @@ class ScriptedTimer(Timer):
         return [next(self.times) for _ in range(runs)]
 
 
+OPEN = {"timed_run_settles_from_s": 0.0}  # the first timed run completes the window, however short
+
+
 def test_warm_up_stops_once_times_settle_and_is_bounded():
-    settling = ScriptedTimer([5.0, 3.0, 1.0, 1.0, 1.01, 1.0] + [1.0] * 50)
-    assert warm_up(lambda: None, settling, WarmupPolicy(max_seconds=1e9)) == (5, True)
+    settling = [5.0, 3.0, 1.0, 1.0, 1.01, 1.0] + [1.0] * 50
+    closed = warm_up(lambda: None, ScriptedTimer(settling), WarmupPolicy(max_seconds=1e9))
+    assert closed == (5, True, ())  # 1.0, 1.0, 1.01: the window of three, all warm-up
+    # Where the first timed run is to complete the window (issue 29): one run fewer.
+    assert warm_up(lambda: None, ScriptedTimer(settling), WarmupPolicy(max_seconds=1e9), **OPEN) == (
+        4,
+        True,
+        (1.0, 1.0),
+    )
     noisy = ScriptedTimer([1.0, 2.0] * 100)
-    outcome = warm_up(lambda: None, noisy, WarmupPolicy(max_runs=7, max_seconds=1e9))
-    assert (outcome.runs, outcome.converged) == (7, False)
+    outcome = warm_up(lambda: None, noisy, WarmupPolicy(max_runs=7, max_seconds=1e9), **OPEN)
+    assert (outcome.runs, outcome.converged, outcome.recent) == (7, False, ())
 
 
 def test_warm_up_honours_min_runs_even_when_one_run_is_slow():
-    """One 6 s run used to end the warm-up (10 s budget, 2 runs done); min_runs is a floor."""
+    """One 6 s run used to end the warm-up (10 s budget, 2 runs done); min_runs is a floor, and
+    counts the timed run that completes the window."""
     slow = ScriptedTimer([6.0] * 10)
     outcome = warm_up(lambda: None, slow, WarmupPolicy(max_seconds=10.0, min_runs=3))
     assert outcome.runs == 3 and outcome.converged  # three equal runs: settled, and at least 3
+    four = warm_up(lambda: None, ScriptedTimer([6.0] * 10), WarmupPolicy(max_seconds=1e9, min_runs=4), **OPEN)
+    assert four == (3, True, (6.0, 6.0))  # 3 warm-up runs + the timed one: 4
 
 
 def test_a_first_call_already_settled_counts_as_the_first_warm_up_run():
-    """A 2.5 s batch whose cold call is as fast as the next ones is run twice more, not three
-    times (issue 29); a cold call slowed by autotuning or a compile leaves the window as any
-    unsettled run does: three runs after it, as without it."""
-    steady = ScriptedTimer([2.5, 2.51] + [2.5] * 10)
-    assert warm_up(lambda: None, steady, WarmupPolicy(), first_call_s=2.49) == (2, True)
-    assert steady.calls == 2
-    autotuned = ScriptedTimer([1.0, 1.0, 1.01] + [1.0] * 10)
-    assert warm_up(lambda: None, autotuned, WarmupPolicy(), first_call_s=30.0) == (3, True)
+    """A 2.5 s batch whose cold call is as fast as the next run is run once more, not three
+    times (issue 29: the cold call opens the window, the first timed run closes it); a cold call
+    slowed by autotuning or a compile leaves the window as any unsettled run does."""
+    steady = ScriptedTimer([2.51] + [2.5] * 10)
+    assert warm_up(lambda: None, steady, WarmupPolicy(), first_call_s=2.49, **OPEN) == (1, True, (2.49, 2.51))
+    assert steady.calls == 1
+    autotuned = ScriptedTimer([1.0, 1.01] + [1.0] * 10)
+    assert warm_up(lambda: None, autotuned, WarmupPolicy(), first_call_s=30.0, **OPEN) == (
+        2,
+        True,
+        (1.0, 1.01),
+    )
+    # Without a window left open (the engine's choice for runs under a tenth of a block), the
+    # cold call and two more: three runs.
+    closed = warm_up(lambda: None, ScriptedTimer([2.51] + [2.5] * 10), WarmupPolicy(), first_call_s=2.49)
+    assert closed == (2, True, ())
+
+
+def test_the_window_is_left_open_only_for_runs_that_are_a_tenth_of_a_block():
+    """Runs of 10 ms beside a threshold of 20 ms (a 0.2 s block of 10 runs): timed in blocks
+    sized by time, one run is too little to save and a block to lose, so the warm-up closes its
+    own window; runs of 30 ms leave it open."""
+    short = warm_up(
+        lambda: None, ScriptedTimer([0.01] * 50), WarmupPolicy(min_seconds=0), timed_run_settles_from_s=0.02
+    )
+    assert short == (3, True, ())
+    short = warm_up(
+        lambda: None,
+        ScriptedTimer([0.01] * 50),
+        WarmupPolicy(min_seconds=0),
+        first_call_s=0.01,
+        timed_run_settles_from_s=0.02,
+    )
+    assert short == (2, True, ())  # with the first call: three runs
+    long = warm_up(
+        lambda: None,
+        ScriptedTimer([0.03] * 50),
+        WarmupPolicy(min_seconds=0),
+        first_call_s=0.03,
+        timed_run_settles_from_s=0.02,
+    )
+    assert long == (1, True, (0.03, 0.03))
+
+
+def test_the_first_timed_run_settles_the_window_only_within_the_tolerance():
+    """Hand-checked: 1.00, 1.01 and 1.02 s have a coefficient of variation of 0.8% (under 5%);
+    1.00, 1.01 and 1.30 s have 12.6%, and 1.01, 1.30, 1.00 as much; 1.30, 1.00, 1.01 too; then
+    1.00, 1.01, 1.00: 0.5%. So a block 1.02, ... needs no run dropped; 1.30, 1.00, 1.01, 1.00
+    has its first window settle at its fourth run (three runs dropped)."""
+    policy = WarmupPolicy()
+    opened = warm_up(lambda: None, ScriptedTimer([1.01]), policy, first_call_s=1.0, **OPEN)
+    assert settling_point(opened, [1.02, 1.0, 1.0], policy) == 0
+    assert settling_point(opened, [1.30, 1.0, 1.01, 1.0], policy) == 3
+    assert settling_point(opened, [1.30, 2.0, 1.30, 2.0], policy) is None
+    closed = warm_up(lambda: None, ScriptedTimer([1.0, 1.0, 1.0]), policy)
+    assert settling_point(closed, [99.0, 1.0], policy) == 0  # no window left open: nothing to settle
+    noisy = ScriptedTimer([1.0, 2.0] * 10)
+    gave_up = warm_up(lambda: None, noisy, WarmupPolicy(max_runs=5, max_seconds=1e9), **OPEN)
+    assert not gave_up.converged and settling_point(gave_up, [99.0], policy) == 0  # timed, marked so
 
 
 def test_warm_up_lasts_a_minimum_time_for_a_fast_model():

@@ -183,10 +183,10 @@ def batch_measurement(
 
 
 def timed_seconds(cell: ProcessCell) -> float:
-    """Time inside the timed runs of one cell, every attempt counted (re-measured noisy blocks
-    cost time too)."""
+    """Time inside the timed runs of one cell, every settled attempt counted (re-measured noisy
+    blocks cost time too; a block that did not settle the warm-up was warm-up)."""
     if cell.attempts:
-        return sum(a.runs * a.mean_ms * cell.batch_size / 1000.0 for a in cell.attempts)
+        return sum(a.runs * a.mean_ms * cell.batch_size / 1000.0 for a in cell.attempts if a.settled)
     return sum(cell.run_seconds)
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 
 from dnnprof.contract import (
     FlopCount,
+    HostLoad,
     ModelInfo,
     ProcessCell,
     ProcessEnd,
@@ -60,7 +61,7 @@ from workers.engine.phases import PhaseClock
 from workers.engine.runtimes import Prepared, check_outputs, frames_compiled, runtime_for
 from workers.engine.runtimes.base import CHECK_BATCH
 from workers.engine.runtimes.eager import eager
-from workers.engine.timing import WarmupPolicy, warm_up
+from workers.engine.timing import Warmup, WarmupPolicy, settling_point, warm_up
 
 __all__ = [
     "DTYPES",
@@ -437,13 +438,18 @@ class CellMeasurer:
                 # After the first call's autotuning (its trial workspaces are not this batch's
                 # memory), the peak over the warm-up runs: no forward of its own for memory.
                 ctx.probe.prepare()
-                warmup = warm_up(forward, ctx.timer, self.config.warmup, first_call_s)
+                warmup = warm_up(
+                    forward,
+                    ctx.timer,
+                    self.config.warmup,
+                    first_call_s,
+                    timed_run_settles_from_s=self._timed_run_settles_from_s(),
+                )
                 memory = ctx.probe.read()
         if ctx.cap is not None:
             ctx.cap.check_peak(memory.total_bytes)
         memory.floor_bytes = ctx.floor
-        with self.clock.phase("timed"):
-            cell = self._timed(batch_size, forward, first_call_s, warmup, memory)
+        cell = self._timed(batch_size, forward, first_call_s, warmup, memory)  # its phases its own
         if compiled_at_first_call is not None:
             cell.recompilations = frames_compiled(prepared.runtime) - compiled_at_first_call
         if cell.host is not None and self.config.quiet_wait_s > 0:
@@ -451,42 +457,110 @@ class CellMeasurer:
         return cell
 
     def _timed(self, batch_size: int, forward, first_call_s: float, warmup, memory) -> ProcessCell:
-        """The timed blocks, re-run while their spread stays over ``noisy_cv`` (the quietest kept)."""
-        ctx, meter = self.ctx, self.energy
-        min_seconds = self.config.min_timed_s
-        if meter is not None and meter.available:
-            min_seconds = max(min_seconds, MIN_WINDOW_S)  # an energy figure needs a long window
+        """The timed blocks, re-run while their spread stays over ``noisy_cv`` (the quietest kept).
+        Where the warm-up left its window for the first timed run to complete (issue 29) and that
+        run does not, the runs before the first window that settles were warm-up: dropped, and
+        the block topped up; where none in the block settles, the whole block was warm-up, which
+        goes on from its times closing its own window, and the block is timed again (not counted
+        against ``max_attempts``)."""
+        policy = self.config.warmup
         attempts: list[TimingAttempt] = []
-        kept = None
-        for _ in range(max(1, self.config.max_attempts)):
-            load = HostLoadMeter()
-            window = meter.window() if meter is not None else None
-            load.start()
-            if window is not None:
-                window.start()
-            runs = ctx.timer.time_for(forward, self.settings.runs, min_seconds)
-            joules, seconds = window.stop() if window is not None else (None, 0.0)
-            host = load.stop()
-            per_image = aggregate.per_image_ms(runs, batch_size)
-            mean = float(per_image.mean())
-            cv = float(per_image.std(ddof=1) / mean) if per_image.size > 1 and mean > 0 else 0.0
-            attempts.append(TimingAttempt(runs=len(runs), mean_ms=mean, cv=cv, host=host))
-            if kept is None or cv < kept[1]:
-                kept = (runs, cv, host, joules, seconds)
-            if cv <= self.config.noisy_cv:
+        kept: TimedBlock | None = None
+        while sum(a.settled for a in attempts) < max(1, self.config.max_attempts):
+            started = time.perf_counter()
+            block = self._block(batch_size, forward, warmup)
+            attempts.append(block.attempt())
+            warm_s = sum(block.head) if block.settled else time.perf_counter() - started
+            self.clock.add("warm_up", warm_s)
+            self.clock.add("timed", time.perf_counter() - started - warm_s)
+            warmup = Warmup(warmup.runs + len(block.head), warmup.converged)
+            if not block.settled:
+                with self.clock.phase("warm_up"):
+                    more = warm_up(forward, self.ctx.timer, policy, earlier=block.runs)  # a window of its own
+                warmup = Warmup(warmup.runs + more.runs, more.converged)  # the block's runs counted above
+                continue
+            if kept is None or block.cv < kept.cv:
+                kept = block
+            if block.cv <= self.config.noisy_cv:
                 break
-        runs, _, host, joules, seconds = kept  # type: ignore[misc]
+        assert kept is not None
         return ProcessCell(
             process=self.process,
             batch_size=batch_size,
             status="ok",
-            run_seconds=[float(t) for t in np.asarray(runs)],
+            run_seconds=[float(t) for t in np.asarray(kept.runs)],
             warmup_runs=warmup.runs,
             warmup_converged=warmup.converged,
             attempts=attempts,
-            host=host,
+            host=kept.host,
             memory=memory,
-            energy_j=joules,
-            energy_window_s=seconds if joules is not None else None,
+            energy_j=kept.joules,
+            energy_window_s=kept.seconds if kept.joules is not None else None,
             first_call_s=first_call_s,
+        )
+
+    def _block(self, batch_size: int, forward, warmup: Warmup) -> TimedBlock:
+        """One block of timed runs, with the host's load and (where a meter reads it) the energy
+        over the same window; the runs at its head that were still warm-up (see :meth:`_timed`)
+        apart, and as many timed again. (A window is never left open where energy is read, so
+        the joules are always those of the runs kept.)"""
+        ctx, meter = self.ctx, self.energy
+        min_seconds = self._min_timed_s()
+        load = HostLoadMeter()
+        window = meter.window() if meter is not None else None
+        load.start()
+        if window is not None:
+            window.start()
+        runs = ctx.timer.time_for(forward, self.settings.runs, min_seconds)
+        head = settling_point(warmup, runs, self.config.warmup)
+        if head is None:
+            head, runs, settled = runs, runs, False
+        else:
+            head, runs, settled = runs[:head], runs[head:], True
+            if head and (len(runs) < self.settings.runs or sum(runs) < min_seconds):
+                runs += ctx.timer.time_for(
+                    forward, max(1, self.settings.runs - len(runs)), max(0.0, min_seconds - sum(runs))
+                )
+        joules, seconds = window.stop() if window is not None else (None, 0.0)
+        host = load.stop()
+        per_image = aggregate.per_image_ms(runs, batch_size)
+        mean = float(per_image.mean())
+        cv = float(per_image.std(ddof=1) / mean) if per_image.size > 1 and mean > 0 else 0.0
+        return TimedBlock(runs, mean, cv, host, joules, seconds, head, settled)
+
+    def _min_timed_s(self) -> float:
+        """The least time one block of timed runs lasts."""
+        meter = self.energy
+        if meter is not None and meter.available:
+            return max(self.config.min_timed_s, MIN_WINDOW_S)  # an energy figure needs a long window
+        return self.config.min_timed_s
+
+    def _timed_run_settles_from_s(self) -> float | None:
+        """Where the warm-up leaves its window for the first timed run to complete: runs of a
+        tenth of a block or more (a block sized by its run count; in one sized by time a run is
+        not worth a block's risk), and never where energy is read over the block."""
+        if self.energy is not None and self.energy.available:
+            return None
+        return self._min_timed_s() / max(1, self.settings.runs)
+
+
+class TimedBlock(NamedTuple):
+    runs: list[float]
+    mean_ms: float
+    cv: float
+    host: HostLoad | None
+    joules: float | None
+    seconds: float
+    #: The runs at the block's head that were still warm-up (all of them where none settled).
+    head: list[float]
+    settled: bool
+
+    def attempt(self) -> TimingAttempt:
+        return TimingAttempt(
+            runs=len(self.runs) if self.settled else 0,
+            mean_ms=self.mean_ms,
+            cv=self.cv,
+            host=self.host,
+            warm_up_runs=len(self.head),
+            settled=self.settled,
         )

@@ -89,32 +89,79 @@ class WarmupPolicy:
 class Warmup(NamedTuple):
     runs: int
     converged: bool
+    #: The last ``window - 1`` times, which the first timed run is to complete into a settled
+    #: window (see :func:`warm_up`); empty where the warm-up gave up settling or closed its own.
+    recent: tuple[float, ...] = ()
 
 
-def _settled(times: list[float], policy: WarmupPolicy) -> bool:
-    if len(times) < policy.window:
+def _settled(times: list[float], policy: WarmupPolicy, window: int | None = None) -> bool:
+    window = policy.window if window is None else max(1, window)
+    if len(times) < window:
         return False
-    recent = times[-policy.window :]
+    recent = times[-window:]
     mean = statistics.fmean(recent)
     return mean > 0 and statistics.pstdev(recent) / mean < policy.tolerance
 
 
 def warm_up(
-    fn: Callable[[], object], timer: Timer, policy: WarmupPolicy, first_call_s: float | None = None
+    fn: Callable[[], object],
+    timer: Timer,
+    policy: WarmupPolicy,
+    first_call_s: float | None = None,
+    *,
+    timed_run_settles_from_s: float | None = None,
+    earlier: list[float] | None = None,
 ) -> Warmup:
     """Run ``fn`` until its times settle. ``first_call_s``, the cold call already made, counts as
     the first run (issue 29): where it is within the tolerance of the next ones there was nothing
     to warm up, and a 2.5 s batch is not run again to learn that; where it is slower (autotuning,
-    a compile) it falls out of the window like any unsettled run. ``runs`` counts the runs made
-    here, the first call apart."""
-    seeded = [] if first_call_s is None else [first_call_s]
+    a compile) it falls out of the window like any unsettled run. ``earlier``: times already seen
+    in this state (a timed block that did not settle), continued from.
+
+    Where runs take at least ``timed_run_settles_from_s`` (a block sized by its run count, where
+    one run is a tenth of it), the warm-up stops one run short of a settled window (the last
+    ``window - 1`` runs agree; ``min_runs`` counts the next run too) and the first timed run
+    completes the window (:func:`settles`): the run that shows the times settled is no less
+    settled than the runs after it, so it is timed rather than thrown away. ``runs`` counts the
+    runs made here, the first call apart."""
+    seeded = ([] if first_call_s is None else [first_call_s]) + (earlier or [])
     times = list(seeded)
     while True:
         times.append(timer.time(fn, 1)[0])
         made = len(times) - len(seeded)
         spent = sum(times[len(seeded) :])  # a 30 s compile in the first call spends no budget
-        enough = len(times) >= policy.min_runs and spent >= policy.min_seconds
-        if enough and _settled(times, policy):
-            return Warmup(made, True)
+        if spent >= policy.min_seconds:
+            if len(times) >= policy.min_runs and _settled(times, policy):
+                return Warmup(made, True)
+            recent = _open_window(times, policy, timed_run_settles_from_s)
+            if recent:
+                return Warmup(made, True, recent)
         if len(times) >= policy.min_runs and (len(times) >= policy.max_runs or spent >= policy.max_seconds):
             return Warmup(made, False)
+
+
+def _open_window(times: list[float], policy: WarmupPolicy, from_s: float | None) -> tuple[float, ...]:
+    """The last ``window - 1`` times, where the next run may complete a settled window: they
+    agree, they take at least ``from_s`` each on average, and with the next run there are
+    ``min_runs``. Else ``()``."""
+    opening = policy.window - 1
+    if from_s is None or opening < 1 or len(times) + 1 < policy.min_runs:
+        return ()
+    if not _settled(times, policy, opening):
+        return ()
+    recent = tuple(times[-opening:])
+    return recent if statistics.fmean(recent) >= from_s else ()
+
+
+def settling_point(warmup: Warmup, runs: list[float], policy: WarmupPolicy) -> int | None:
+    """How many of a timed block's first runs were still warm-up: 0 where its first run completes
+    the window the warm-up left open into a settled one (or where it left none open: it closed
+    its own, or gave up), ``k`` where the first window to settle ends at run ``k``, None where
+    none in the block does."""
+    if not warmup.recent:
+        return 0
+    times = [*warmup.recent, *runs]
+    for k in range(len(runs)):
+        if _settled(times[: len(warmup.recent) + k + 1], policy):
+            return k
+    return None
