@@ -231,38 +231,6 @@ def test_a_batch_size_that_fails_is_an_error_cell_and_the_profile_goes_on():
     assert result.batches[1].latency is None and result.complete
 
 
-class NoisyThenCleanTimer(Timer):
-    """The first block of timed runs was stretched by another process; the second is clean."""
-
-    def __init__(self):
-        self.blocks = 0
-
-    def time(self, fn, runs):
-        fn()
-        return [0.01] * runs
-
-    def time_for(self, fn, runs, min_seconds):
-        self.blocks += 1
-        fn()
-        return [0.01, 0.2, 0.01, 0.01] if self.blocks == 1 else [0.01, 0.0101, 0.0099, 0.01]
-
-
-def test_a_noisy_block_of_runs_is_measured_again_and_every_attempt_is_recorded():
-    settings = tiny_settings(batch_sizes=(1,), runs=4)
-    config = ScenarioConfig(device_class="cpu", warmup=WarmupPolicy(min_seconds=0), max_attempts=3)
-    from workers.engine.memory import CpuMemoryProbe
-
-    timer = NoisyThenCleanTimer()
-    ctx = DeviceContext("cpu", torch.device("cpu"), CpuMemoryProbe(), None, None, timer)
-    prepared = PreparedModel(TinyNet(), "fp32", torch.float32, torch.contiguous_format, 16)
-    measurer = CellMeasurer(prepared, ctx, settings, config, 0)
-    cell = measurer.measure(1)
-    assert timer.blocks == 2 and len(cell.attempts) == 2
-    assert cell.attempts[0].cv > 0.1 >= cell.attempts[1].cv
-    assert cell.run_seconds == [0.01, 0.0101, 0.0099, 0.01]  # the clean block is the one kept
-    assert all(a.host is not None for a in cell.attempts)
-
-
 class ScriptedBlocksTimer(Timer):
     """Single runs (the first call, the warm-up) take 10 ms; blocks of timed runs are given."""
 
@@ -278,6 +246,23 @@ class ScriptedBlocksTimer(Timer):
         self.timed += 1
         fn()
         return self.blocks.pop(0)
+
+
+def test_a_noisy_block_of_runs_is_measured_again_and_every_attempt_is_recorded():
+    settings = tiny_settings(batch_sizes=(1,), runs=4)
+    config = ScenarioConfig(device_class="cpu", warmup=WarmupPolicy(min_seconds=0), max_attempts=3)
+    from workers.engine.memory import CpuMemoryProbe
+
+    # The first block of timed runs was stretched by another process; the second is clean.
+    timer = ScriptedBlocksTimer([0.01, 0.2, 0.01, 0.01], [0.01, 0.0101, 0.0099, 0.01])
+    ctx = DeviceContext("cpu", torch.device("cpu"), CpuMemoryProbe(), None, None, timer)
+    prepared = PreparedModel(TinyNet(), "fp32", torch.float32, torch.contiguous_format, 16)
+    measurer = CellMeasurer(prepared, ctx, settings, config, 0)
+    cell = measurer.measure(1)
+    assert timer.timed == 2 and len(cell.attempts) == 2
+    assert cell.attempts[0].cv > 0.1 >= cell.attempts[1].cv
+    assert cell.run_seconds == [0.01, 0.0101, 0.0099, 0.01]  # the clean block is the one kept
+    assert all(a.host is not None for a in cell.attempts)
 
 
 def measure_one(timer: Timer):

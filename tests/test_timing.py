@@ -79,26 +79,15 @@ def test_the_window_is_left_open_only_for_runs_that_are_a_tenth_of_a_block():
     """Runs of 10 ms beside a threshold of 20 ms (a 0.2 s block of 10 runs): timed in blocks
     sized by time, one run is too little to save and a block to lose, so the warm-up closes its
     own window; runs of 30 ms leave it open."""
-    short = warm_up(
-        lambda: None, ScriptedTimer([0.01] * 50), WarmupPolicy(min_seconds=0), timed_run_settles_from_s=0.02
-    )
-    assert short == (3, True, ())
-    short = warm_up(
-        lambda: None,
-        ScriptedTimer([0.01] * 50),
-        WarmupPolicy(min_seconds=0),
-        first_call_s=0.01,
-        timed_run_settles_from_s=0.02,
-    )
-    assert short == (2, True, ())  # with the first call: three runs
-    long = warm_up(
-        lambda: None,
-        ScriptedTimer([0.03] * 50),
-        WarmupPolicy(min_seconds=0),
-        first_call_s=0.03,
-        timed_run_settles_from_s=0.02,
-    )
-    assert long == (1, True, (0.03, 0.03))
+
+    def steady(run_s: float, first_call_s: float | None = None):
+        policy = WarmupPolicy(min_seconds=0)
+        timer = ScriptedTimer([run_s] * 50)
+        return warm_up(lambda: None, timer, policy, first_call_s, timed_run_settles_from_s=0.02)
+
+    assert steady(0.01) == (3, True, ())
+    assert steady(0.01, first_call_s=0.01) == (2, True, ())  # with the first call: three runs
+    assert steady(0.03, first_call_s=0.03) == (1, True, (0.03, 0.03))
 
 
 def test_the_first_timed_run_settles_the_window_only_within_the_tolerance():
