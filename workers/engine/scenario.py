@@ -473,6 +473,7 @@ class CellMeasurer:
             warm_s = sum(block.head) if block.settled else time.perf_counter() - started
             self.clock.add("warm_up", warm_s)
             self.clock.add("timed", time.perf_counter() - started - warm_s)
+            # The head counted as warm-up; no window is left open for a later block to settle.
             warmup = Warmup(warmup.runs + len(block.head), warmup.converged)
             if not block.settled:
                 with self.clock.phase("warm_up"):

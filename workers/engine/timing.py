@@ -95,7 +95,7 @@ class Warmup(NamedTuple):
 
 
 def _settled(times: list[float], policy: WarmupPolicy, window: int | None = None) -> bool:
-    window = policy.window if window is None else max(1, window)
+    window = policy.window if window is None else window
     if len(times) < window:
         return False
     recent = times[-window:]
@@ -121,7 +121,7 @@ def warm_up(
     Where runs take at least ``timed_run_settles_from_s`` (a block sized by its run count, where
     one run is a tenth of it), the warm-up stops one run short of a settled window (the last
     ``window - 1`` runs agree; ``min_runs`` counts the next run too) and the first timed run
-    completes the window (:func:`settles`): the run that shows the times settled is no less
+    completes the window (:func:`settling_point`): the run that shows the times settled is no less
     settled than the runs after it, so it is timed rather than thrown away. ``runs`` counts the
     runs made here, the first call apart."""
     seeded = ([] if first_call_s is None else [first_call_s]) + (earlier or [])
