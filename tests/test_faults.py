@@ -283,6 +283,72 @@ def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_j
     assert not any(pid_alive(w.pid) for w in workers)
 
 
+def test_an_outcome_spooled_while_redis_is_away_is_written_when_it_returns(tmp_path):
+    """Issue 26: the spool through a running worker. Redis goes away, then the measuring process
+    dies (SIGKILL) before the device lease is in doubt: the job's final write retries for
+    DNNPROF_STORE_RETRY_S (15 s), waits on disk, and the heartbeat writes it once Redis is back,
+    with the batch the process stored in Redis before it died."""
+    # Heartbeat 10 s: the lease is 30 s, so the job stops measuring no sooner than 5 s after
+    # Redis went away (lease_s/2 from the last renewal, renewed every lease_s/3).
+    data = tmp_path / "w"
+    server, url, env = redis_for_workers(
+        tmp_path,
+        DNNPROF_STORE_RETRY_S="15",
+        DNNPROF_HEARTBEAT_S="10",
+        DNNPROF_QUIET_WAIT_S="5",
+        DNNPROF_DATA_DIR=str(data),
+        DNNPROF_RATE_LIMIT_PER_MINUTE="0",
+    )
+    port = int(url.split(":")[2].split("/")[0])  # Redis comes back on it, from its AOF
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
+    try:
+        with api.client() as client:
+            until(lambda: client.get("/readyz").json().get("workers", {}).get("cpu"), 600, "the worker up")
+            body = {"model": "resnet18", "batch_sizes": [1, 16], "runs": 40, "repeats": 1}
+            job = client.post("/v1/profiles", json=body).json()
+
+            def batch_one_stored() -> bool:
+                rec = client.get(f"/v1/profiles/{job['id']}").json()
+                assert rec["status"] in ("queued", "running"), rec
+                return (rec["progress"] or {}).get("batches_done", 0) >= 1 and bool(runner_pids(job["id"]))
+
+            until(batch_one_stored, 600, "batch 1 stored")
+            redis.Redis.from_url(url).shutdown(save=True)
+            server.wait(timeout=20)
+            for pid in runner_pids(job["id"]):
+                os.kill(pid, signal.SIGKILL)
+            spooled = data / "spool" / f"{job['id']}.json"
+            until(spooled.exists, 300, "the outcome spooled")
+            assert "waits in" in log.read_text(errors="replace")
+
+            server = start_redis(tmp_path, port)
+            wait_redis(url)
+            # The heartbeat (every 10 s) writes it; the API answers again meanwhile.
+            until(lambda: client.get(f"/v1/profiles/{job['id']}").status_code == 200, 60, "the API back")
+            done = wait_for(client, job["id"], timeout=300)
+            assert done["status"] == "failed" and "measuring process died (signal 9)" in done["error"], done
+            assert done["attempts"] == 1  # written as it ended, not measured again
+            result = done["result"]
+            assert result is not None, "the spooled outcome lost what the process stored in Redis"
+            assert [b["batch_size"] for b in result["batches"]] == [1] and result["complete"] is False
+            assert result["batches"][0]["status"] == "ok"
+            assert not spooled.exists() and "wrote the spooled outcome" in log.read_text(errors="replace")
+            assert redis.Redis.from_url(url).exists(f"dnnprof:parts:{job['id']}") == 0
+            # The worker rode it out and measures the next job.
+            nxt = client.post(
+                "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
+            ).json()
+            assert wait_for(client, nxt["id"], timeout=300)["status"] == "succeeded"
+            assert worker.poll() is None
+    finally:
+        api.stop()
+        stop(worker)
+        server.terminate()
+        server.wait(timeout=20)
+
+
 def measuring_processes(sessions: set[int]) -> list[str]:
     """The profile ids the measuring processes of these sessions (the workers') measure."""
     return helpers.measuring_processes(lambda proc, session: session in sessions)

@@ -20,10 +20,9 @@ from dnnprof.config import Settings
 from dnnprof.contract import TERMINAL_STATUSES, ProfileRecord
 from dnnprof.process import PARENT_PID_ENV, run_dir
 from dnnprof.store import ProfileStore
-from workers.aggregate import assemble
 from workers.launch import MeasuringProcess, launch
 from workers.lease import DeviceLease, LeaseInDoubt
-from workers.records import JobRecords
+from workers.records import JobRecords, Measured
 
 log = logging.getLogger(__name__)
 
@@ -110,29 +109,8 @@ class ProfileJob:
                 parts.merge(outcome.parts())
             if status != "succeeded":
                 break
-        with contextlib.suppress(redis.exceptions.RedisError):
-            parts = self.store.parts(profile_id).merge(parts)
-        result = assemble(
-            record.model,
-            record.settings,
-            list(parts.statics.values()),
-            list(parts.cells.values()),
-            list(parts.ends.values()),
-            job_wall_s=time.monotonic() - started,
-        )
-        if result is not None:
-            result.fingerprint.device_target = self.target  # where it ran, as this worker names it
-        if status == "succeeded" and result is not None and result.batches:
-            failed = [b for b in result.batches if b.status == "error"]
-            if len(failed) == len(result.batches):
-                status, error = (
-                    "failed",
-                    f"every batch size failed; batch {failed[0].batch_size}: {failed[0].error}",
-                )
-        ended = self._end(profile_id, status, error=error, result=result)
-        with contextlib.suppress(redis.exceptions.RedisError):
-            self.store.drop_parts(profile_id)
-        return ended
+        measured = Measured.of(parts, job_wall_s=time.monotonic() - started, device_target=self.target)
+        return self.records.end(profile_id, status, error=error, measured=measured)
 
     def _measure_holding_the_device(self, profile_id: str, process: int):
         """One measuring process, run again when it was stopped for a lease in doubt and the

@@ -1,10 +1,14 @@
 """A job's record as the worker changes it: claimed, put back in its queue, ended, and the ending
 kept on disk (the spool) while Redis cannot take it. :class:`JobRecords` is what both the job
 (:mod:`workers.jobs`) and the heartbeat's sweep (:mod:`workers.celery_app`) write through, so
-that each transition is written once. No torch here."""
+that each transition is written once. A measured job's result is assembled when its ending is
+written, from what its measuring processes handed back and what they stored in Redis: a
+spooled ending waits for Redis to assemble, so the cells stored before a crash are kept. No
+torch here."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -13,20 +17,58 @@ import msgspec
 import redis
 
 from dnnprof.config import Settings
-from dnnprof.contract import ACTIVE_STATUSES, ProfileRecord, ProfileResult, Progress
+from dnnprof.contract import (
+    ACTIVE_STATUSES,
+    ProcessCell,
+    ProcessEnd,
+    ProcessStatic,
+    ProfileRecord,
+    ProfileResult,
+    Progress,
+)
 from dnnprof.process import spool_dir
-from dnnprof.store import ConflictError, ProfileStore, now, with_retries
+from dnnprof.store import ConflictError, Parts, ProfileStore, now, with_retries
+from workers.aggregate import assemble
 
 log = logging.getLogger(__name__)
 
 
+class Measured(msgspec.Struct, kw_only=True):
+    """What a job's measuring processes handed back, with where and how long it ran: merged at
+    write time with what they stored in Redis (a killed process hands nothing back)."""
+
+    statics: list[ProcessStatic] = []
+    cells: list[ProcessCell] = []
+    ends: list[ProcessEnd] = []
+    job_wall_s: float | None = None
+    device_target: str | None = None
+
+    @classmethod
+    def of(cls, parts: Parts, *, job_wall_s: float, device_target: str | None) -> Measured:
+        return cls(
+            statics=list(parts.statics.values()),
+            cells=list(parts.cells.values()),
+            ends=list(parts.ends.values()),
+            job_wall_s=job_wall_s,
+            device_target=device_target,
+        )
+
+    def over(self, stored: Parts) -> Parts:
+        """The stored parts with these on top (the process's own account wins)."""
+        for part in (*self.statics, *self.cells, *self.ends):
+            stored.add(part)
+        return stored
+
+
 class SpooledEnd(msgspec.Struct, kw_only=True):
-    """A job's outcome that could not be written while Redis was away."""
+    """A job's outcome that could not be written while Redis was away: a result already made
+    (``result``) or the parts to make it from (``measured``)."""
 
     profile_id: str
     status: str
     error: str | None = None
     result: ProfileResult | None = None
+    measured: Measured | None = None
 
 
 class JobRecords:
@@ -70,10 +112,20 @@ class JobRecords:
         except (ConflictError, KeyError):
             return False
 
-    def end(self, profile_id: str, status: str, *, error: str | None = None, result=None) -> str:
+    def end(
+        self,
+        profile_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        result: ProfileResult | None = None,
+        measured: Measured | None = None,
+    ) -> str:
         """Write a job's outcome; while Redis is away, retry (DNNPROF_STORE_RETRY_S), then keep it
         in the spool for the worker's heartbeat to write when Redis is back. Never lost."""
-        outcome = SpooledEnd(profile_id=profile_id, status=status, error=error, result=result)
+        outcome = SpooledEnd(
+            profile_id=profile_id, status=status, error=error, result=result, measured=measured
+        )
         try:
             return with_retries(
                 lambda: self.write_end(outcome),
@@ -93,18 +145,26 @@ class JobRecords:
             return status
 
     def write_end(self, outcome: SpooledEnd) -> str:
-        """The job's final record, and its count in the job statistics."""
+        """The job's final record (its result assembled from its parts, which are then dropped),
+        and its count in the job statistics."""
+        if outcome.measured is None:
+            change = _finish(outcome.status, error=outcome.error, result=outcome.result)
+        else:
+            parts = outcome.measured.over(self.store.parts(outcome.profile_id))
+            change = _finish_assembled(outcome.status, outcome.error, outcome.measured, parts)
         try:
-            record = self.store.update(
-                outcome.profile_id,
-                _finish(outcome.status, error=outcome.error, result=outcome.result),
-                allowed_from=ACTIVE_STATUSES,
-            )
+            record = self.store.update(outcome.profile_id, change, allowed_from=ACTIVE_STATUSES)
         except (ConflictError, KeyError):
+            record = None  # ended or deleted meanwhile
+        # Only once written (a failed write is tried again, from the same stored parts).
+        if outcome.measured is not None:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self.store.drop_parts(outcome.profile_id)
+        if record is None:
             return "skipped"
         took = (record.finished_at or 0) - (record.started_at or record.created_at)
-        self.store.count_finished(outcome.status, took)
-        return outcome.status
+        self.store.count_finished(record.status, took)
+        return record.status
 
     # the spool: outcomes waiting for Redis, one ``<profile id>.json`` each
 
@@ -134,6 +194,31 @@ class JobRecords:
             written += 1
             log.warning("wrote the spooled outcome of %s (%s)", outcome.profile_id, outcome.status)
         return written
+
+
+def _finish_assembled(status: str, error: str | None, measured: Measured, parts: Parts):
+    """The ending of a measured job: the profile assembled from every part (the record holds its
+    model and settings); a job whose every batch size failed has failed."""
+
+    def change(rec: ProfileRecord) -> ProfileRecord:
+        result = assemble(
+            rec.model,
+            rec.settings,
+            list(parts.statics.values()),
+            list(parts.cells.values()),
+            list(parts.ends.values()),
+            job_wall_s=measured.job_wall_s,
+        )
+        final_status, final_error = status, error
+        if result is not None:
+            result.fingerprint.device_target = measured.device_target  # as the worker names it
+            failed = [b for b in result.batches if b.status == "error"]
+            if status == "succeeded" and failed and len(failed) == len(result.batches):
+                final_status = "failed"
+                final_error = f"every batch size failed; batch {failed[0].batch_size}: {failed[0].error}"
+        return _finish(final_status, error=final_error, result=result)(rec)
+
+    return change
 
 
 def _finish(status: str, *, error: str | None = None, result=None):
