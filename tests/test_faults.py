@@ -127,6 +127,8 @@ def test_a_measuring_process_that_dies_keeps_the_cells_it_finished(faulty):
 
 
 def test_a_job_whose_worker_keeps_dying_fails_after_bounded_attempts(faulty):
+    """Failed by the sweep once its attempts are used, it keeps the cells its measuring processes
+    stored (the last attempt is killed after its batch 1 is stored)."""
     with faulty.client() as client:
         body = {"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 30, "repeats": 1}
         job = client.post("/v1/profiles", json=body).json()
@@ -134,7 +136,10 @@ def test_a_job_whose_worker_keeps_dying_fails_after_bounded_attempts(faulty):
             deadline = time.monotonic() + 300
             while True:  # wait until this attempt is being measured (the record counts attempts)
                 rec = client.get(f"/v1/profiles/{job['id']}").json()
-                measuring = rec["progress"] and rec["progress"]["stage"] == "batch"
+                progress = rec["progress"] or {}
+                measuring = (
+                    progress.get("stage") == "batch" and progress.get("batches_done", 0) >= attempt - 1
+                )
                 if rec["status"] == "running" and rec["attempts"] == attempt and measuring:
                     break
                 assert rec["status"] in ("queued", "running") and time.monotonic() < deadline, rec
@@ -143,6 +148,10 @@ def test_a_job_whose_worker_keeps_dying_fails_after_bounded_attempts(faulty):
         done = wait_for(client, job["id"], timeout=300)
         assert done["status"] == "failed"
         assert re.search(r"was lost 2 times", done["error"]), done["error"]
+        result = done["result"]
+        assert result is not None and result["complete"] is False, result
+        assert result["batches"][0]["batch_size"] == 1 and result["batches"][0]["status"] == "ok"
+        assert result["params"] == 11_689_512  # resnet18, torchvision's metadata
 
 
 # -- an external Redis that goes away ------------------------------------------------------------

@@ -32,7 +32,7 @@ from workers.devices import detect_device_class, device_memory_bytes, device_nam
 from workers.jobs import DeviceBusyError, ProfileJob
 from workers.launch import pool_temp_dir, warm_template
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
-from workers.records import JobRecords
+from workers.records import JobRecords, Measured
 from workers.runtime_support import available_runtimes
 
 log = logging.getLogger("dnnprof.worker")
@@ -172,11 +172,15 @@ class Heartbeat(threading.Thread):
         spooled = records.spooled_ids()
         for rec in running:
             started = rec.started_at or rec.created_at
+            # Ended here, a job keeps the cells its measuring processes stored (the target: where
+            # it was measured, as its worker names it).
+            kept = Measured(
+                device_target=DEVICE_TARGET if rec.worker == self.info.hostname else rec.settings.target
+            )
             if rec.worker == self.info.hostname:
                 if started < overdue_after:
-                    records.end(
-                        rec.id, "failed", error=f"killed at the hard time limit of {settings.time_limit_s} s"
-                    )
+                    error = f"killed at the hard time limit of {settings.time_limit_s} s"
+                    records.end(rec.id, "failed", error=error, measured=kept)
                     continue
                 if started >= orphan_after or active is None or rec.id in active or rec.id in spooled:
                     continue  # just claimed, maybe measuring, or its outcome waits for Redis
@@ -187,7 +191,7 @@ class Heartbeat(threading.Thread):
                 continue  # its own worker looks after it
             if rec.attempts >= settings.max_attempts:
                 lost = f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times"
-                records.end(rec.id, "failed", error=lost)
+                records.end(rec.id, "failed", error=lost, measured=kept)
             elif records.requeue(rec.id, from_worker=rec.worker):
                 store().purge_unacked(rec.id)  # the lost delivery: it would come back in an hour
                 send_profile(app, rec)

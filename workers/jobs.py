@@ -78,11 +78,12 @@ class ProfileJob:
 
     def _claimed(self, profile_id: str, record: ProfileRecord) -> str:
         if record.attempts > self.settings.max_attempts:
-            return self._end(
+            return self.records.end(
                 profile_id,
                 "failed",
                 error=f"gave up after {record.attempts - 1} attempts: "
                 "the worker measuring it was lost each time",
+                measured=Measured(device_target=self.target),  # the cells they stored are kept
             )
         return self._measure_processes(record)
 
