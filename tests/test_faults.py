@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 
-import httpx
 import pytest
 import redis
 
@@ -37,9 +36,10 @@ def faulty(tmp_path_factory):
     svc = start_service(
         tmp_path_factory.mktemp("faulty"),
         env={
-            # Short enough for the hang test, long enough for the other jobs on a busy machine.
-            "DNNPROF_TASK_SOFT_TIME_LIMIT": "60",
-            "DNNPROF_TASK_TIME_LIMIT": "120",
+            # Short enough for the hang test, long enough for the other jobs on a busy machine
+            # (the longest, resnet18 at 3 batch sizes and 25 runs, measures in about 12 s here).
+            "DNNPROF_TASK_SOFT_TIME_LIMIT": "45",
+            "DNNPROF_TASK_TIME_LIMIT": "90",
             "DNNPROF_MEMORY_LIMIT_MB": "2000",  # a small device: big batches run out of memory
             "DNNPROF_MAX_ATTEMPTS": "2",
         },
@@ -54,10 +54,10 @@ def test_a_model_that_hangs_fails_at_the_time_limit_and_the_worker_takes_the_nex
         body = {"model": "resnet50", "batch_sizes": [8], "runs": 1000, "repeats": 1}
         hang = client.post("/v1/profiles", json=body).json()
         done = wait_for(client, hang["id"], timeout=240)
-        assert done["status"] == "failed" and "time limit of 60 s" in done["error"]
+        assert done["status"] == "failed" and "time limit of 45 s" in done["error"]
         # Stopped at the soft limit (plus the time to stop the measuring process), before the
-        # hard one (120 s) would have killed the pool process.
-        assert 60 <= done["finished_at"] - done["started_at"] < 120
+        # hard one (90 s) would have killed the pool process.
+        assert 45 <= done["finished_at"] - done["started_at"] < 90
         nxt = client.post(
             "/v1/profiles", json={"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1}
         ).json()
@@ -106,7 +106,7 @@ def test_a_measuring_process_that_dies_keeps_the_cells_it_finished(faulty):
     """Each finished batch size is stored as it completes: a crash of the measuring process (here
     SIGKILL, as a segfault in a kernel would end it) fails the job with the reason and keeps them."""
     with faulty.client() as client:
-        # 60 runs: batch 1 well inside the fixture's 60 s soft limit on a busy machine (noisy blocks
+        # 60 runs: batch 1 well inside the fixture's 45 s soft limit on a busy machine (noisy blocks
         # are measured again), batch 32 still long enough (tens of seconds) to be killed mid-way.
         body = {"model": "squeezenet1_1", "batch_sizes": [1, 32], "runs": 60, "repeats": 1}
         job = client.post("/v1/profiles", json=body).json()
@@ -269,6 +269,7 @@ def test_redis_away_and_back_503_then_recovery_nothing_lost_and_one_device_one_j
             ready = client.get("/readyz")
             assert ready.status_code == 503 and ready.json()["redis"] is False
             assert client.get("/healthz").status_code == 200
+            assert "dnnprof_store_up 0.0" in client.get("/metrics").text  # metrics say the store is down
 
             server = start_redis(tmp_path, port)
             wait_redis(url)
@@ -531,19 +532,3 @@ def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path)
         stop(worker)
         server.terminate()
         server.wait(timeout=20)
-
-
-def test_metrics_say_when_the_store_is_down(tmp_path):
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    server = start_redis(tmp_path, port)
-    wait_redis(url)
-    env = {"DNNPROF_REDIS_URL": url, "DNNPROF_RATE_LIMIT_PER_MINUTE": "0"}
-    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
-    try:
-        redis.Redis.from_url(url).shutdown(save=False)
-        server.wait(timeout=20)
-        text = httpx.get(api.base_url + "/metrics", timeout=30).text
-        assert "dnnprof_store_up 0.0" in text
-    finally:
-        api.stop()
