@@ -383,7 +383,7 @@ def test_a_redis_pause_past_the_device_lease_never_measures_the_device_twice(tmp
     """Issue 28 (1): a pause longer than the lease and the heartbeat let the lease and the busy
     key expire; the sweep then requeued a job still measuring and the second worker measured it
     (or the next job) beside it, on the same CPU. One device, one measuring process, always."""
-    # Heartbeat 2 s: the device lease lasts 10 s and a worker's presence 6 s; the pause is 25 s.
+    # Heartbeat 2 s: the device lease lasts 10 s and a worker's presence 6 s; the pause is 15 s.
     # A short wait for a quiet host, as the other services of the suite (a worker idle beside).
     server, _, env = redis_for_workers(
         tmp_path, DNNPROF_HEARTBEAT_S="2", DNNPROF_RATE_LIMIT_PER_MINUTE="0", DNNPROF_QUIET_WAIT_S="5"
@@ -415,7 +415,7 @@ def test_a_redis_pause_past_the_device_lease_never_measures_the_device_twice(tmp
             until(batch_one_stored, what="a job with one batch measured")
             assert measuring_processes(watch.sessions) == [first["id"][:12]]
             os.kill(server.pid, signal.SIGSTOP)
-            time.sleep(25)
+            time.sleep(15)
             os.kill(server.pid, signal.SIGCONT)
 
             # While a measuring process runs for a job, its record says so: checked until both

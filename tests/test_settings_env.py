@@ -233,34 +233,38 @@ def test_parquet_is_a_404_saying_so_where_the_api_has_no_pyarrow(tmp_path):
         api.stop()
 
 
-@pytest.mark.slow  # a service of its own
-def test_the_cli_sends_dnnprof_api_key(tmp_path):
-    """DNNPROF_API_KEY is the CLI's key (README): without it a write to a keyed API is refused
-    (exit 1, the API's 401 said), with it the job is accepted and can be deleted."""
+@pytest.fixture(scope="module")
+def auto_keyed(tmp_path_factory):
+    """One `dnnprof serve --device auto` for the settings read where it starts: writes keyed
+    (DNNPROF_API_KEYS), its worker's own /metrics off (DNNPROF_WORKER_METRICS_PORT=0)."""
     from tests.helpers import start_service
 
-    api = start_service(tmp_path / "api", env={"DNNPROF_API_KEYS": "the-key"})  # its worker: the catalogue
-    try:
+    env = {"DNNPROF_API_KEYS": "the-key", "DNNPROF_WORKER_METRICS_PORT": "0"}
+    svc = start_service(tmp_path_factory.mktemp("auto"), device="auto", env=env)
+    yield svc
+    svc.stop()
 
-        def cli(*args: str, key: str | None = None) -> subprocess.CompletedProcess:
-            env = dnnprof_env(DNNPROF_URL=api.base_url, **({"DNNPROF_API_KEY": key} if key else {}))
-            return run_dnnprof(*args, env=env, timeout=300)
 
-        submit = ("profile", "resnet18", "--device", "jetson", "--batch-sizes", "1", "--json")
-        refused = cli(*submit)
-        assert refused.returncode == 1 and "401" in refused.stderr, refused.stderr
-        accepted = cli(*submit, key="the-key")
-        assert accepted.returncode == 0, accepted.stderr
-        job = json.loads(accepted.stdout)
-        assert job["status"] == "queued"
-        with httpx.Client(base_url=api.base_url, timeout=60) as client:
-            assert client.get(f"/v1/profiles/{job['id']}").json()["settings"]["device"] == "jetson"
-            assert (
-                client.delete(f"/v1/profiles/{job['id']}", headers={"X-API-Key": "the-key"}).status_code
-                == 200
-            )
-    finally:
-        api.stop()
+@pytest.mark.slow  # a service of its own (its worker publishes the catalogue)
+def test_the_cli_sends_dnnprof_api_key(auto_keyed):
+    """DNNPROF_API_KEY is the CLI's key (README): without it a write to a keyed API is refused
+    (exit 1, the API's 401 said), with it the job is accepted and can be deleted."""
+    api = auto_keyed
+
+    def cli(*args: str, key: str | None = None) -> subprocess.CompletedProcess:
+        env = dnnprof_env(DNNPROF_URL=api.base_url, **({"DNNPROF_API_KEY": key} if key else {}))
+        return run_dnnprof(*args, env=env, timeout=300)
+
+    submit = ("profile", "resnet18", "--device", "jetson", "--batch-sizes", "1", "--json")
+    refused = cli(*submit)
+    assert refused.returncode == 1 and "401" in refused.stderr, refused.stderr
+    accepted = cli(*submit, key="the-key")
+    assert accepted.returncode == 0, accepted.stderr
+    job = json.loads(accepted.stdout)
+    assert job["status"] == "queued"
+    with httpx.Client(base_url=api.base_url, timeout=60) as client:
+        assert client.get(f"/v1/profiles/{job['id']}").json()["settings"]["device"] == "jetson"
+        assert client.delete(f"/v1/profiles/{job['id']}", headers={"X-API-Key": "the-key"}).status_code == 200
 
 
 def one_worker(service) -> int:
@@ -287,34 +291,23 @@ def _listening_tcp_ports(pid: int) -> set[int]:
 
 
 @pytest.mark.slow  # a service of its own, and the session's
-def test_worker_metrics_port_zero_listens_nowhere(tmp_path, service):
+def test_worker_metrics_port_zero_listens_nowhere(auto_keyed, service):
     """DNNPROF_WORKER_METRICS_PORT=0 turns the worker's own /metrics off (README): its worker
     listens on no TCP port at all, where the session's worker listens on the port it was given."""
-    from tests.helpers import start_service
-
     assert service.worker_metrics_port in _listening_tcp_ports(one_worker(service))  # it can see one
-    quiet = start_service(tmp_path / "quiet", env={"DNNPROF_WORKER_METRICS_PORT": "0"})
-    try:
-        assert _listening_tcp_ports(one_worker(quiet)) == set()
-    finally:
-        quiet.stop()
+    assert _listening_tcp_ports(one_worker(auto_keyed)) == set()
 
 
 @pytest.mark.slow  # a service of its own
-def test_serve_with_device_auto_starts_the_worker_this_machine_has(tmp_path):
+def test_serve_with_device_auto_starts_the_worker_this_machine_has(auto_keyed):
     """`dnnprof serve --device auto` (the default): the worker's class is the one detected here,
     a CPU where torch sees no CUDA device and no Jetson release file exists (workers/devices.py),
     and it serves its target live."""
     import torch
 
-    from tests.helpers import start_service
     from workers.devices import TEGRA_RELEASE
 
     expected = "cuda" if torch.cuda.is_available() else "jetson" if TEGRA_RELEASE.exists() else "cpu"
-    auto = start_service(tmp_path / "auto", device="auto")
-    try:
-        with httpx.Client(base_url=auto.base_url, timeout=60) as client:
-            live = [d for d in client.get("/v1/devices").json() if d["status"] == "live"]
-            assert [d["device_class"] for d in live] == [expected], live
-    finally:
-        auto.stop()
+    with httpx.Client(base_url=auto_keyed.base_url, timeout=60) as client:
+        live = [d for d in client.get("/v1/devices").json() if d["status"] == "live"]
+        assert [d["device_class"] for d in live] == [expected], live
