@@ -240,7 +240,8 @@ def test_a_plain_celery_worker_takes_its_device_from_the_environment_and_measure
     log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
     try:
         info = live_cpu_worker(ProfileStore.from_url(url), worker, log)
-        control = make_celery(Settings(redis_url=url)).control.inspect(timeout=10)
+        # One worker on this Redis: a reply from it ends each call (else each waits its timeout).
+        control = make_celery(Settings(redis_url=url)).control.inspect(timeout=10, limit=1)
         (stats,) = until(lambda: (control.stats() or {}).values(), 120, "the worker's stats")
         assert stats["pool"]["max-concurrency"] == 1
         (queues,) = control.active_queues().values()
