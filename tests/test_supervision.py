@@ -150,6 +150,8 @@ def test_the_embedded_redis_comes_back_on_the_same_data_after_it_is_killed(embed
         assert "embedded Redis died" in embedded.log()
         again = until(lambda: (r := client.get(f"/v1/profiles/{done['id']}")).status_code == 200 and r.json())
         assert again["result"] == done["result"]
+        # Its health probe's connection died with the old Redis: the first probe after says 200.
+        assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
         assert redis_pid(embedded) != old
         # And the service goes on: the worker reconnects and measures.
         nxt = client.post("/v1/profiles", json={**body, "batch_sizes": [2]}).json()
@@ -157,15 +159,25 @@ def test_the_embedded_redis_comes_back_on_the_same_data_after_it_is_killed(embed
 
 
 def test_healthz_reflects_a_store_that_does_not_answer(embedded):
+    """A hung store is said promptly: /healthz and /readyz answer 503 on the store's 2 s probe, not
+    after its connections' 10 s socket timeout (Kubernetes gives a probe 1 s by default, Docker's
+    HEALTHCHECK here 4 s; a probe that only times out says nothing)."""
     with embedded.client() as client:
         assert client.get("/healthz").status_code == 200
         pid = redis_pid(embedded)
         os.kill(pid, signal.SIGSTOP)
         try:
             down = client.get("/healthz")
+            not_ready = client.get("/readyz")
         finally:
             os.kill(pid, signal.SIGCONT)
         assert down.status_code == 503 and down.json()["status"] == "store down"
+        assert not_ready.status_code == 503 and not_ready.json()["redis"] is False
+        # Well under the 10 s a call on the store's own connections waits.
+        assert down.elapsed.total_seconds() < 6 and not_ready.elapsed.total_seconds() < 6, (
+            down.elapsed,
+            not_ready.elapsed,
+        )
         assert until(lambda: client.get("/healthz").status_code == 200)
 
 

@@ -34,7 +34,7 @@ class HealthController(Controller):
         if not services.settings.embedded_store:
             return Response({"status": "ok"})
         try:
-            services.store.ping()
+            services.store.probe()  # a hung store is said in 2 s, not after the socket timeout
         except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
             body = {
                 "status": "store down",
@@ -46,7 +46,7 @@ class HealthController(Controller):
     @get("/readyz", summary="Redis reachable and workers alive, per device class", sync_to_thread=True)
     def readyz(self, services: NamedDependency[Services]) -> Response[Readiness]:
         try:
-            services.store.ping()
+            services.store.probe()  # fails fast on a hung store; the calls after it then answer
             workers = services.store.workers()
             models = len(services.catalogue_cache.get())
             indexed = services.store.indexes_ready()
