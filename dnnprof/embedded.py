@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from dnnprof.process import dies_with_this_process
 
@@ -106,8 +108,11 @@ class EmbeddedRedis:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
+        # No retry: the connection closing is SHUTDOWN's success, which redis-py's default retry
+        # reads as a failure and sends again, for ~4 s of back-off.
+        once = Retry(NoBackoff(), 0)
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown(save=True)
+            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5, retry=once).shutdown(save=True)
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
