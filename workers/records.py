@@ -189,10 +189,10 @@ class JobRecords:
         written = 0
         for path in self.spooled_files():
             outcome = msgspec.json.decode(path.read_bytes(), type=SpooledEnd)
-            self.write_end(outcome)  # raises while Redis is still away: the file stays
+            status = self.write_end(outcome)  # raises while Redis is still away: the file stays
             path.unlink()
             written += 1
-            log.warning("wrote the spooled outcome of %s (%s)", outcome.profile_id, outcome.status)
+            log.warning("wrote the spooled outcome of %s (%s)", outcome.profile_id, status)
         return written
 
 
