@@ -37,7 +37,7 @@ def faulty(tmp_path_factory):
         tmp_path_factory.mktemp("faulty"),
         env={
             # Short enough for the hang test, long enough for the other jobs on a busy machine
-            # (each of the others took under 20 s here, its waits for a restarted worker included).
+            # (no other test's job ran for more than 20 s in one delivery here).
             "DNNPROF_TASK_SOFT_TIME_LIMIT": "45",
             "DNNPROF_TASK_TIME_LIMIT": "90",
             "DNNPROF_MEMORY_LIMIT_MB": "2000",  # a small device: big batches run out of memory
