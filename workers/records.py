@@ -53,11 +53,11 @@ class Measured(msgspec.Struct, kw_only=True):
             device_target=device_target,
         )
 
-    def over(self, stored: Parts) -> Parts:
-        """The stored parts with these on top (the process's own account wins)."""
+    def parts(self) -> Parts:
+        parts = Parts()
         for part in (*self.statics, *self.cells, *self.ends):
-            stored.add(part)
-        return stored
+            parts.add(part)
+        return parts
 
 
 class SpooledEnd(msgspec.Struct, kw_only=True):
@@ -150,7 +150,8 @@ class JobRecords:
         if outcome.measured is None:
             change = _finish(outcome.status, error=outcome.error, result=outcome.result)
         else:
-            parts = outcome.measured.over(self.store.parts(outcome.profile_id))
+            # The processes' own account on top of what they stored.
+            parts = self.store.parts(outcome.profile_id).merge(outcome.measured.parts())
             change = _finish_assembled(outcome.status, outcome.error, outcome.measured, parts)
         try:
             record = self.store.update(outcome.profile_id, change, allowed_from=ACTIVE_STATUSES)
