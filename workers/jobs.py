@@ -58,7 +58,7 @@ class ProfileJob:
         if record.status in TERMINAL_STATUSES:
             return record.status  # a duplicate delivery of a finished job
         if self.store.cancel_requested(profile_id):
-            return self._end(profile_id, "cancelled", error="cancelled before it started")
+            return self.records.end(profile_id, "cancelled", error="cancelled before it started")
 
         lease = DeviceLease(self.store, self.lock_name, self.lease_s)
         if not lease.acquire():
@@ -136,9 +136,6 @@ class ProfileJob:
             self.store.drop_process_parts(profile_id, process)
             self.records.requeue(profile_id, from_worker=self.hostname, lost_worker=False)
         return False  # Redis never came back: the heartbeat's sweep requeues the record
-
-    def _end(self, profile_id: str, status: str, *, error: str | None = None, result=None) -> str:
-        return self.records.end(profile_id, status, error=error, result=result)
 
     def _measure_in_child(self, profile_id: str, process: int):
         """(status, error, outcome) of one measuring process; the outcome is what it measured,
