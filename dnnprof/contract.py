@@ -13,6 +13,8 @@ from typing import Annotated, Literal, get_args
 import msgspec
 from msgspec import Meta, Struct
 
+from dnnprof.runtimes import OPTIONS, RUNTIME_NAMES, accepted_options
+
 SCHEMA_VERSION = 2  # 2: repeats over fresh processes, per-process statistics, FLOP provenance
 
 DeviceClass = Literal["cuda", "jetson", "cpu"]
@@ -33,57 +35,19 @@ def precision_refusal(precision: str, device_class: str) -> str | None:
     return None
 
 
-#: What runs the model: eager PyTorch (the paper's, the default), torch.compile (inductor), ONNX
-#: Runtime, OpenVINO (CPU) or TensorRT (GPU, Jetson). FLOPs and parameters are counted on the
-#: eager model whatever runs it.
-Runtime = Literal["eager", "compile", "onnxruntime", "openvino", "tensorrt"]
-RUNTIMES: tuple[str, ...] = get_args(Runtime)
-#: The precisions a runtime beside eager measures (its exported or compiled graph in them).
-RUNTIME_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "eager": PRECISIONS,
-    "compile": PRECISIONS,
-    "onnxruntime": ("fp32",),
-    "openvino": ("fp32",),
-    "tensorrt": ("fp32", "fp16"),
-}
+#: What runs the model: one row each in :mod:`dnnprof.runtimes` (devices, precisions, options).
+#: FLOPs and parameters are counted on the eager model whatever runs it.
+Runtime = Literal[RUNTIME_NAMES]  # type: ignore[valid-type]
+RUNTIMES: tuple[str, ...] = RUNTIME_NAMES
 
 
 class RuntimeOptions(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
-    """The options of one runtime (each applies to one runtime only; the API refuses the others):
-    ``mode`` for compile, ``provider`` for onnxruntime, ``opset`` for the ONNX export."""
+    """The options of one runtime, as :data:`dnnprof.runtimes.OPTIONS` describes them (each applies
+    to the runtimes whose row names it; the API refuses the others)."""
 
-    mode: Literal["default", "max-autotune", "reduce-overhead"] | None = None
-    provider: Literal["cpu", "cuda", "tensorrt"] | None = None
-    opset: Annotated[int, Meta(ge=17, le=23)] | None = None
-
-
-#: Which runtime each option belongs to.
-RUNTIME_OPTION_OWNERS = {
-    "mode": ("compile",),
-    "provider": ("onnxruntime",),
-    "opset": ("onnxruntime", "openvino", "tensorrt"),
-}
-
-
-def runtime_refusal(
-    runtime: str, options: RuntimeOptions | None, precision: str, device_class: str
-) -> tuple[str, str] | None:
-    """(field, why) where a runtime cannot be asked for as given, else None."""
-    provider = options.provider if options is not None else None
-    if provider is not None and (provider == "cpu") != (device_class == "cpu"):
-        return "runtime_options", f"the {provider} provider does not run on a {device_class} device"
-    if runtime == "openvino" and device_class != "cpu":
-        return "runtime", f"OpenVINO is measured on a CPU here, not on a {device_class} device"
-    for name, owners in RUNTIME_OPTION_OWNERS.items():
-        if options is not None and getattr(options, name) is not None and runtime not in owners:
-            return (
-                "runtime_options",
-                f"{name} applies to the {' and '.join(owners)} runtime(s), not {runtime}",
-            )
-    if precision not in RUNTIME_PRECISIONS[runtime]:
-        measured = ", ".join(RUNTIME_PRECISIONS[runtime])
-        return "precision", f"the {runtime} runtime is measured in {measured} here, not {precision}"
-    return None
+    mode: Literal[OPTIONS["mode"].values] | None = None  # type: ignore[valid-type]
+    provider: Literal[OPTIONS["provider"].values] | None = None  # type: ignore[valid-type]
+    opset: Annotated[int, Meta(ge=OPTIONS["opset"].range[0], le=OPTIONS["opset"].range[1])] | None = None
 
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -135,6 +99,8 @@ ACCEPTED_VALUES: dict[str, str] = {
     "accuracy_images": f"an integer in 1..{MAX_ACCURACY_IMAGES} (a quick estimate on that many images)",
     "force": "true or false",
     "reparameterize": "true or false (the fused form deployed for inference, where the model has one)",
+    "runtime": "one of " + ", ".join(RUNTIME_NAMES) + " (default eager; GET /v1/devices lists each device's)",
+    "runtime_options": accepted_options(),
 }
 
 

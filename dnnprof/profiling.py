@@ -35,10 +35,10 @@ from dnnprof.contract import (
     RuntimeOptions,
     WorkerInfo,
     precision_refusal,
-    runtime_refusal,
 )
 from dnnprof.cost import GB, too_costly, too_slow
 from dnnprof.queue import queue_for, route_of
+from dnnprof.runtimes import canonical_options, runtime_refusal
 from dnnprof.store import ConflictError, ProfileStore, now
 from dnnprof.targets import class_of, is_target, target_of
 
@@ -276,20 +276,23 @@ def offering(workers: list[WorkerInfo], runtime: str, live_targets: dict[str, in
 def check_runtime(data: ProfileRequest, device: str, target: str | None, serving: list[WorkerInfo]) -> None:
     """The runtime and its options as asked, on a device whose live workers (``serving``) run
     it; where none is live the job waits for one, as any other."""
-    if refusal := runtime_refusal(data.runtime, data.runtime_options, data.precision, device):
-        key, message = refusal
-        detail = f"the {data.runtime} runtime cannot be measured as asked"
-        raise FieldRefused(detail, key=key, message=message)
-    if data.runtime == "eager":
-        return
     where = target or device
     offered = sorted({name for w in serving for name in w.runtimes} | {"eager"})
+    they_offer = (
+        f"the {where} workers offer: {', '.join(offered)} (GET /v1/devices lists each device's "
+        "runtimes)"
+    )
+    if refusal := runtime_refusal(data.runtime, data.runtime_options, data.precision, device):
+        key, message = refusal
+        if key == "runtime":
+            message = f"{message}; {they_offer}"
+        detail = f"the {data.runtime} runtime cannot be measured as asked"
+        raise FieldRefused(detail, key=key, message=message)
     if serving and data.runtime not in offered:
         raise FieldRefused(
             f"no live worker of {where} runs the {data.runtime} runtime",
             key="runtime",
-            message=f"the {where} workers offer: {', '.join(offered)} (GET /v1/devices lists each "
-            "device's runtimes); install the runtime's extra on a worker there to offer it",
+            message=f"{they_offer}; install the runtime's extra on a worker there to offer it",
         )
 
 
@@ -306,6 +309,7 @@ def settings_for(
     data: ProfileRequest, resolved: Resolved, device: str, target: str | None
 ) -> ProfileSettings:
     """The canonical settings of a request (what its dedupe key is made of)."""
+    options = canonical_options(data.runtime, data.runtime_options, device)
     return ProfileSettings(
         model=resolved.qualified,
         device=device,  # type: ignore[arg-type]
@@ -321,18 +325,8 @@ def settings_for(
         reparameterize=data.reparameterize and resolved.info.reparameterizable,
         target=target,
         runtime=data.runtime,
-        runtime_options=canonical_options(data, device),
+        runtime_options=RuntimeOptions(**options) if options else None,
     )
-
-
-def canonical_options(data: ProfileRequest, device: str) -> RuntimeOptions | None:
-    """The options as the worker applies them (ONNX Runtime's provider named: the device's own by
-    default), so that equal requests key alike."""
-    options = data.runtime_options
-    if data.runtime == "onnxruntime" and (options is None or options.provider is None):
-        provider = "cpu" if device == "cpu" else "cuda"
-        options = msgspec.structs.replace(options or RuntimeOptions(), provider=provider)
-    return options if options != RuntimeOptions() else None
 
 
 def no_worker_warning(settings: ProfileSettings) -> str:

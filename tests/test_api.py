@@ -170,6 +170,14 @@ def test_unknown_model_is_404_with_close_matches(client):
         ({"model": "../../etc/passwd"}, "model", "catalogue name"),
         ({"model": "hf-hub:evil/model"}, "model", "catalogue name"),
         ({"model": "resnet18", "weights_url": "http://x/y.pth"}, "weights_url", "fields:"),
+        # Issue 40 (6), 44 (5): the unknown-field list and runtime_options name their own keys.
+        ({"model": "resnet18", "weights_url": "http://x/y.pth"}, "weights_url", "runtime_options"),
+        (
+            {"model": "resnet18", "runtime": "onnxruntime", "runtime_options": {"foo": 1}},
+            "runtime_options",
+            "opset",
+        ),
+        ({"model": "resnet18", "runtime": "tflite"}, "runtime", "openvino"),
         ({"batch_sizes": [1]}, "model", "catalogue name"),
         ({"model": "vit_base_patch16_224.augreg_in21k", "accuracy": True}, "accuracy", "ImageNet"),
         # The catalogue sweep found it cannot be built here: refused now, not failed minutes later.

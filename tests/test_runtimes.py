@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from dnnprof.contract import ModelInfo, ProfileSettings, RuntimeOptions, RuntimeReport, runtime_refusal
+from dnnprof.contract import ModelInfo, ProfileSettings, RuntimeOptions, RuntimeReport
 from dnnprof.embedded import EmbeddedRedis
+from dnnprof.runtimes import canonical_options, runtime_refusal
 from dnnprof.selection import GroupKey, may_count
 from dnnprof.store import ProfileStore
 from workers.engine.runtimes import ExportError
@@ -79,11 +80,32 @@ def test_runtime_options_are_checked_against_their_runtime_precision_and_device(
     assert runtime_refusal("openvino", None, "fp32", "cuda")[0] == "runtime"
     assert runtime_refusal("compile", RuntimeOptions(mode="reduce-overhead"), "bf16", "cpu") is None
     assert runtime_refusal("eager", None, "amp", "cpu") is None
+    # Issue 40: TensorRT on a CPU was let through (only OpenVINO off a CPU was refused).
+    assert runtime_refusal("tensorrt", None, "fp32", "cpu")[0] == "runtime"
+
+
+def test_a_stated_default_option_keys_as_the_plain_request():
+    """Issue 44 (5): ``{"opset": 18}`` (the export's default, onnx.py) and ``{"mode": "default"}``
+    (torch.compile's own default mode) each made a second job beside the plain request. The
+    provider, whose default is the device's own, is always stated (the keys stored before say it)."""
+    plain = canonical_options("onnxruntime", None, "cpu")
+    assert plain == {"provider": "cpu"}
+    assert canonical_options("onnxruntime", RuntimeOptions(opset=18, provider="cpu"), "cpu") == plain
+    assert canonical_options("openvino", RuntimeOptions(opset=18), "cpu") == {}
+    assert canonical_options("compile", RuntimeOptions(mode="default"), "cpu") == {}
+    autotune = RuntimeOptions(mode="max-autotune")
+    assert canonical_options("compile", autotune, "cpu") == {"mode": "max-autotune"}
+    assert canonical_options("openvino", RuntimeOptions(opset=17), "cpu") == {"opset": 17}
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "compile"])
-def test_each_runtime_profiles_with_its_preparation_first_call_and_outputs_checked(runtime):
+def test_each_runtime_profiles_with_its_preparation_first_call_and_outputs_checked(
+    runtime, tmp_path, monkeypatch
+):
     needs(runtime)
+    # A cold compile, whatever ran on this machine before: inductor's on-disk caches (read from
+    # this variable on each compile) made a second run's first call as fast as a warm one.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
     eager = run_profile(RESNET18, settings(), CONFIG)
     result = run_profile(RESNET18, settings(runtime), CONFIG)
@@ -297,3 +319,24 @@ def test_the_cross_runtime_table_sets_each_runtime_beside_eager():
     assert cells["eager"].speedup_over_eager == pytest.approx(1.0)
     assert cells["onnxruntime"].prepare_s == 3.5 and cells["eager"].prepare_s is None
     assert model_rows(records, runtime="eager")[0].runtime == "eager" and len(model_rows(records)) == 3
+
+
+def test_every_reader_of_runtimes_reads_the_one_spec():
+    """Issue 40 (1): the request's literal, the options struct, the worker's advertisement and its
+    registry all come from dnnprof.runtimes; each offered row's implementation imports and names
+    itself as its row does."""
+    import typing
+
+    from dnnprof.runtimes import OPTIONS, RUNTIME_SPECS
+    from workers.engine.runtimes import runtime_for
+
+    assert typing.get_args(ProfileSettings.__annotations__["runtime"]) == tuple(RUNTIME_SPECS) or (
+        typing.get_args(typing.get_type_hints(ProfileSettings)["runtime"]) == tuple(RUNTIME_SPECS)
+    )
+    assert set(RuntimeOptions.__struct_fields__) == set(OPTIONS)
+    offered = available_runtimes("cpu")
+    assert "tensorrt" not in offered and set(offered) <= set(RUNTIME_SPECS)
+    for name in offered:
+        assert runtime_for(name, "cpu").name == name
+    with pytest.raises(Exception, match="offers"):
+        runtime_for("tensorrt", "cpu")

@@ -1,11 +1,13 @@
 """Which runtimes this worker can run, read from the installed distributions and tools without
 importing any of them (the worker's main process advertises them in its heartbeat, and it never
-imports torch: its pool forks)."""
+imports torch: its pool forks). What each runtime needs is its row in :mod:`dnnprof.runtimes`."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import shutil
+
+from dnnprof.runtimes import RUNTIME_SPECS, RuntimeSpec
 
 
 def installed(distribution: str) -> str | None:
@@ -16,24 +18,22 @@ def installed(distribution: str) -> str | None:
 
 
 def available_runtimes(device_class: str) -> dict[str, str]:
-    """name -> version of each runtime a worker of this class can run (eager always, with torch).
-
-    compile needs a C compiler for inductor's CPU kernels (Triton on a GPU comes with torch's CUDA
-    build); ONNX Runtime and OpenVINO need the ONNX exporter (onnx, onnxscript) and are measured
-    on a CPU here: ONNX Runtime's CUDA and TensorRT providers, and TensorRT itself, are not
-    offered until their path has run on a GPU (none has been lent: see workers/engine/runtimes)."""
-    out: dict[str, str] = {}
+    """name -> version of each runtime a worker of this class can run (eager always, with torch):
+    the runtimes measured on this class whose distributions (and, where the row says so, a C
+    compiler) are here. The version is the runtime's own distribution's (torch's for eager and
+    compile)."""
     torch_version = installed("torch")
     if torch_version is None:
-        return out
-    out["eager"] = torch_version.split("+")[0]
-    if device_class != "cpu" or shutil.which("cc") or shutil.which("gcc"):
-        out["compile"] = out["eager"]
-    exporter = installed("onnx") and installed("onnxscript")
-    ort = installed("onnxruntime")
-    if exporter and ort and device_class == "cpu":
-        out["onnxruntime"] = ort
-    openvino = installed("openvino")
-    if exporter and openvino and device_class == "cpu":
-        out["openvino"] = openvino
+        return {}
+    out: dict[str, str] = {}
+    for spec in RUNTIME_SPECS.values():
+        if spec.unavailable or device_class not in spec.device_classes or not _tools_here(spec, device_class):
+            continue
+        versions = [installed(d) for d in spec.distributions]
+        if all(versions):
+            out[spec.name] = versions[-1] if versions else torch_version.split("+")[0]  # type: ignore[assignment]
     return out
+
+
+def _tools_here(spec: RuntimeSpec, device_class: str) -> bool:
+    return device_class not in spec.needs_c_compiler_on or bool(shutil.which("cc") or shutil.which("gcc"))

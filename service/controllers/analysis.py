@@ -14,6 +14,7 @@ from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
 from dnnprof import analysis, paper_devices
+from dnnprof.runtimes import RUNTIME_NAMES
 from dnnprof.targets import class_of
 from service.deps import Services
 from service.errors import error_responses
@@ -266,7 +267,7 @@ class AnalysisController(Controller):
         "/runtimes",
         summary="Each model in every runtime measured, at one batch size: ms/image, speed-up over eager",
         description="Per model, target and precision, the profile that counts in each runtime "
-        "(eager, compile, onnxruntime, openvino): its time per image, eager's over it, the runtime's "
+        f"({', '.join(RUNTIME_NAMES)}): its time per image, eager's over it, the runtime's "
         "one-time preparation (export, session) and the first (cold) call at this batch size.",
         sync_to_thread=True,
     )

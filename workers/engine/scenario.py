@@ -312,14 +312,14 @@ def prepare_model(
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(device=ctx.device, dtype=dtype, memory_format=memory_format)
     prepared = PreparedModel(model, settings.precision, dtype, memory_format, settings.input_size)
-    if settings.runtime == "eager":
+    runtime = runtime_for(settings.runtime, ctx.device_class)
+    if settings.runtime == "eager":  # the reference itself: nothing to check it against
+        prepared.runtime = runtime.prepare(model, settings, ctx, Path())
         return prepared
     with contextlib.ExitStack() as stack:
         if cache is None:
             cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dnnprof-runtime-")))
-        prepared.runtime = runtime_for(settings.runtime, ctx.device_class).prepare(
-            model, settings, ctx, cache
-        )
+        prepared.runtime = runtime.prepare(model, settings, ctx, cache)
         x = prepared.make_input(CHECK_BATCH, ctx.device)
         with autocast_for(settings.precision, ctx.device):
             prepared.runtime.report.outputs = check_outputs(model, prepared.runtime, x, settings.precision)

@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from dnnprof.contract import ProfileSettings, RuntimeReport
+from dnnprof.runtimes import OPTIONS
 from workers.engine.device import DeviceContext
 from workers.engine.runtimes.base import ExportError
 from workers.runtime_support import installed
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = int(OPTIONS["opset"].default or 0)  # the runtime spec's (dnnprof/runtimes.py)
 
 
 def export_onnx(
