@@ -31,13 +31,27 @@ class ExportError(RuntimeError):
 
 
 class Prepared(Protocol):
-    """A model ready to run in one runtime."""
+    """A model ready to run in one runtime.
+
+    What the engine assumes of it, so its figures mean what eager's do:
+
+    - **Timing.** On a GPU the timer records CUDA events on torch's *current stream*
+      (``workers.engine.timing.CudaEventTimer``), so the forward must enqueue its work there:
+      a runtime with a stream of its own (ONNX Runtime's CUDA provider, a TensorRT execution
+      context) is handed ``torch.cuda.current_stream().cuda_stream`` (``user_compute_stream``,
+      ``execute_async_v3(stream)``), or synchronises its stream before it returns. On a CPU the
+      timer is the wall clock around the call, which must not return before the outputs exist.
+    - **Memory.** The figure is what the process holds on the device, read by the device's probe
+      (``workers.engine.memory``): NVML per process on a GPU, so memory a runtime allocates
+      outside torch's allocator (ONNX Runtime's arena, a TensorRT engine) is counted; torch's own
+      peaks only describe torch's allocations. A runtime need not report its memory itself.
+    """
 
     report: RuntimeReport
 
     def bind(self, x: torch.Tensor) -> Callable[[], object]:
         """The zero-argument forward on ``x`` that the timer times (inputs already where the
-        runtime reads them, so no copy is timed)."""
+        runtime reads them, so no copy is timed; on a GPU, enqueued on torch's current stream)."""
         ...
 
     def logits(self, x: torch.Tensor) -> np.ndarray:
