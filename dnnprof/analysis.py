@@ -27,7 +27,7 @@ from dnnprof.contract import ModelInfo, ProfileRecord, PublishedResult
 from dnnprof.selection import GroupKey, is_noisy, may_count, order_for
 from dnnprof.targets import class_of, matches
 
-MB = 1_000_000  # memory bounds and sizes are in megabytes (10^6 bytes), as the paper's tables
+MEGABYTE = 1_000_000  # memory bounds and sizes are in megabytes (10^6 bytes), as the paper's tables
 
 
 class BatchCell(Struct, kw_only=True):
@@ -171,8 +171,8 @@ def model_rows(
                     status=b.status,
                     ms_per_image=b.latency.mean_ms if b.latency else None,
                     images_per_s=b.latency.images_per_s if b.latency else None,
-                    memory_mb=total / MB if total is not None else None,
-                    model_memory_mb=max(total - floor, 0) / MB if total is not None and floor else None,
+                    memory_mb=total / MEGABYTE if total is not None else None,
+                    model_memory_mb=max(total - floor, 0) / MEGABYTE if total is not None and floor else None,
                     noisy=bool(b.latency and b.latency.noisy),
                     first_call_s=b.first_call_s,
                 )
@@ -188,7 +188,7 @@ def model_rows(
             runtime_prepare_s=result.runtime.prepare_s if result.runtime else None,
             profile_id=record.id,
             params=result.params,
-            param_file_mb=result.param_file_bytes_fp32 / MB,
+            param_file_mb=result.param_file_bytes_fp32 / MEGABYTE,
             gflops=result.flops / 1e9 if result.flops is not None else None,
             top1=top1,
             top5=top5,
@@ -197,7 +197,7 @@ def model_rows(
             measured_at=record.created_at,
             repeats=result.processes,
             noisy=is_noisy(record),
-            memory_floor_mb=floor / MB if floor else None,
+            memory_floor_mb=floor / MEGABYTE if floor else None,
         )
     return sorted(rows.values(), key=lambda r: (r.target, r.model))
 

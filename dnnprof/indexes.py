@@ -19,44 +19,41 @@ Kept in Redis beside the records, written in the same MULTI as the record they i
 
 from __future__ import annotations
 
-from dnnprof import selection
+from dnnprof import keys, selection
 from dnnprof.contract import ProfileRecord
 from dnnprof.targets import class_of, target_of
 
-PREFIX = "dnnprof:"
 INDEX_VERSION = "2"  # 2: the runtime in the group key and its own index
-VERSION_KEY = f"{PREFIX}idx:version"
-ALL = f"{PREFIX}profiles"
+VERSION_KEY = keys.INDEX_VERSION
+ALL = keys.ALL_PROFILES
 SELECTIONS = selection.SELECTIONS  # which profile counts: see dnnprof.selection
-#: Incremented whenever a profile that counts changes (readers cache on it).
-COUNTING_VERSION = f"{PREFIX}counting:version"
 
 
 def model_key(model: str) -> str:
-    return f"{PREFIX}idx:model:{model}"
+    return keys.index("model", model)
 
 
 def status_key(status: str) -> str:
-    return f"{PREFIX}idx:status:{status}"
+    return keys.index("status", status)
 
 
 def device_key(device: str) -> str:
     """A target's index, or a class's (every target of it)."""
-    return f"{PREFIX}idx:target:{device}" if "/" in device else f"{PREFIX}idx:class:{device}"
+    return keys.index("target", device) if "/" in device else keys.index("class", device)
 
 
 def runtime_key(runtime: str) -> str:
-    return f"{PREFIX}idx:runtime:{runtime}"
+    return keys.index("runtime", runtime)
 
 
 def counting_key(select: str) -> str:
-    return f"{PREFIX}counting:{select}"
+    return keys.counting(select)
 
 
 def index_keys(record: ProfileRecord) -> set[str]:
     """Every index one record belongs to (its target: where it ran, else where it was sent)."""
     target = target_of(record)
-    keys = {
+    found = {
         ALL,
         model_key(record.settings.model),
         status_key(record.status),
@@ -64,19 +61,19 @@ def index_keys(record: ProfileRecord) -> set[str]:
         runtime_key(record.settings.runtime),
     }
     if "/" in target:
-        keys.add(device_key(target))
-    return keys
+        found.add(device_key(target))
+    return found
 
 
 def filter_keys(
     model: str | None, device: str | None, status: str | None, runtime: str | None = None
 ) -> list[str]:
     """The indexes a listing's filters intersect (the whole set without filters)."""
-    keys = [runtime_key(runtime)] if runtime is not None else []
+    wanted = [runtime_key(runtime)] if runtime is not None else []
     if model is not None:
-        keys.append(model_key(model))
+        wanted.append(model_key(model))
     if device is not None:
-        keys.append(device_key(device))
+        wanted.append(device_key(device))
     if status is not None:
-        keys.append(status_key(status))
-    return keys or [ALL]
+        wanted.append(status_key(status))
+    return wanted or [ALL]

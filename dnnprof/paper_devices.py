@@ -21,7 +21,7 @@ from functools import lru_cache
 
 from msgspec import Struct
 
-from dnnprof.analysis import MB, BatchCell, ModelRow, best_published, memory_fits, published_accuracy
+from dnnprof.analysis import MEGABYTE, BatchCell, ModelRow, best_published, memory_fits, published_accuracy
 from dnnprof.contract import ModelInfo, PublishedResult
 from dnnprof.paper import PAPER_DEVICES, PAPER_MEMORY_FACTS, PAPER_MODELS, PAPER_SOURCE, paper_tag
 from dnnprof.published import DATA
@@ -107,7 +107,7 @@ def paper_rows(
                     precision="fp32",
                     profile_id=f"{PAPER_SOURCE}-table1",
                     params=params,
-                    param_file_mb=params * 4 / MB,
+                    param_file_mb=params * 4 / MEGABYTE,
                     gflops=2 * gmacs if gmacs is not None else None,
                     top1=top1,
                     top5=top5,

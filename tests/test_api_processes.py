@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import redis
 
-from dnnprof import indexes
+from dnnprof import keys
 from dnnprof.store import ProfileStore
 from tests.factories import profile
 from tests.helpers import ROOT, dnnprof_env, free_port, throwaway_redis, until
@@ -180,10 +180,10 @@ def test_readyz_says_indexing_until_a_store_of_an_older_layout_is_reindexed(tmp_
     old = [profile(f"tv:m{i % 3}", device="cpu", cells={1: (5.0, 100.0)}, created=float(i)) for i in range(9)]
     with raw.pipeline() as pipe:  # as the store wrote records before its indexes existed
         for rec in old:
-            pipe.set(f"{indexes.PREFIX}profile:{rec.id}", msgspec.json.encode(rec))
-            pipe.zadd(f"{indexes.PREFIX}profiles", {rec.id: rec.created_at})
+            pipe.set(keys.record(rec.id), msgspec.json.encode(rec))
+            pipe.zadd(keys.ALL_PROFILES, {rec.id: rec.created_at})
         pipe.execute()
-    lock = raw.lock(f"{indexes.PREFIX}lock:reindex", timeout=600)
+    lock = raw.lock(keys.REINDEX_LOCK, timeout=600)
     assert lock.acquire(blocking=False)
     api, base = start_api(url, tmp_path)
     try:

@@ -41,3 +41,21 @@ def test_the_worker_parent_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_core_imports_neither_the_workers_nor_the_api():
+    """Issue 40 (4): dnnprof/ is what both sides share, so it depends on neither. Every module of
+    it is imported in a fresh interpreter (the CLI's entry points import the API and the worker
+    inside the commands that start them, never at import)."""
+    code = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys
+        import dnnprof
+        for module in pkgutil.walk_packages(dnnprof.__path__, "dnnprof."):
+            importlib.import_module(module.name)
+        print(sorted({m.split(".")[0] for m in sys.modules} & {"workers", "service", "torch"}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

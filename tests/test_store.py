@@ -9,7 +9,7 @@ import pytest
 
 from dnnprof.contract import ModelInfo, ProfileRecord, ProfileSettings, WorkerInfo
 from dnnprof.embedded import EmbeddedRedis
-from dnnprof.store import ConflictError, ProfileStore, now
+from dnnprof.store import ConflictError, ProfileStore, RecordGone, now
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,30 @@ def test_update_refuses_a_transition_from_a_finished_state(store):
             rec.id, lambda r: setattr(r, "status", "succeeded") or r, allowed_from=("queued", "running")
         )
     assert store.get(rec.id).status == "cancelled"
-    with pytest.raises(KeyError):
+    with pytest.raises(RecordGone):
         store.update("missing", lambda r: r)
+
+
+def test_a_key_error_inside_an_update_is_a_bug_not_a_deleted_job(store):
+    """Issue 40 (4): "record not found" was a bare KeyError, and the workers caught KeyError
+    broadly, so a KeyError bug inside an update closure read as "job deleted" and the write was
+    dropped. Gone is RecordGone, caught by name; a closure's KeyError surfaces."""
+    from dnnprof.config import Settings
+    from workers.records import JobRecords
+
+    assert not issubclass(RecordGone, KeyError)
+    rec, _ = store.create_or_get(record("tv:keyerror"))
+
+    def buggy(r):
+        return {}["missing"]
+
+    with pytest.raises(KeyError):
+        store.update(rec.id, buggy)
+    jobs = JobRecords(store, Settings())
+    assert jobs.claim("no-such-job", "w1") is None  # gone: nothing to claim
+    claimed = jobs.claim(rec.id, "w1")
+    assert claimed is not None and claimed.status == "running"
+    assert jobs.requeue("no-such-job", from_worker="w1") is False
 
 
 def test_delete_removes_the_record_its_index_entry_and_its_dedupe_pointer(store):

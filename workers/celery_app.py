@@ -22,6 +22,7 @@ import redis
 from celery import signals
 from kombu import Queue
 
+from dnnprof import keys
 from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES, TERMINAL_STATUSES, WorkerInfo
 from dnnprof.process import die_with_parent, remove_dead_owners, run_dir
@@ -258,7 +259,7 @@ class CountRequests(threading.Thread):
     def __init__(self, hostname: str) -> None:
         super().__init__(name="dnnprof-counts", daemon=True)
         self.stopped = threading.Event()
-        self.lock_name = f"dnnprof:lock:{device_lock_name(hostname)}"
+        self.lock_name = keys.device_lock(device_lock_name(hostname))
 
     def run(self) -> None:
         while not self.stopped.is_set():

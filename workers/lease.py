@@ -19,6 +19,7 @@ import time
 
 import redis
 
+from dnnprof import keys
 from dnnprof.store import ProfileStore, with_retries
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class DeviceLease:
         #: The store on connections that give up quickly: the lease and the loop's other calls.
         self.store = store.with_timeout(LEASE_CALL_TIMEOUT_S)
         self._lock = self.store.redis.lock(
-            f"dnnprof:lock:{name}", timeout=lease_s, blocking_timeout=1, thread_local=False
+            keys.device_lock(name), timeout=lease_s, blocking_timeout=1, thread_local=False
         )
         self._confirmed_at = float("-inf")  # monotonic time the last confirmed call was sent
         self._away_since: float | None = None

@@ -27,7 +27,7 @@ from dnnprof.contract import (
     Progress,
 )
 from dnnprof.process import spool_dir
-from dnnprof.store import ConflictError, Parts, ProfileStore, now, with_retries
+from dnnprof.store import ConflictError, Parts, ProfileStore, RecordGone, now, with_retries
 from workers.aggregate import assemble
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class JobRecords:
 
         try:
             return self.store.update(profile_id, change, allowed_from=("queued",))
-        except (ConflictError, KeyError):
+        except (ConflictError, RecordGone):
             return None
 
     def requeue(self, profile_id: str, *, from_worker: str | None, lost_worker: bool = True) -> bool:
@@ -109,7 +109,7 @@ class JobRecords:
 
         try:
             return self.store.update(profile_id, change, allowed_from=("running",)).status == "queued"
-        except (ConflictError, KeyError):
+        except (ConflictError, RecordGone):
             return False
 
     def end(
@@ -155,7 +155,7 @@ class JobRecords:
             change = _finish_assembled(outcome.status, outcome.error, outcome.measured, parts)
         try:
             record = self.store.update(outcome.profile_id, change, allowed_from=ACTIVE_STATUSES)
-        except (ConflictError, KeyError):
+        except (ConflictError, RecordGone):
             record = None  # ended or deleted meanwhile
         # Only once written (a failed write is tried again, from the same stored parts).
         if outcome.measured is not None:

@@ -27,7 +27,7 @@ import msgspec
 from dnnprof.config import Settings, require_redis_url
 from dnnprof.contract import ProcessCell, ProcessEnd, ProcessStatic, Progress
 from dnnprof.process import PARENT_PID_ENV, die_with_parent, measuring_name, name_this_process
-from dnnprof.store import ConflictError, Parts, ProfileStore, with_retries
+from dnnprof.store import ConflictError, Parts, ProfileStore, RecordGone, with_retries
 from workers.launch import seconds_since_launch
 
 log = logging.getLogger("dnnprof.runner")
@@ -84,7 +84,7 @@ class StoreWriter(threading.Thread):
             try:
                 self._write(item)
                 return
-            except (ConflictError, KeyError):
+            except (ConflictError, RecordGone):
                 return  # the job was cancelled or deleted: nothing to report to
             except Exception as exc:  # noqa: BLE001 - Redis away: keep the item, try again
                 log.warning("store write failed (%s); retrying in %.1f s", exc, backoff)
@@ -135,7 +135,7 @@ class StoreSink:
 
 
 def measure(profile_id: str, process: int, store: ProfileStore, settings: Settings, outcome: Outcome) -> None:
-    from workers.engine.flops import COUNTING_VERSION
+    from workers.engine.flops import FLOP_METHOD_VERSION
     from workers.engine.scenario import ProcessPlan, ScenarioConfig, measure_process
 
     gc.freeze()  # the imports live as long as this process: no gc.collect walks them (template.py)
@@ -154,7 +154,7 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
     skip |= {c.batch_size for c in stored.cells.values() if c.status != "ok"}
     flops = next(iter(stored.statics.values())).flops if stored.statics else None
     form = ":deployed" if s.reparameterize else ""
-    cache_key = (s.model + form, s.input_size, COUNTING_VERSION)
+    cache_key = (s.model + form, s.input_size, FLOP_METHOD_VERSION)
     if flops is None:
         with contextlib.suppress(Exception):
             flops = store.cached_flops(*cache_key)

@@ -29,7 +29,8 @@ Keys (all under ``dnnprof:``):
 
 from __future__ import annotations
 
-from dnnprof.store.base import FULL_ERRORS, PREFIX, ConflictError, now, redis_py_url, with_retries
+from dnnprof.keys import PREFIX
+from dnnprof.store.base import FULL_ERRORS, ConflictError, RecordGone, now, redis_py_url, with_retries
 from dnnprof.store.jobs import JobsMixin
 from dnnprof.store.parts import Parts, PartsMixin
 from dnnprof.store.published import PublishedMixin
@@ -43,6 +44,7 @@ __all__ = [
     "ConflictError",
     "Parts",
     "ProfileStore",
+    "RecordGone",
     "now",
     "redis_py_url",
     "with_retries",

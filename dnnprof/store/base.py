@@ -12,9 +12,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from dnnprof import keys
 from dnnprof.contract import ProfileRecord
 
-PREFIX = "dnnprof:"
 #: What redis-py raises when Redis at its maxmemory (noeviction) refuses a write or a transaction.
 FULL_ERRORS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError)
 record_decoder = msgspec.json.Decoder(ProfileRecord)
@@ -26,8 +26,13 @@ class ConflictError(Exception):
     """A record was not in a state that allows the requested change."""
 
 
+class RecordGone(Exception):
+    """The record a change was for is not stored (deleted, or never written). Not a KeyError, so
+    that a KeyError raised by a bug inside a change is never taken for a deleted job."""
+
+
 def record_key(profile_id: str) -> str:
-    return f"{PREFIX}profile:{profile_id}"
+    return keys.record(profile_id)
 
 
 class StoreBase:

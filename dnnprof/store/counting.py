@@ -12,7 +12,7 @@ from __future__ import annotations
 import redis
 from redis.client import Pipeline
 
-from dnnprof import indexes
+from dnnprof import indexes, keys
 from dnnprof.contract import ProfileRecord
 from dnnprof.selection import SELECTIONS, GroupKey, may_count, order_for
 from dnnprof.store.base import StoreBase, record_decoder, record_key
@@ -48,7 +48,7 @@ class CountingMixin(StoreBase):
                     pipe.multi()
                     for key in beaten:
                         pipe.hset(key, field, candidate.id)
-                    pipe.incr(indexes.COUNTING_VERSION)
+                    pipe.incr(keys.COUNTING_GENERATION)
                     pipe.execute()
                     return
                 except redis.WatchError:
@@ -59,7 +59,7 @@ class CountingMixin(StoreBase):
         """Choose a group's profile among all its succeeded ones (a bulk fill, a re-index, or the
         chosen one gone): linear in the group's history, so never on a plain finish."""
         group = GroupKey.parse(field)
-        keys = [
+        sets = [
             indexes.model_key(group.model),
             indexes.status_key("succeeded"),
             indexes.device_key(group.target),
@@ -69,10 +69,10 @@ class CountingMixin(StoreBase):
             while True:
                 try:
                     pipe.watch(*COUNTING_KEYS)
-                    ids = [i.decode() for i in pipe.zinter(keys)]
+                    ids = [i.decode() for i in pipe.zinter(sets)]
                     same = [r for r in self._records(ids) if may_count(r) and group_of(r) == field]
                     pipe.multi()
-                    pipe.incr(indexes.COUNTING_VERSION)
+                    pipe.incr(keys.COUNTING_GENERATION)
                     for key, select in zip(COUNTING_KEYS, SELECTIONS, strict=True):
                         chosen = max(same, key=order_for(select), default=None)
                         if chosen is None:

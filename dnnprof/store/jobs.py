@@ -10,15 +10,16 @@ from collections.abc import Iterable
 
 import msgspec
 
+from dnnprof import keys
 from dnnprof.contract import TERMINAL_STATUSES
-from dnnprof.store.base import PREFIX, StoreBase, record_decoder, record_key
+from dnnprof.store.base import StoreBase, record_decoder, record_key
 
 
 class JobsMixin(StoreBase):
     def active_of(self, client: str) -> int:
         """How many of the jobs ``client`` created are queued or running (ended ones are pruned
         here, as they are read: no status change needs to know of this set)."""
-        key = f"{PREFIX}active-by:{client}"
+        key = keys.active_by(client)
         ids = [i.decode() for i in self.redis.smembers(key)]
         if not ids:
             return 0
@@ -33,29 +34,29 @@ class JobsMixin(StoreBase):
         return len(ids) - len(ended)
 
     def note_active(self, client: str, profile_id: str) -> None:
-        key = f"{PREFIX}active-by:{client}"
+        key = keys.active_by(client)
         with self.redis.pipeline() as pipe:
             pipe.sadd(key, profile_id)
             pipe.expire(key, 7 * 24 * 3600)  # a client gone for a week leaves nothing behind
             pipe.execute()
 
     def request_cancel(self, profile_id: str, ttl_s: int = 86400) -> None:
-        self.redis.set(f"{PREFIX}cancel:{profile_id}", "1", ex=ttl_s)
+        self.redis.set(keys.cancel(profile_id), "1", ex=ttl_s)
 
     def cancel_requested(self, profile_id: str) -> bool:
-        return bool(self.redis.exists(f"{PREFIX}cancel:{profile_id}"))
+        return bool(self.redis.exists(keys.cancel(profile_id)))
 
     # job statistics (monotonic, for Prometheus counters)
 
     def count_finished(self, status: str, duration_s: float) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(f"{PREFIX}stats:jobs", f"{status}:count", 1)
-            pipe.hincrbyfloat(f"{PREFIX}stats:jobs", f"{status}:seconds", max(0.0, duration_s))
+            pipe.hincrby(keys.JOB_STATS, f"{status}:count", 1)
+            pipe.hincrbyfloat(keys.JOB_STATS, f"{status}:seconds", max(0.0, duration_s))
             pipe.execute()
 
     def finished_counts(self) -> dict[str, tuple[int, float]]:
         """status -> (jobs that ended so, seconds they took in all)."""
-        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(f"{PREFIX}stats:jobs").items()}
+        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.JOB_STATS).items()}
         out: dict[str, tuple[int, float]] = {}
         for key, value in raw.items():
             status, _, what = key.partition(":")

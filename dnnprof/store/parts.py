@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import msgspec
 
+from dnnprof import keys
 from dnnprof.contract import FlopCount, ModelCounts, ProcessCell, ProcessEnd, ProcessStatic
-from dnnprof.store.base import PREFIX, StoreBase, encode
+from dnnprof.store.base import StoreBase, encode
 
 _static_decoder = msgspec.json.Decoder(ProcessStatic)
 _cell_decoder = msgspec.json.Decoder(ProcessCell)
@@ -54,28 +55,28 @@ class PartsMixin(StoreBase):
 
     def put_part(self, profile_id: str, part: ProcessStatic | ProcessCell | ProcessEnd) -> None:
         """Store one piece the moment it is measured (idempotent: a retry overwrites it)."""
-        self.redis.hset(f"{PREFIX}parts:{profile_id}", self.part_field(part), encode(part))
+        self.redis.hset(keys.parts(profile_id), self.part_field(part), encode(part))
 
     def parts(self, profile_id: str) -> Parts:
-        raw = self.redis.hgetall(f"{PREFIX}parts:{profile_id}")
+        raw = self.redis.hgetall(keys.parts(profile_id))
         parts = Parts()
         for field, value in raw.items():
             parts.add_raw(field.decode(), value)
         return parts
 
     def drop_parts(self, profile_id: str) -> None:
-        self.redis.delete(f"{PREFIX}parts:{profile_id}")
+        self.redis.delete(keys.parts(profile_id))
 
     def drop_process_parts(self, profile_id: str, process: int) -> None:
         """Forget what one measuring process stored (it is measured again from its start)."""
-        key = f"{PREFIX}parts:{profile_id}"
+        key = keys.parts(profile_id)
         mine = [f for f in self.redis.hkeys(key) if f.decode().split(":")[1] == str(process)]
         if mine:
             self.redis.hdel(key, *mine)
 
     @staticmethod
     def _flops_key(model: str, input_size: int, version: int) -> str:
-        return f"{PREFIX}flops:v{version}:{model}:{input_size}"
+        return keys.flops(version, model, input_size)
 
     def cached_flops(self, model: str, input_size: int, version: int) -> FlopCount | None:
         raw = self.redis.get(self._flops_key(model, input_size, version))
@@ -84,12 +85,12 @@ class PartsMixin(StoreBase):
     def cache_flops(self, model: str, input_size: int, version: int, count: FlopCount) -> None:
         self.redis.set(self._flops_key(model, input_size, version), encode(count))
 
-    COUNT_REQUESTS = f"{PREFIX}counts:requests"
+    COUNT_REQUESTS = keys.COUNT_REQUESTS
 
     def request_count(self, qualified: str, ttl_s: int = 600) -> bool:
         """Ask the workers to count a model, once while a request is pending (``ttl_s``: asked
         again after that, should the worker that took it have died). True where asked now."""
-        if not self.redis.set(f"{PREFIX}counts:pending:{qualified}", b"1", nx=True, ex=ttl_s):
+        if not self.redis.set(keys.counts_pending(qualified), b"1", nx=True, ex=ttl_s):
             return False
         self.redis.rpush(self.COUNT_REQUESTS, qualified)
         return True
@@ -106,14 +107,14 @@ class PartsMixin(StoreBase):
 
     def put_model_counts(self, qualified: str, counts: ModelCounts) -> None:
         with self.redis.pipeline() as pipe:
-            pipe.set(f"{PREFIX}counts:{qualified}", encode(counts))
-            pipe.delete(f"{PREFIX}counts:pending:{qualified}")
+            pipe.set(keys.counts(qualified), encode(counts))
+            pipe.delete(keys.counts_pending(qualified))
             pipe.execute()
 
     def model_counts_many(self, names: list[str]) -> dict[str, ModelCounts]:
-        raws = self.redis.mget([f"{PREFIX}counts:{n}" for n in names]) if names else []
+        raws = self.redis.mget([keys.counts(n) for n in names]) if names else []
         return {n: _counts_decoder.decode(r) for n, r in zip(names, raws, strict=True) if r}
 
     def model_counts(self, qualified: str) -> ModelCounts | None:
-        raw = self.redis.get(f"{PREFIX}counts:{qualified}")
+        raw = self.redis.get(keys.counts(qualified))
         return _counts_decoder.decode(raw) if raw is not None else None

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 
 import msgspec
 
-from dnnprof import indexes
+from dnnprof import keys
 from dnnprof.contract import ModelInfo, PublishedResult
-from dnnprof.store.base import PREFIX, StoreBase, encode
+from dnnprof.store.base import StoreBase, encode
 
-PUBLISHED_VERSION = f"{PREFIX}published:version"
+PUBLISHED_VERSION = keys.PUBLISHED_VERSION
 _model_decoder = msgspec.json.Decoder(ModelInfo)
 _published_decoder = msgspec.json.Decoder(PublishedResult)
 
@@ -31,50 +31,50 @@ class PublishedMixin(StoreBase):
     def import_published(self, source: str, results: Iterable[PublishedResult]) -> int:
         """One source is replaced as a whole."""
         return self._replace_hash(
-            f"{PREFIX}published:{source}",
+            keys.published(source),
             {r.model: encode(r) for r in results},
-            ("sadd", f"{PREFIX}published:sources", source),
+            ("sadd", keys.PUBLISHED_SOURCES, source),
             ("incr", PUBLISHED_VERSION),
         )
 
     def figures_version(self) -> str:
         """Changes whenever what the figures show may have: a profile that counts, or a published
         table (so a reader can cache what it computed from them)."""
-        counting, published = self.redis.mget([indexes.COUNTING_VERSION, PUBLISHED_VERSION])
+        counting, published = self.redis.mget([keys.COUNTING_GENERATION, PUBLISHED_VERSION])
         return f"{int(counting or 0)}:{int(published or 0)}"
 
     def published_sources(self) -> set[str]:
-        return {s.decode() for s in self.redis.smembers(f"{PREFIX}published:sources")}
+        return {s.decode() for s in self.redis.smembers(keys.PUBLISHED_SOURCES)}
 
     def published(self, source: str | None = None) -> list[PublishedResult]:
         sources = [source] if source else sorted(self.published_sources())
         out: list[PublishedResult] = []
         for src in sources:
-            out.extend(_published_decoder.decode(v) for v in self.redis.hvals(f"{PREFIX}published:{src}"))
+            out.extend(_published_decoder.decode(v) for v in self.redis.hvals(keys.published(src)))
         return out
 
     def shipped_tables_version(self) -> str | None:
         """Which shipped tables (and catalogue they were resolved against) are imported."""
-        raw = self.redis.get(f"{PREFIX}published:shipped")
+        raw = self.redis.get(keys.PUBLISHED_SHIPPED)
         return raw.decode() if raw is not None else None
 
     def import_shipped(self, tables: dict[str, list[PublishedResult]], version: str) -> int:
         """Replace the shipped sources and record their version, in one MULTI."""
         with self.redis.pipeline() as pipe:
             for source, results in tables.items():
-                pipe.delete(f"{PREFIX}published:{source}")
+                pipe.delete(keys.published(source))
                 if results:
-                    pipe.hset(f"{PREFIX}published:{source}", mapping={r.model: encode(r) for r in results})
-                pipe.sadd(f"{PREFIX}published:sources", source)
-            pipe.set(f"{PREFIX}published:shipped", version)
+                    pipe.hset(keys.published(source), mapping={r.model: encode(r) for r in results})
+                pipe.sadd(keys.PUBLISHED_SOURCES, source)
+            pipe.set(keys.PUBLISHED_SHIPPED, version)
             pipe.incr(PUBLISHED_VERSION)
             pipe.execute()
         return sum(len(r) for r in tables.values())
 
     def delete_published(self, source: str) -> bool:
         with self.redis.pipeline() as pipe:
-            pipe.delete(f"{PREFIX}published:{source}")
-            pipe.srem(f"{PREFIX}published:sources", source)
+            pipe.delete(keys.published(source))
+            pipe.srem(keys.PUBLISHED_SOURCES, source)
             pipe.incr(PUBLISHED_VERSION)
             deleted, _, _ = pipe.execute()
         return bool(deleted)
@@ -83,15 +83,15 @@ class PublishedMixin(StoreBase):
 
     def publish_catalogue(self, entries: Iterable[ModelInfo], version: str) -> int:
         return self._replace_hash(
-            f"{PREFIX}catalogue",
+            keys.CATALOGUE,
             {e.name: encode(e) for e in entries},
-            ("set", f"{PREFIX}catalogue:version", version),
+            ("set", keys.CATALOGUE_VERSION, version),
         )
 
     def catalogue_version(self) -> str | None:
-        raw = self.redis.get(f"{PREFIX}catalogue:version")
+        raw = self.redis.get(keys.CATALOGUE_VERSION)
         return raw.decode() if raw is not None else None
 
     def load_catalogue(self) -> dict[str, ModelInfo]:
-        raw = self.redis.hgetall(f"{PREFIX}catalogue")
+        raw = self.redis.hgetall(keys.CATALOGUE)
         return {k.decode(): _model_decoder.decode(v) for k, v in raw.items()}

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterable, Iterator
 import redis
 import redis.asyncio
 
-from dnnprof import indexes
+from dnnprof import indexes, keys
 from dnnprof.contract import ACTIVE_STATUSES, ProfileRecord, ProfileSettings
 from dnnprof.store.base import (
     FULL_ERRORS,
-    PREFIX,
     ConflictError,
+    RecordGone,
     encode,
     record_decoder,
     record_key,
@@ -26,7 +26,7 @@ ALL_PROFILES = indexes.ALL
 
 
 def dedupe_pointer(settings: ProfileSettings) -> str:
-    return f"{PREFIX}dedupe:{settings.dedupe_key()}"
+    return keys.dedupe(settings.dedupe_key())
 
 
 class RecordsMixin(CountingMixin):
@@ -96,8 +96,8 @@ class RecordsMixin(CountingMixin):
     ) -> ProfileRecord | None:
         """The newest succeeded profile stored under any of these settings that ``accept`` takes
         (a class answered from any of its targets; a target from a profile stored before targets)."""
-        keys = [dedupe_pointer(c) for c in candidates]
-        ids = [i.decode() for i in self.redis.mget(keys) if i is not None] if keys else []
+        pointers = [dedupe_pointer(c) for c in candidates]
+        ids = [i.decode() for i in self.redis.mget(pointers) if i is not None] if pointers else []
         found = [self.get(i) for i in dict.fromkeys(ids)]
         ok = [r for r in found if r is not None and r.status == "succeeded" and accept(r)]
         return max(ok, key=lambda r: r.created_at, default=None)
@@ -112,7 +112,7 @@ class RecordsMixin(CountingMixin):
         """Read-modify-write one record atomically.
 
         ``change`` gets the current record and returns the new one (or None to leave it). Raises
-        :class:`KeyError` if the record is gone and :class:`ConflictError` if its status is not in
+        :class:`RecordGone` if the record is gone and :class:`ConflictError` if its status is not in
         ``allowed_from``, so a late writer cannot overwrite a cancelled or finished job.
         """
         key = record_key(profile_id)
@@ -123,7 +123,7 @@ class RecordsMixin(CountingMixin):
                     pipe.watch(key)
                     raw = pipe.get(key)
                     if raw is None:
-                        raise KeyError(profile_id)
+                        raise RecordGone(profile_id)
                     current = record_decoder.decode(raw)
                     if allowed is not None and current.status not in allowed:
                         pipe.unwatch()
@@ -155,14 +155,14 @@ class RecordsMixin(CountingMixin):
                 except redis.WatchError:
                     continue
 
-    def _indexed(self, keys: list[str]) -> str:
+    def _indexed(self, sets: list[str]) -> str:
         """The index to page through: one key, or the intersection of several (kept a few seconds,
         so that the pages of one listing read the same set)."""
-        if len(keys) == 1:
-            return keys[0]
-        tmp = f"{PREFIX}tmp:inter:" + hashlib.sha1("|".join(sorted(keys)).encode()).hexdigest()
+        if len(sets) == 1:
+            return sets[0]
+        tmp = keys.intersection(hashlib.sha1("|".join(sorted(sets)).encode()).hexdigest())
         with self.redis.pipeline() as pipe:
-            pipe.zinterstore(tmp, keys, aggregate="MAX")
+            pipe.zinterstore(tmp, sets, aggregate="MAX")
             pipe.expire(tmp, 10)
             pipe.execute()
         return tmp
@@ -219,7 +219,7 @@ class RecordsMixin(CountingMixin):
     ) -> Iterator[ProfileRecord]:
         """Every matching record, newest first, read ``chunk`` at a time (constant memory: exports)."""
         key = self._indexed(indexes.filter_keys(model, device, status, runtime))
-        if key.startswith(f"{PREFIX}tmp:"):  # a long export must not outlive its intersection
+        if key.startswith(keys.TMP):  # a long export must not outlive its intersection
             self.redis.expire(key, 3600)
         last: str | None = None
         while True:
@@ -235,7 +235,7 @@ class RecordsMixin(CountingMixin):
         up to date). One process at a time (a lock); others wait for it."""
         if self.indexes_ready():
             return 0
-        with self.redis.lock(f"{PREFIX}lock:reindex", timeout=3600, blocking_timeout=3600):
+        with self.redis.lock(keys.REINDEX_LOCK, timeout=3600, blocking_timeout=3600):
             if self.indexes_ready():
                 return 0
             total = self.redis.zcard(ALL_PROFILES)
@@ -283,8 +283,8 @@ class RecordsMixin(CountingMixin):
             pipe.delete(record_key(rec.id))
             for key in indexes.index_keys(rec):
                 pipe.zrem(key, rec.id)
-            pipe.delete(f"{PREFIX}cancel:{rec.id}")
-            pipe.delete(f"{PREFIX}parts:{rec.id}")
+            pipe.delete(keys.cancel(rec.id))
+            pipe.delete(keys.parts(rec.id))
             pipe.execute()
 
 

@@ -7,20 +7,21 @@ import time
 
 import msgspec
 
+from dnnprof import keys
 from dnnprof.contract import DeviceSeen, WorkerInfo
-from dnnprof.store.base import PREFIX, StoreBase, encode
+from dnnprof.store.base import StoreBase, encode
 
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 _device_decoder = msgspec.json.Decoder(DeviceSeen)
 
 
 class RegistryMixin(StoreBase):
-    WORKERS = f"{PREFIX}workers:live"
+    WORKERS = keys.LIVE_WORKERS
 
     def heartbeat(self, info: WorkerInfo, ttl_s: int) -> None:
         """The worker's key, expiring unless renewed, and its place in the live registry (scored by
         when it expires), so that finding the workers never scans the keyspace."""
-        key = f"{PREFIX}worker:{info.device_class}:{info.hostname}"
+        key = keys.worker(info.device_class, info.hostname)
         with self.redis.pipeline() as pipe:
             pipe.set(key, encode(info), ex=ttl_s)
             pipe.zadd(self.WORKERS, {key: time.time() + ttl_s})
@@ -30,7 +31,7 @@ class RegistryMixin(StoreBase):
 
     def see_device(self, info: WorkerInfo) -> DeviceSeen:
         """Record the worker's target in the device registry (kept when its workers are gone)."""
-        key = f"{PREFIX}devices"
+        key = keys.DEVICES
         raw = self.redis.hget(key, info.device_target)
         seen = _device_decoder.decode(raw) if raw else None
         if seen is None:
@@ -50,7 +51,7 @@ class RegistryMixin(StoreBase):
 
     def devices(self) -> dict[str, DeviceSeen]:
         return {
-            k.decode(): _device_decoder.decode(v) for k, v in self.redis.hgetall(f"{PREFIX}devices").items()
+            k.decode(): _device_decoder.decode(v) for k, v in self.redis.hgetall(keys.DEVICES).items()
         }
 
     def live_targets(self) -> dict[str, int]:
@@ -61,7 +62,7 @@ class RegistryMixin(StoreBase):
         return counts
 
     def forget_worker(self, info: WorkerInfo) -> None:
-        key = f"{PREFIX}worker:{info.device_class}:{info.hostname}"
+        key = keys.worker(info.device_class, info.hostname)
         with self.redis.pipeline() as pipe:
             pipe.delete(key)
             pipe.zrem(self.WORKERS, key)
@@ -75,10 +76,10 @@ class RegistryMixin(StoreBase):
         with self.redis.pipeline() as pipe:
             pipe.zremrangebyscore(self.WORKERS, "-inf", now_s - 3600)
             pipe.zrangebyscore(self.WORKERS, now_s, "+inf")
-            _, keys = pipe.execute()
-        if not keys:
+            _, worker_keys = pipe.execute()
+        if not worker_keys:
             return []
-        return [_worker_decoder.decode(raw) for raw in self.redis.mget(keys) if raw is not None]
+        return [_worker_decoder.decode(raw) for raw in self.redis.mget(worker_keys) if raw is not None]
 
     def live_device_classes(self) -> dict[str, int]:
         counts: dict[str, int] = {}

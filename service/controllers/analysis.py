@@ -98,7 +98,7 @@ def with_counts(services: Services, rows: list[analysis.ModelRow]) -> list[analy
         if row.gflops is None and counts.flops is not None:
             row.gflops = counts.flops / 1e9
         if not row.params and counts.params:
-            row.params, row.param_file_mb = counts.params, counts.params * 4 / analysis.MB
+            row.params, row.param_file_mb = counts.params, counts.params * 4 / analysis.MEGABYTE
     return rows
 
 

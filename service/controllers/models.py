@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
-from dnnprof.analysis import MB, best_published, published_accuracy, published_of
+from dnnprof.analysis import MEGABYTE, best_published, published_accuracy, published_of
 from dnnprof.catalogue import Resolved
 from dnnprof.contract import ModelInfo, PublishedResult
 from dnnprof.paper import PAPER_QUOTED_TOP1
@@ -135,7 +135,9 @@ def history(qualified: str, services: Services) -> list[TargetHistory]:
                 runtime=record.settings.runtime,
                 ms_per_image={b.batch_size: b.latency and b.latency.mean_ms for b in result.batches},
                 memory_mb={
-                    b.batch_size: b.memory.total_bytes / MB if b.memory and b.memory.total_bytes else None
+                    b.batch_size: b.memory.total_bytes / MEGABYTE
+                    if b.memory and b.memory.total_bytes
+                    else None
                     for b in result.batches
                 },
             )

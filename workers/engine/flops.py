@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dnnprof.contract import FlopCount
 
 #: Bump when the way FLOPs are counted changes, so cached counts are not reused.
-COUNTING_VERSION = 2
+FLOP_METHOD_VERSION = 2
 METHOD = (
     "torch.utils.flop_counter, fp32, batch 1, {device}; MHA fast path off, SDPA math path "
     "(attention counted); 1 multiply-add = 2 FLOPs"

@@ -28,7 +28,8 @@ from dnnprof.contract import MemoryStats
 from workers import nvml
 
 PROC_SELF = Path("/proc/self")
-MB = 1024 * 1024
+#: DNNPROF_MEMORY_LIMIT_MB counts MiB (2^20 bytes); the analyses' MB are 10^6 bytes (dnnprof.analysis).
+MIB = 1024 * 1024
 
 
 def _status_kib(field: str, status_file: Path = PROC_SELF / "status") -> int | None:
@@ -280,8 +281,8 @@ class ResidentCap:
 
     def _error(self, need_bytes: int, what: str) -> MemoryCapExceeded:
         return MemoryCapExceeded(
-            f"cannot allocate within the memory cap: {what} {need_bytes / MB:.0f} MB, over "
-            f"DNNPROF_MEMORY_LIMIT_MB={self.limit_bytes // MB}"
+            f"cannot allocate within the memory cap: {what} {need_bytes / MIB:.0f} MiB, over "
+            f"DNNPROF_MEMORY_LIMIT_MB={self.limit_bytes // MIB}"
         )
 
     def check_allocation(self, extra_bytes: int) -> None:
@@ -330,7 +331,7 @@ def apply_memory_limit(device: torch.device, limit_mb: int, floor_bytes: int | N
     capped (see :class:`ResidentCap`)."""
     if limit_mb <= 0:
         return None
-    limit = limit_mb * MB
+    limit = limit_mb * MIB
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         usable = max(0, limit - (floor_bytes or 0))
