@@ -14,10 +14,11 @@ from torch import nn
 from dnnprof.contract import ModelInfo, ProfileSettings
 from tests.helpers import ROOT
 from workers import aggregate
+from workers.engine.cells import CellMeasurer, ModelOnDevice
 from workers.engine.device import DeviceContext, PrecisionUnsupportedError
 from workers.engine.fingerprint import fingerprint, jetson_power_mode, l4t_release
 from workers.engine.models import build_model, count_params, parameter_file_bytes
-from workers.engine.scenario import CellMeasurer, PreparedModel, ScenarioConfig, run_profile
+from workers.engine.scenario import ScenarioConfig, run_profile
 from workers.engine.timing import Timer, WarmupPolicy
 
 
@@ -142,7 +143,7 @@ def test_cuda_profile_reports_nvml_process_memory_and_cuda_events():
         assert batch.memory.method in ("nvml_process", "nvml_device_delta")  # in a container: the delta
         # The process total includes the CUDA context, so it exceeds what torch reserved.
         assert batch.memory.total_bytes > batch.memory.torch_peak_reserved_bytes
-        from workers.engine.peaks import peak_flops
+        from workers.peaks import peak_flops
 
         if peak_flops(result.fingerprint.device_name, "fp16"):
             assert 0 < batch.peak_flops_share < 1
@@ -200,13 +201,13 @@ DATASHEETS = [
 
 @pytest.mark.parametrize(("device", "precision", "tflops"), DATASHEETS)
 def test_peak_flops_match_the_vendor_datasheets(device, precision, tflops):
-    from workers.engine.peaks import peak_flops
+    from workers.peaks import peak_flops
 
     assert peak_flops(device, precision) == pytest.approx(tflops * 1e12, rel=0.01)
 
 
 def test_peak_flops_unknown_devices_and_precisions_have_no_figure():
-    from workers.engine.peaks import peak_flops
+    from workers.peaks import peak_flops
 
     assert peak_flops("Tesla V100-SXM2-16GB", "bf16") is None  # no bf16 on Volta: no figure
     assert peak_flops("Some Future GPU", "fp32") is None
@@ -256,7 +257,7 @@ def test_a_noisy_block_of_runs_is_measured_again_and_every_attempt_is_recorded()
     # The first block of timed runs was stretched by another process; the second is clean.
     timer = ScriptedBlocksTimer([0.01, 0.2, 0.01, 0.01], [0.01, 0.0101, 0.0099, 0.01])
     ctx = DeviceContext("cpu", torch.device("cpu"), CpuMemoryProbe(), None, None, timer)
-    prepared = PreparedModel(TinyNet(), "fp32", torch.float32, torch.contiguous_format, 16)
+    prepared = ModelOnDevice(TinyNet(), "fp32", torch.float32, torch.contiguous_format, 16)
     measurer = CellMeasurer(prepared, ctx, settings, config, 0)
     cell = measurer.measure(1)
     assert timer.timed == 2 and len(cell.attempts) == 2
@@ -275,7 +276,7 @@ def measure_one(timer: Timer):
         device_class="cpu", warmup=WarmupPolicy(min_seconds=0), min_timed_s=0, max_attempts=1
     )
     ctx = DeviceContext("cpu", torch.device("cpu"), CpuMemoryProbe(), None, None, timer)
-    prepared = PreparedModel(TinyNet(), "fp32", torch.float32, torch.contiguous_format, 16)
+    prepared = ModelOnDevice(TinyNet(), "fp32", torch.float32, torch.contiguous_format, 16)
     return CellMeasurer(prepared, ctx, settings, config, 0).measure(1)
 
 

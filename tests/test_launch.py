@@ -18,8 +18,8 @@ import pytest
 
 from dnnprof.process import PARENT_PID_ENV, pid_alive
 from tests.helpers import ROOT, until
-from workers.engine.phases import PHASES
 from workers.launch import LAUNCHED_AT_ENV, PROCESS_START_ENV, launch, warm_template
+from workers.phases import PHASES
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_phases_account_for_the_process_and_contain_what_they_name():
 
 
 def test_a_profile_sums_its_processes_phases_and_names_the_rest():
-    from workers.engine.phases import summed
+    from workers.phases import summed
 
     total = summed([{"start": 1.0, "timed": 2.0}, {"start": 0.5, "timed": 2.5, "build": 0.25}], wall_s=7.0)
     assert total == {"start": 1.5, "build": 0.25, "timed": 4.5, "other": 0.75}  # 7 - 6.25, by hand

@@ -14,10 +14,11 @@ from torch import nn
 from dnnprof.contract import MemoryStats, ModelInfo, ProfileSettings
 from tests.helpers import ROOT
 from workers import nvml
+from workers.engine.cells import CellMeasurer, ModelOnDevice
 from workers.engine.device import DeviceContext
 from workers.engine.energy import EnergyMeter
 from workers.engine.memory import is_out_of_memory, process_total
-from workers.engine.scenario import CellMeasurer, PreparedModel, ScenarioConfig, run_profile
+from workers.engine.scenario import ScenarioConfig, run_profile
 from workers.engine.timing import Timer, WarmupPolicy
 
 MB = 1e6
@@ -88,7 +89,7 @@ def test_memory_is_the_peak_over_warm_up_after_the_first_call():
     )
     config = ScenarioConfig(device_class="cpu", warmup=WarmupPolicy(min_runs=3, min_seconds=0), min_timed_s=0)
     ctx = DeviceContext("cpu", torch.device("cpu"), RecordingProbe(log), 123, None, Timer())
-    prepared = PreparedModel(CountingNet(log), "fp32", torch.float32, torch.contiguous_format, 8)
+    prepared = ModelOnDevice(CountingNet(log), "fp32", torch.float32, torch.contiguous_format, 8)
     measurer = CellMeasurer(prepared, ctx, settings, config, 0)
     measured = measurer.measure(2)
     assert measured.status == "ok", measured.error

@@ -36,8 +36,8 @@ from dnnprof.contract import (
     ProfileSettings,
     RuntimeReport,
 )
-from workers.engine.peaks import peak_flops
-from workers.engine.phases import summed as summed_phases
+from workers.peaks import peak_flops
+from workers.phases import summed as summed_phases
 
 NOISY_CV = 0.1
 P90_MIN_RUNS = 10

@@ -1,5 +1,9 @@
-"""The paper's scenario for one model in one measuring process: parameters, parameter-file size and
-FLOPs once, then per batch size the warm-up, the memory it takes and the timed runs.
+"""The paper's scenario for one model in one measuring process, as a row of named steps
+(:func:`measure_process`): ``open_device`` → ``open_accuracy_set`` → ``build_for_profile`` →
+``static_figures`` (parameters, parameter-file size, FLOPs, fingerprint) → ``prepare_model`` (to
+the device; a runtime's export or compile and its outputs check) → the cells
+(:class:`workers.engine.cells.CellMeasurer`: per batch size the warm-up, the memory it takes and
+the timed runs) → ``measure_accuracy``.
 
 Each batch size is handed to a sink the moment it is done (the runner stores it), so a time limit,
 a crash or a cancel keeps what was measured. A batch size that runs out of memory is an ``oom``
@@ -16,15 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
 from dnnprof.contract import (
     FlopCount,
-    HostLoad,
     ModelInfo,
     ProcessCell,
     ProcessEnd,
@@ -32,7 +34,6 @@ from dnnprof.contract import (
     ProfileResult,
     ProfileSettings,
     Progress,
-    TimingAttempt,
 )
 from workers import aggregate
 from workers.engine.accuracy import (
@@ -43,6 +44,7 @@ from workers.engine.accuracy import (
     evenly_spaced,
     open_val_set,
 )
+from workers.engine.cells import CellMeasurer, ModelOnDevice
 from workers.engine.device import (
     DTYPES,
     DeviceContext,
@@ -51,23 +53,20 @@ from workers.engine.device import (
     autocast_for,
     open_device,
 )
-from workers.engine.energy import MIN_WINDOW_S, NO_METER, EnergyMeter, energy_meter
 from workers.engine.fingerprint import fingerprint
 from workers.engine.flops import count_model_flops
-from workers.engine.host import HostLoadMeter, wait_for_quiet_host
-from workers.engine.memory import is_out_of_memory
 from workers.engine.models import build_model, count_params, deployed_form, parameter_file_bytes
-from workers.engine.phases import PhaseClock
-from workers.engine.runtimes import Prepared, check_outputs, frames_compiled, runtime_for
+from workers.engine.runtimes import check_outputs, runtime_for
 from workers.engine.runtimes.base import CHECK_BATCH
-from workers.engine.runtimes.eager import eager
-from workers.engine.timing import Warmup, WarmupPolicy, settling_point, warm_up
+from workers.engine.timing import WarmupPolicy
+from workers.phases import PhaseClock
 
 __all__ = [
-    "DTYPES",
-    "CellMeasurer",
+    "CollectingSink",
     "PrecisionUnsupportedError",
+    "ProcessPlan",
     "ScenarioConfig",
+    "Sink",
     "measure_process",
     "run_profile",
 ]
@@ -169,26 +168,28 @@ def measure_process(
     started = time.perf_counter()
     clock = PhaseClock()
     measuring = [bs for bs in settings.batch_sizes if bs not in plan.skip]
-    report = ProgressReporter(sink, plan.process, len(measuring))
+    progress = ProgressReporter(sink, plan.process, len(measuring))
     with clock.phase("device"):
         ctx = open_device(config.device_class, settings.precision, config.memory_limit_mb)
-    report("loading")
+    progress("loading")
     with clock.phase("build"):
         val_set = open_accuracy_set(info, settings, config, plan)  # before any download: fail fast
         built = build_for_profile(info, settings, config, model, tag)
-    report("flops")
+    progress("flops")
     with clock.phase("static"):
         static = static_figures(info, settings, plan, ctx, built)
     with clock.phase("prepare"):
-        prepared = prepare_model(built.model, settings, ctx, config.cache_dir)
-    static.runtime = prepared.runtime.report
+        on_device = prepare_model(built.model, settings, ctx, config.cache_dir)
+    static.runtime = on_device.prepared.report
     sink.static(static)
-    measure_cells(prepared, ctx, settings, config, plan.process, measuring, sink, report, clock)
+    cells = CellMeasurer(on_device, ctx, settings, config, plan.process, clock)
+    cells.measure_all(measuring, sink, lambda done, bs: progress("batch", done, batch_size=bs))
     end = ProcessEnd(process=plan.process, wall_s=0.0)
     if val_set is not None:
         with clock.phase("accuracy"):
-            end.top1, end.top5, end.accuracy_images = measure_accuracy(prepared, ctx, val_set, config, report)
-    report("done", len(measuring))
+            accuracy = measure_accuracy(on_device, ctx, val_set, config, progress)
+            end.top1, end.top5, end.accuracy_images = accuracy
+    progress("done", len(measuring))
     end.wall_s = time.perf_counter() - started
     end.phases = clock.seconds
     return end
@@ -215,28 +216,6 @@ class BuiltModel:
     model: nn.Module
     form: str
     pretrained: bool
-
-
-@dataclass
-class PreparedModel:
-    """The model as the cells run it: the eager module on the device, in the profile's dtype and
-    memory format, and the runtime that runs it (eager itself, or an export, a compile)."""
-
-    model: nn.Module
-    precision: str
-    dtype: torch.dtype
-    memory_format: torch.memory_format
-    input_size: int
-    runtime: Prepared = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.runtime is None:
-            self.runtime = eager(self.model)
-
-    def make_input(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        size = self.input_size
-        x = torch.randn(batch_size, 3, size, size, device=device, dtype=self.dtype)
-        return x.contiguous(memory_format=self.memory_format)
 
 
 def open_accuracy_set(info: ModelInfo, settings: ProfileSettings, config: ScenarioConfig, plan: ProcessPlan):
@@ -305,73 +284,53 @@ def static_figures(
 
 def prepare_model(
     model: nn.Module, settings: ProfileSettings, ctx: DeviceContext, cache: Path | None = None
-) -> PreparedModel:
+) -> ModelOnDevice:
     """The module moved to the device in the profile's dtype, then prepared by its runtime (an
     export, a compile; eager as it is), whose outputs are checked against eager's on one input."""
     dtype = DTYPES[settings.precision]
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(device=ctx.device, dtype=dtype, memory_format=memory_format)
-    prepared = PreparedModel(model, settings.precision, dtype, memory_format, settings.input_size)
+    on_device = ModelOnDevice(model, settings.precision, dtype, memory_format, settings.input_size)
     runtime = runtime_for(settings.runtime, ctx.device_class)
     if settings.runtime == "eager":  # the reference itself: nothing to check it against
-        prepared.runtime = runtime.prepare(model, settings, ctx, Path())
-        return prepared
+        on_device.prepared = runtime.prepare(model, settings, ctx, Path())
+        return on_device
     with contextlib.ExitStack() as stack:
         if cache is None:
             cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dnnprof-runtime-")))
-        prepared.runtime = runtime.prepare(model, settings, ctx, cache)
-        x = prepared.make_input(CHECK_BATCH, ctx.device)
+        on_device.prepared = runtime.prepare(model, settings, ctx, cache)
+        x = on_device.make_input(CHECK_BATCH, ctx.device)
         with autocast_for(settings.precision, ctx.device):
-            prepared.runtime.report.outputs = check_outputs(model, prepared.runtime, x, settings.precision)
-    return prepared
-
-
-def measure_cells(
-    prepared: PreparedModel,
-    ctx: DeviceContext,
-    settings: ProfileSettings,
-    config: ScenarioConfig,
-    process: int,
-    measuring: list[int],
-    sink: Sink,
-    report: ProgressReporter,
-    clock: PhaseClock | None = None,
-) -> None:
-    """Each batch size in turn, handed to the sink the moment it is measured."""
-    measurer = CellMeasurer(prepared, ctx, settings, config, process, clock)
-    meter = (
-        energy_meter(config.device_class, ctx.nvml_handle)
-        if config.measure_energy
-        else contextlib.nullcontext(NO_METER)
-    )
-    with torch.inference_mode(), autocast_for(prepared.precision, ctx.device), meter as energy:
-        measurer.energy = energy
-        for done, batch_size in enumerate(measuring):
-            report("batch", done, batch_size=batch_size)
-            sink.cell(measurer.measure(batch_size))
-            ctx.release()
+            on_device.prepared.report.outputs = check_outputs(
+                model, on_device.prepared, x, settings.precision
+            )
+    return on_device
 
 
 def measure_accuracy(
-    prepared: PreparedModel, ctx: DeviceContext, val_set, config: ScenarioConfig, report: ProgressReporter
+    on_device: ModelOnDevice,
+    ctx: DeviceContext,
+    val_set,
+    config: ScenarioConfig,
+    progress: ProgressReporter,
 ) -> tuple[float, float, int]:
     def accuracy_progress(done: int, of: int) -> None:
-        report("accuracy", report.total, message=f"{done}/{of} images")
+        progress("accuracy", progress.total, message=f"{done}/{of} images")
 
-    if prepared.runtime.report.name == "eager":
-        model = prepared.model
+    if on_device.prepared.report.name == "eager":
+        model = on_device.model
     else:  # the runtime's own outputs: the accuracy of the form that is deployed
 
         def model(images: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(prepared.runtime.logits(images)).to(images.device)
+            return torch.from_numpy(on_device.prepared.logits(images)).to(images.device)
 
-    with torch.inference_mode(), autocast_for(prepared.precision, ctx.device):
+    with torch.inference_mode(), autocast_for(on_device.precision, ctx.device):
         return evaluate(
             model,
             val_set,
             ctx.device,
-            dtype=prepared.dtype,
-            memory_format=prepared.memory_format,
+            dtype=on_device.dtype,
+            memory_format=on_device.memory_format,
             workers=config.loader_workers,
             on_progress=accuracy_progress,
         )
@@ -387,181 +346,3 @@ def _load(info: ModelInfo, pretrained: bool, tag: str | None, input_size: int, o
             f"could not load the pretrained weights of {info.name} "
             f"({info.weights_url or 'no published URL'}): {type(exc).__name__}: {exc}"
         ) from exc
-
-
-class CellMeasurer:
-    """One batch size in this process: the first call, the warm-up (its peak is the memory
-    figure), the timed blocks."""
-
-    def __init__(
-        self,
-        prepared: PreparedModel,
-        ctx: DeviceContext,
-        settings: ProfileSettings,
-        config: ScenarioConfig,
-        process: int,
-        clock: PhaseClock | None = None,
-    ) -> None:
-        self.prepared = prepared
-        self.ctx = ctx
-        self.settings = settings
-        self.config = config
-        self.process = process
-        self.clock = clock or PhaseClock()
-        self.energy: EnergyMeter | None = None
-
-    def measure(self, batch_size: int) -> ProcessCell:
-        try:
-            return self._measure(batch_size)
-        except Exception as exc:  # noqa: BLE001 - one batch size's failure is its cell, not the profile's
-            status = "oom" if is_out_of_memory(exc) else "error"
-            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            if status == "error":
-                message = f"{type(exc).__name__}: {message}"
-            return ProcessCell(process=self.process, batch_size=batch_size, status=status, error=message)
-
-    def _measure(self, batch_size: int) -> ProcessCell:
-        """The input lives in this frame only, so it is gone when the caller releases memory."""
-        ctx, prepared, size = self.ctx, self.prepared, self.prepared.input_size
-        if ctx.cap is not None:
-            ctx.cap.check_allocation(batch_size * 3 * size * size * prepared.dtype.itemsize)
-        x = prepared.make_input(batch_size, ctx.device)
-        forward = prepared.runtime.bind(x)
-        with self.clock.phase("quiet_wait"):
-            quiet = wait_for_quiet_host(self.config.quiet_wait_s)
-        watching = ctx.cap.watching() if ctx.cap is not None else contextlib.nullcontext()
-        with watching:
-            with self.clock.phase("first_call"):  # cold: a compile compiles here, not in warm-up
-                first_call_s = ctx.timer.time(forward, 1)[0]
-            compiled_at_first_call = frames_compiled(prepared.runtime)
-            with self.clock.phase("warm_up"):
-                # After the first call's autotuning (its trial workspaces are not this batch's
-                # memory), the peak over the warm-up runs: no forward of its own for memory.
-                ctx.probe.prepare()
-                warmup = warm_up(
-                    forward,
-                    ctx.timer,
-                    self.config.warmup,
-                    first_call_s,
-                    timed_run_settles_from_s=self._timed_run_settles_from_s(),
-                )
-                memory = ctx.probe.read()
-        if ctx.cap is not None:
-            ctx.cap.check_peak(memory.total_bytes)
-        memory.floor_bytes = ctx.floor
-        cell = self._timed(batch_size, forward, first_call_s, warmup, memory)  # its phases its own
-        if compiled_at_first_call is not None:
-            cell.recompilations = frames_compiled(prepared.runtime) - compiled_at_first_call
-        if cell.host is not None and self.config.quiet_wait_s > 0:
-            cell.host.quiet_wait_s, cell.host.quiet_before = quiet.waited_s, quiet.quiet
-        return cell
-
-    def _timed(self, batch_size: int, forward, first_call_s: float, warmup, memory) -> ProcessCell:
-        """The timed blocks, re-run while their spread stays over ``noisy_cv`` (the quietest kept).
-        Where the warm-up left its window for the first timed run to complete (issue 29) and that
-        run does not, the runs before the first window that settles were warm-up: dropped, and
-        the block topped up; where none in the block settles, the whole block was warm-up, which
-        goes on from its times closing its own window, and the block is timed again (not counted
-        against ``max_attempts``)."""
-        policy = self.config.warmup
-        attempts: list[TimingAttempt] = []
-        kept: TimedBlock | None = None
-        while sum(a.settled for a in attempts) < max(1, self.config.max_attempts):
-            started = time.perf_counter()
-            block = self._block(batch_size, forward, warmup)
-            attempts.append(block.attempt())
-            warm_s = sum(block.head) if block.settled else time.perf_counter() - started
-            self.clock.add("warm_up", warm_s)
-            self.clock.add("timed", time.perf_counter() - started - warm_s)
-            # The head counted as warm-up; no window is left open for a later block to settle.
-            warmup = Warmup(warmup.runs + len(block.head), warmup.converged)
-            if not block.settled:
-                with self.clock.phase("warm_up"):
-                    more = warm_up(forward, self.ctx.timer, policy, earlier=block.runs)  # a window of its own
-                warmup = Warmup(warmup.runs + more.runs, more.converged)  # the block's runs counted above
-                continue
-            if kept is None or block.cv < kept.cv:
-                kept = block
-            if block.cv <= self.config.noisy_cv:
-                break
-        assert kept is not None
-        return ProcessCell(
-            process=self.process,
-            batch_size=batch_size,
-            status="ok",
-            run_seconds=[float(t) for t in np.asarray(kept.runs)],
-            warmup_runs=warmup.runs,
-            warmup_converged=warmup.converged,
-            attempts=attempts,
-            host=kept.host,
-            memory=memory,
-            energy_j=kept.joules,
-            energy_window_s=kept.seconds if kept.joules is not None else None,
-            first_call_s=first_call_s,
-        )
-
-    def _block(self, batch_size: int, forward, warmup: Warmup) -> TimedBlock:
-        """One block of timed runs, with the host's load and (where a meter reads it) the energy
-        over the same window; the runs at its head that were still warm-up (see :meth:`_timed`)
-        apart, and as many timed again. (A window is never left open where energy is read, so
-        the joules are always those of the runs kept.)"""
-        ctx, meter = self.ctx, self.energy
-        min_seconds = self._min_timed_s()
-        load = HostLoadMeter()
-        window = meter.window() if meter is not None else None
-        load.start()
-        if window is not None:
-            window.start()
-        runs = ctx.timer.time_for(forward, self.settings.runs, min_seconds)
-        head = settling_point(warmup, runs, self.config.warmup)
-        if head is None:
-            head, runs, settled = runs, runs, False
-        else:
-            head, runs, settled = runs[:head], runs[head:], True
-            if head and (len(runs) < self.settings.runs or sum(runs) < min_seconds):
-                runs += ctx.timer.time_for(
-                    forward, max(1, self.settings.runs - len(runs)), max(0.0, min_seconds - sum(runs))
-                )
-        joules, seconds = window.stop() if window is not None else (None, 0.0)
-        host = load.stop()
-        per_image = aggregate.per_image_ms(runs, batch_size)
-        mean = float(per_image.mean())
-        cv = float(per_image.std(ddof=1) / mean) if per_image.size > 1 and mean > 0 else 0.0
-        return TimedBlock(runs, mean, cv, host, joules, seconds, head, settled)
-
-    def _min_timed_s(self) -> float:
-        """The least time one block of timed runs lasts."""
-        meter = self.energy
-        if meter is not None and meter.available:
-            return max(self.config.min_timed_s, MIN_WINDOW_S)  # an energy figure needs a long window
-        return self.config.min_timed_s
-
-    def _timed_run_settles_from_s(self) -> float | None:
-        """Where the warm-up leaves its window for the first timed run to complete: runs of a
-        tenth of a block or more (a block sized by its run count; in one sized by time a run is
-        not worth a block's risk), and never where energy is read over the block."""
-        if self.energy is not None and self.energy.available:
-            return None
-        return self._min_timed_s() / max(1, self.settings.runs)
-
-
-class TimedBlock(NamedTuple):
-    runs: list[float]
-    mean_ms: float
-    cv: float
-    host: HostLoad | None
-    joules: float | None
-    seconds: float
-    #: The runs at the block's head that were still warm-up (all of them where none settled).
-    head: list[float]
-    settled: bool
-
-    def attempt(self) -> TimingAttempt:
-        return TimingAttempt(
-            runs=len(self.runs) if self.settled else 0,
-            mean_ms=self.mean_ms,
-            cv=self.cv,
-            host=self.host,
-            warm_up_runs=len(self.head),
-            settled=self.settled,
-        )
