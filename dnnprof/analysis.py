@@ -5,7 +5,10 @@
 - Accuracy density: top-1 per million parameters (Fig. 2).
 - Accuracy vs images/s: the Pareto frontier and its linear upper bound (Fig. 3).
 - Memory vs parameter size: a least-squares line per batch size, with R² (Fig. 4).
-- Cross-device: one model on two devices (targets, or classes), side by side, per batch size.
+- Cross-device: one model on two devices (targets, or classes), or in two runtimes, side by side,
+  per batch size.
+- Runtimes: each model in every runtime measured, its time and speed-up over eager
+  (:func:`runtime_table`).
 
 Every row is one model on one device target (``cuda/nvidia-l4-24gb``: see :mod:`dnnprof.targets`);
 the groups (frontier, fits, Table 3) are per target, so two GPUs of one class are never mixed. A
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from msgspec import Struct
 
@@ -219,7 +223,8 @@ class ConstrainedBest(Struct, kw_only=True):
 
 DEFAULT_MEMORY_BOUNDS_MB = (700.0, 1000.0, 1400.0)
 DEFAULT_FPS_BOUNDS = (15.0, 30.0, 60.0)
-MEMORY_BASES = ("total", "model")
+#: Table 3's memory: all the process holds (the paper's), or less the floor it held before the model.
+MemoryBasis = Literal["total", "model"]
 
 
 def best_under_constraints(
@@ -227,7 +232,7 @@ def best_under_constraints(
     memory_bounds_mb: Iterable[float],
     fps_bounds: Iterable[float],
     batch_size: int = 1,
-    memory_basis: str = "total",
+    memory_basis: MemoryBasis = "total",
 ) -> list[ConstrainedBest]:
     """Table 3: for each memory bound x frame-rate bound, the most accurate model that fits.
 

@@ -1,4 +1,6 @@
-"""Settings, read once from ``DNNPROF_*`` environment variables (the README's configuration table)."""
+"""Settings from the ``DNNPROF_*`` environment variables (the README's configuration table): every
+variable is read here, by :meth:`Settings.from_env`, which each process calls when it starts (the
+API, a worker, a measuring process); nothing else reads them."""
 
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ class Settings:
     #: Load pretrained weights from the cache only, never from the network (air-gapped labs).
     weights_offline: bool = False
     imagenet_val: Path | None = None
+    #: The labels file of a flat validation folder (None: ``labels.txt`` in it).
+    imagenet_val_labels: Path | None = None
     #: ``template`` (forked from a process that imported torch once) or ``fresh`` interpreters.
     measure_start: str = "template"
     #: Before each batch size, how long to wait for other processes to leave the CPUs (0: never).
@@ -116,6 +120,9 @@ class Settings:
             worker_metrics_port=_env_int("DNNPROF_WORKER_METRICS_PORT", 9808),
             weights_dir=Path(env("DNNPROF_WEIGHTS_DIR")) if env("DNNPROF_WEIGHTS_DIR") else None,
             imagenet_val=Path(env("DNNPROF_IMAGENET_VAL")) if env("DNNPROF_IMAGENET_VAL") else None,
+            imagenet_val_labels=(
+                Path(env("DNNPROF_IMAGENET_VAL_LABELS")) if env("DNNPROF_IMAGENET_VAL_LABELS") else None
+            ),
             weights_offline=(env("DNNPROF_WEIGHTS_OFFLINE") or "").lower() in ("1", "true", "yes"),
             measure_start=measure_start,
             quiet_wait_s=_env_float("DNNPROF_QUIET_WAIT_S", 30.0),

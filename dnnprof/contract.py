@@ -56,7 +56,6 @@ ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
 #: A device target (``cuda/nvidia-h100-80gb-hbm3``: see :mod:`dnnprof.targets`), or a class alone.
 TARGET_PATTERN = r"^(cpu|cuda|jetson)/[a-z0-9][a-z0-9._-]{0,79}(?!\n)$"
 DEVICE_PATTERN = r"^(cpu|cuda|jetson)(/[a-z0-9][a-z0-9._-]{0,79})?(?!\n)$"
-DeviceTarget = Annotated[str, Meta(max_length=87, pattern=TARGET_PATTERN)]
 DeviceOrTarget = Annotated[str, Meta(max_length=87, pattern=DEVICE_PATTERN)]
 
 #: The paper's batch sizes (Section IV-C).
@@ -368,8 +367,6 @@ class RuntimeReport(Struct, kw_only=True, omit_defaults=True):
     #: and process (0: nothing timed or warmed up was compiled; each batch size's own compile
     #: falls in its first call).
     recompilations: int | None = None
-    #: FLOPs and parameters are counted once on the eager model, whatever runs it.
-    counted_on: str = "eager model"
 
 
 class BatchMeasurement(Struct, kw_only=True):
@@ -612,7 +609,6 @@ class WorkerInfo(Struct, kw_only=True):
     pid: int
     started_at: float
     seen_at: float
-    busy_with: str | None = None
     #: The memory of the device it measures on (GPU memory, or the host's for a CPU or a Jetson).
     device_memory_bytes: int | None = None
     #: Its device target (see :mod:`dnnprof.targets`); it consumes that queue and its class's.

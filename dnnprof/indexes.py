@@ -1,7 +1,9 @@
 """The store's secondary indexes and maintained aggregates: what a listing, an analysis or a
 Prometheus scrape reads instead of every stored record.
 
-Kept in Redis beside the records, written in the same MULTI as the record they index:
+Kept in Redis beside the records. The ``idx:*`` sets are written in the same MULTI as the record
+they index; the ``counting:*`` hashes in a later WATCH transaction of their own
+(:mod:`dnnprof.store.counting`), once the record is written:
 
 - ``idx:model:<model>``, ``idx:status:<status>``, ``idx:class:<class>``, ``idx:target:<target>``:
   sorted sets of profile ids by creation time (the ``profiles`` set indexes them all). A filtered

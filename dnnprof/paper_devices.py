@@ -16,7 +16,7 @@ import csv
 import math
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from msgspec import Struct
@@ -247,11 +247,3 @@ def against_paper(
         paper_memory_fits_batch_size=int(PAPER_MEMORY_FACTS["batch_size"]),
     )
 
-
-def rows_for(
-    device: str | None,
-    catalogue: dict[str, ModelInfo],
-    published: Callable[[], list[PublishedResult]],
-) -> list[ModelRow]:
-    """The paper's rows a device filter asks for (none unless it names the paper)."""
-    return paper_rows(catalogue, published(), device) if is_paper(device) else []

@@ -1,8 +1,9 @@
 """The worker's Celery app: ``celery -A workers.celery_app worker`` or ``dnnprof worker``.
 
 The device class comes from ``DNNPROF_WORKER_DEVICE`` (cuda, jetson, cpu) or is detected through
-NVML (no CUDA context in the parent). The worker consumes that class's queue only, publishes the
-model catalogue when it is ready, and renews a heartbeat the API's ``/readyz`` reads.
+NVML (no CUDA context in the parent). The worker consumes its device target's queue and its
+class's, publishes the model catalogue when it is ready, and renews a heartbeat the API's
+``/readyz`` reads.
 """
 
 from __future__ import annotations

@@ -166,6 +166,7 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
         device_class=s.device,
         memory_limit_mb=settings.memory_limit_mb,
         imagenet_val=settings.imagenet_val,
+        imagenet_labels=settings.imagenet_val_labels,
         weights_offline=settings.weights_offline,
         cache_dir=settings.data_dir / "runtimes",
         quiet_wait_s=settings.quiet_wait_s,

@@ -1,14 +1,15 @@
 """The Redis store, one module a concern, one :class:`ProfileStore` over them all:
 
 - :mod:`~dnnprof.store.records`   profile records, dedupe, listing through the indexes, deletes
-- :mod:`~dnnprof.store.counting`  which profile counts per (model, target, precision), incremental
+- :mod:`~dnnprof.store.counting`  which profile counts per (model, target, precision, runtime),
+                                  incremental
 - :mod:`~dnnprof.store.parts`     what the measuring processes stored, FLOP and model counts
 - :mod:`~dnnprof.store.jobs`      per-client active jobs, cancels, job counters, kombu's messages
 - :mod:`~dnnprof.store.registry`  live workers and the devices seen
 - :mod:`~dnnprof.store.published` published tables and the model catalogue
 - :mod:`~dnnprof.store.base`      the client, its timeouts, compare-and-delete, retries
 
-Keys (all under ``dnnprof:``):
+Keys (all under ``dnnprof:``, each built in :mod:`dnnprof.keys`):
 
 - ``profile:<id>``      JSON :class:`ProfileRecord` (the job, its progress and its result)
 - ``profiles``          sorted set of ids by creation time

@@ -212,7 +212,7 @@ class AnalysisController(Controller):
         min_fps: Annotated[list[float] | None, QueryParameter(max_items=16)] = None,
         batch_size: BatchQuery = 1,
         memory: Annotated[
-            Literal["total", "model"],
+            analysis.MemoryBasis,
             QueryParameter(
                 description="total (default, the paper's): all the memory the process holds; model: "
                 "less the floor it held before the model was built (libraries, CUDA context)"

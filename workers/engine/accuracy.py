@@ -9,7 +9,6 @@ per image, either ``<file name> <class index>`` or just ``<class index>`` for th
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,11 +99,7 @@ def open_val_set(root: Path | None, transform: Callable, labels_file: Path | Non
         from torchvision.datasets import ImageFolder
 
         return ImageFolder(str(root), transform=transform)
-    labels = labels_file or (
-        Path(os.environ["DNNPROF_IMAGENET_VAL_LABELS"])
-        if os.environ.get("DNNPROF_IMAGENET_VAL_LABELS")
-        else root / "labels.txt"
-    )
+    labels = labels_file or root / "labels.txt"  # DNNPROF_IMAGENET_VAL_LABELS, else beside the images
     if not labels.is_file():
         raise AccuracyUnavailableError(
             f"{root} has no class sub-folders and no labels file ({labels}): give one line per image, "

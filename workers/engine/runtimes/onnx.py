@@ -114,8 +114,9 @@ class OnnxPrepared:
 
 
 class OnnxRuntime:
-    """ONNX Runtime's CPU provider (the GPU providers need onnxruntime-gpu, not offered here yet:
-    the worker does not advertise onnxruntime on a GPU without it)."""
+    """ONNX Runtime's CPU provider. Its CUDA and TensorRT providers (onnxruntime-gpu) are not
+    measured until their path has run on a GPU: the runtime's row (:mod:`dnnprof.runtimes`) lists
+    the CPU only, so no GPU worker advertises it."""
 
     name = "onnxruntime"
 
