@@ -19,6 +19,7 @@ from dnnprof.targets import class_of
 from service.deps import Services
 from service.errors import error_responses
 from service.params import DeviceSide, PrecisionFilter, RuntimeView, Selection, ViewDevice, ViewSide
+from service.reads import AnalysisReads, RowQuery
 
 BatchQuery = Annotated[int, QueryParameter(ge=1, le=1024)]
 
@@ -61,68 +62,9 @@ def _floor(rows: list[analysis.ModelRow]) -> float | None:
     return statistics.median(floors) if floors else None
 
 
-def load_rows(
-    services: Services,
-    device: str | None = None,
-    precision: str | None = None,
-    select: str = "best",
-    *,
-    also: tuple[str, ...] = (),
-    runtime: str | None = "eager",
-) -> list[analysis.ModelRow]:
-    """Measured rows (the best or newest profile per model, target and precision), and the paper's
-    published rows where ``device`` (or a device in ``also``) names them."""
-    catalogue = services.catalogue_cache.get().entries
-    published = services.store.published()
-    paper = [d for d in (device, *also) if paper_devices.is_paper(d)]
-    rows = []
-    if not paper_devices.is_paper(device):
-        rows = load_measured(services, device, precision, select, published, runtime)
-    if paper and precision in (None, "fp32") and runtime == "eager":
-        wanted = paper[0] if len(set(paper)) == 1 else paper_devices.PAPER_CLASS
-        rows += with_counts(services, paper_devices.paper_rows(catalogue, published, wanted))
-    return rows
-
-
-def with_counts(services: Services, rows: list[analysis.ModelRow]) -> list[analysis.ModelRow]:
-    """The paper's rows with the parameters and FLOPs no table publishes (timm's ports, the zoo)
-    from a worker's count on the meta device; those not counted yet are asked for."""
-    missing = [r.model for r in rows if r.gflops is None or not r.params]
-    counted = services.store.model_counts_many(sorted(set(missing)))
-    for row in rows:
-        counts = counted.get(row.model)
-        if counts is None:
-            if row.model in missing:
-                services.store.request_count(row.model)
-            continue
-        if row.gflops is None and counts.flops is not None:
-            row.gflops = counts.flops / 1e9
-        if not row.params and counts.params:
-            row.params, row.param_file_mb = counts.params, counts.params * 4 / analysis.MEGABYTE
-    return rows
-
-
 def _identity(row: analysis.ModelRow) -> dict:
     """A row's :class:`ModelIdentity` columns, to start a table's row with."""
     return {name: getattr(row, name) for name in ModelIdentity.__struct_fields__}
-
-
-def load_measured(
-    services: Services, device, precision, select, published, runtime: str | None = "eager"
-) -> list[analysis.ModelRow]:
-    """Only the profile that counts per group (model, target, precision, runtime) is read (the
-    store keeps it)."""
-    records = services.store.counting(select, device=device, precision=precision, runtime=runtime)
-    catalogue = services.catalogue_cache.get().entries
-    return analysis.model_rows(
-        records,
-        published=published,
-        catalogue=catalogue,
-        device=device,
-        precision=precision,
-        select=select,
-        runtime=runtime,
-    )
 
 
 def _targets(rows, device: str | None) -> list[str]:
@@ -146,21 +88,61 @@ class View:
         return [r for r in self.rows if r.target == target]
 
 
+def provide_analyses(services: NamedDependency[Services]) -> AnalysisReads:
+    return AnalysisReads(services)
+
+
 def provide_view(
-    services: NamedDependency[Services],
+    analyses: NamedDependency[AnalysisReads],
     device: ViewDevice = None,
     select: Selection = "best",
     precision: PrecisionFilter = None,
     runtime: RuntimeView = "eager",
 ) -> View:
     """The filters every per-model analysis takes, as one dependency (their query parameters)."""
-    return View(load_rows(services, device, precision, select, runtime=runtime), device)
+    return View(analyses.rows(RowQuery(device, precision, select, runtime=runtime)), device)
+
+
+@dataclass(frozen=True)
+class ComparisonQuery:
+    """What ``/compare`` compares: two sides (targets or classes), each in its runtime."""
+
+    a: str
+    b: str
+    precision: str | None
+    batch_size: int | None
+    select: str
+    a_runtime: str
+    b_runtime: str
+
+    def rows(self, analyses: AnalysisReads) -> list[analysis.ModelRow]:
+        runtime = self.a_runtime if self.a_runtime == self.b_runtime else None  # both runtimes' rows
+        return analyses.rows(RowQuery(None, self.precision, self.select, (self.a, self.b), runtime))
+
+
+def provide_comparison(
+    a: ViewSide,
+    b: ViewSide,
+    precision: PrecisionFilter = None,
+    batch_size: Annotated[int | None, QueryParameter(ge=1, le=1024)] = None,
+    select: Selection = "best",
+    a_runtime: RuntimeView = "eager",
+    b_runtime: RuntimeView = "eager",
+) -> ComparisonQuery:
+    return ComparisonQuery(a, b, precision, batch_size, select, a_runtime, b_runtime)
+
+
+ANALYSES = {"analyses": Provide(provide_analyses, sync_to_thread=False)}
 
 
 class AnalysisController(Controller):
     path = "/v1/analysis"
     tags = ("analysis",)  # type: ignore[assignment]
-    dependencies = {"view": Provide(provide_view, sync_to_thread=True)}  # noqa: RUF012
+    dependencies = {  # noqa: RUF012
+        **ANALYSES,
+        "view": Provide(provide_view, sync_to_thread=True),
+        "comparison": Provide(provide_comparison, sync_to_thread=False),
+    }
 
     @get(
         "/models",
@@ -239,11 +221,11 @@ class AnalysisController(Controller):
     )
     def density(
         self,
-        services: NamedDependency[Services],
+        analyses: NamedDependency[AnalysisReads],
         device: ViewDevice = None,
         select: Selection = "best",
     ) -> list[analysis.DensityRow]:
-        return analysis.accuracy_density(load_rows(services, device, select=select))
+        return analysis.accuracy_density(analyses.rows(RowQuery(device, select=select)))
 
     @get(
         "/throughput",
@@ -273,13 +255,13 @@ class AnalysisController(Controller):
     )
     def runtimes(
         self,
-        services: NamedDependency[Services],
+        analyses: NamedDependency[AnalysisReads],
         device: ViewDevice = None,
         select: Selection = "best",
         precision: PrecisionFilter = None,
         batch_size: BatchQuery = 1,
     ) -> list[analysis.RuntimeRow]:
-        rows = load_rows(services, device, precision, select, runtime=None)
+        rows = analyses.rows(RowQuery(device, precision, select, runtime=None))
         return analysis.runtime_table(rows, batch_size)
 
     @get(
@@ -293,19 +275,12 @@ class AnalysisController(Controller):
         sync_to_thread=True,
     )
     def compare(
-        self,
-        services: NamedDependency[Services],
-        a: ViewSide,
-        b: ViewSide,
-        precision: PrecisionFilter = None,
-        batch_size: Annotated[int | None, QueryParameter(ge=1, le=1024)] = None,
-        select: Selection = "best",
-        a_runtime: RuntimeView = "eager",
-        b_runtime: RuntimeView = "eager",
+        self, analyses: NamedDependency[AnalysisReads], comparison: NamedDependency[ComparisonQuery]
     ) -> list[analysis.Comparison]:
-        runtime = a_runtime if a_runtime == b_runtime else None  # both runtimes' rows
-        rows = load_rows(services, precision=precision, select=select, also=(a, b), runtime=runtime)
-        return analysis.compare_devices(rows, a, b, batch_size, a_runtime=a_runtime, b_runtime=b_runtime)
+        q = comparison
+        return analysis.compare_devices(
+            q.rows(analyses), q.a, q.b, q.batch_size, a_runtime=q.a_runtime, b_runtime=q.b_runtime
+        )
 
     @get(
         "/paper",
@@ -320,16 +295,15 @@ class AnalysisController(Controller):
     )
     def against_paper(
         self,
-        services: NamedDependency[Services],
+        analyses: NamedDependency[AnalysisReads],
         device: DeviceSide,
         paper: Annotated[Literal["paper/titan-xp", "paper/jetson-tx1"] | None, QueryParameter()] = None,
         batch_size: BatchQuery = 1,
         select: Selection = "best",
     ) -> paper_devices.PaperComparison:
-        measured = load_rows(services, device, "fp32", select)
+        measured = analyses.rows(RowQuery(device, "fp32", select))
         target = paper_devices.measured_target(measured, device)
-        rows = paper_devices.paper_rows(services.catalogue_cache.get().entries, services.store.published())
-        return paper_devices.against_paper(measured, rows, target, batch_size, paper)
+        return paper_devices.against_paper(measured, analyses.paper_rows(), target, batch_size, paper)
 
 
 FIGURES = ("ball", "density", "throughput", "memory")
@@ -338,6 +312,7 @@ FIGURES = ("ball", "density", "throughput", "memory")
 class FiguresController(Controller):
     path = "/v1/figures"
     tags = ("analysis",)  # type: ignore[assignment]
+    dependencies = ANALYSES
 
     @get(
         "/{name:str}",
@@ -348,7 +323,7 @@ class FiguresController(Controller):
     def figure(
         self,
         name: FromPath[str],
-        services: NamedDependency[Services],
+        analyses: NamedDependency[AnalysisReads],
         device: ViewDevice = None,
         select: Selection = "best",
         batch_size: BatchQuery = 1,
@@ -360,6 +335,6 @@ class FiguresController(Controller):
             raise NotFoundException(
                 f"no figure {name!r}: use one of " + ", ".join(f"{f}.png/.svg" for f in FIGURES)
             )
-        rows = load_rows(services, device, select=select)
+        rows = analyses.rows(RowQuery(device, select=select))
         data = figures.render(stem, rows, fmt, batch_size=batch_size)
         return Response(data, media_type="image/png" if fmt == "png" else "image/svg+xml")

@@ -22,6 +22,7 @@ from dnnprof.targets import target_of
 from service.deps import Services
 from service.errors import error_responses
 from service.params import DeviceFilter, ModelFilter
+from service.reads import ProfileQuery, ProfileReads
 
 ROWS_PER_CHUNK = 500
 
@@ -181,14 +182,6 @@ def has_pyarrow() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
-def _records(
-    services: Services, model: str | None, device: str | None, status: str | None
-) -> Iterator[ProfileRecord]:
-    """Resolving a name reads the catalogue's version from Redis: the providers run in a thread."""
-    qualified = services.try_resolve(model) if model else None
-    return services.store.iter_records(model=qualified, device=device, status=status)
-
-
 def every_profile(
     services: NamedDependency[Services],
     model: ModelFilter = None,
@@ -196,7 +189,7 @@ def every_profile(
     status: Annotated[JobStatus | None, QueryParameter()] = None,
 ) -> Iterator[ProfileRecord]:
     """The JSON export's selection: every stored profile unless filtered, as the listing."""
-    return _records(services, model, device, status)
+    return ProfileReads(services).every(ProfileQuery(model, device, status))
 
 
 def measured_profiles(
@@ -207,7 +200,7 @@ def measured_profiles(
 ) -> Iterator[ProfileRecord]:
     """The cell exports' selection (CSV, Parquet): succeeded profiles unless ``status`` says
     otherwise, filtered as the listing."""
-    return _records(services, model, device, status)
+    return ProfileReads(services).every(ProfileQuery(model, device, status))
 
 
 Records = NamedDependency[Iterator[ProfileRecord]]

@@ -32,6 +32,7 @@ from service.caching import client_has, conditional_json, etag_of, not_modified
 from service.deps import Services
 from service.errors import error_responses
 from service.params import DeviceFilter, ModelFilter, RuntimeFilter, next_page_link
+from service.reads import ProfileQuery, ProfileReads
 from service.security import identity_for
 
 #: Redis ranks are 64-bit: an offset past any store's size is refused (a 4xx), not sent on.
@@ -98,10 +99,31 @@ def _accepted(accepted: Accepted) -> Response:
     return Response(body, status_code=status_code, headers={"Location": location})
 
 
+def provide_profile_reads(services: NamedDependency[Services]) -> ProfileReads:
+    return ProfileReads(services)
+
+
+def provide_profile_query(
+    model: ModelFilter = None,
+    device: DeviceFilter = None,
+    status: Annotated[JobStatus | None, QueryParameter()] = None,
+    runtime: RuntimeFilter = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
+    after: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+) -> ProfileQuery:
+    """The listing's filters and page, as one object (their query parameters)."""
+    return ProfileQuery(model, device, status, runtime, limit, offset, after)
+
+
 class ProfileController(Controller):
     path = "/v1/profiles"
     tags = ("profiles",)  # type: ignore[assignment]
-    dependencies = {"profiles": Provide(profile_service, sync_to_thread=False)}  # noqa: RUF012
+    dependencies = {  # noqa: RUF012
+        "profiles": Provide(profile_service, sync_to_thread=False),
+        "reads": Provide(provide_profile_reads, sync_to_thread=False),
+        "filters": Provide(provide_profile_query, sync_to_thread=False),
+    }
 
     @post(
         "/",
@@ -157,30 +179,11 @@ class ProfileController(Controller):
         sync_to_thread=True,
     )
     def list_profiles(
-        self,
-        request: Request,
-        services: NamedDependency[Services],
-        model: ModelFilter = None,
-        device: DeviceFilter = None,
-        status: Annotated[JobStatus | None, QueryParameter()] = None,
-        runtime: RuntimeFilter = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
-        after: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+        self, request: Request, reads: NamedDependency[ProfileReads], filters: NamedDependency[ProfileQuery]
     ) -> Response[list[ProfileRecord]]:
-        qualified = services.try_resolve(model) if model else None
-        page = services.store.list(
-            model=qualified,
-            device=device,
-            status=status,
-            runtime=runtime,
-            limit=limit,
-            offset=offset,
-            after=after,
-        )
-        headers = (
-            next_page_link(request, ("offset", "after"), after=page[-1].id) if len(page) == limit else {}
-        )
+        page = reads.page(filters)
+        full = len(page) == filters.limit
+        headers = next_page_link(request, ("offset", "after"), after=page[-1].id) if full else {}
         return Response(page, headers=headers)
 
     @delete(
