@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def sources(ref: str | None) -> dict[str, str]:
     """path -> text of every module of the three packages, in the tree or at ``ref``."""
     if ref is None:
-        return {str(p.relative_to(ROOT)): p.read_text() for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+        files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+        return {str(p.relative_to(ROOT)): p.read_text() for p in files}
     names = subprocess.run(
         ["git", "ls-tree", "-r", "--name-only", ref, *PACKAGES], cwd=ROOT, capture_output=True, text=True
     ).stdout.split()
@@ -45,9 +46,9 @@ def environ_reads(tree: ast.AST) -> list[int]:
     """Lines that read ``os.environ`` / ``os.getenv`` (writes to it too: they hand a choice over)."""
     lines = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
-            if isinstance(node.value, ast.Name) and node.value.id == "os":
-                lines.append(node.lineno)
+        named = isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+        if named and isinstance(node.value, ast.Name) and node.value.id == "os":
+            lines.append(node.lineno)
     return sorted(set(lines))
 
 
