@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -539,5 +540,78 @@ def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path)
         assert worker.poll() is None
     finally:
         stop(worker)
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def start_worker_as(hostname: str, env: dict, log_path) -> subprocess.Popen:
+    """A CPU worker whose hostname is ``hostname`` (a UTS namespace of its own, as a container
+    has: ``unshare --uts``, root only), on this machine's CPUs."""
+    script = f'hostname "$1" && exec "{sys.executable}" -m dnnprof.cli worker --device cpu'
+    return subprocess.Popen(
+        ["unshare", "--uts", "--fork", "sh", "-c", script, "sh", hostname],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+ACK_REFUSED = re.compile(r"Couldn't (ack|reject)|acked \S+; its unacked entry stays|rejected \S+ while Redis")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_two_hostnames_one_device_and_a_full_redis_at_an_ack(tmp_path):
+    """Issue 44 (1, 3), as the issue saw it: two workers of different targets and hostnames on one
+    machine, a job measuring on one, a second job retrying for the device on the other; Redis
+    filled to its maxmemory until the waiting worker's ack (or reject) is refused, then room again.
+    Before: the two measured at once (the lease was keyed on the hostname), and the waiting worker
+    never took another job. Now one measurement at a time, and both jobs finish."""
+    # Heartbeat 10 s: a worker's registration (30 s) outlives the seconds Redis is full.
+    server, url, env = redis_for_workers(
+        tmp_path, DNNPROF_HEARTBEAT_S="10", DNNPROF_RATE_LIMIT_PER_MINUTE="0", DNNPROF_QUIET_WAIT_S="5"
+    )
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    workers = [
+        start_worker_as(
+            name,
+            {**env, "DNNPROF_DATA_DIR": str(tmp_path / name), "DNNPROF_DEVICE_TARGET": f"cpu/{name}"},
+            log,
+        )
+        for name, log in zip(("box-a", "box-b"), logs, strict=True)
+    ]
+    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
+    watch = RunnerWatch({w.pid for w in workers})
+    raw = redis.Redis.from_url(url)
+    try:
+        with api.client() as client:
+            until(
+                lambda: client.get("/readyz").json().get("workers", {}).get("cpu", 0) == 2, what="two workers"
+            )
+            watch.start()
+            body = {"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 40, "repeats": 1}
+            first = client.post("/v1/profiles", json={**body, "device": "cpu/box-a"}).json()
+            until(lambda: client.get(f"/v1/profiles/{first['id']}").json()["status"] == "running")
+            small = {"model": "mobilenet_v2", "batch_sizes": [1], "runs": 10, "repeats": 1}
+            second = client.post("/v1/profiles", json={**small, "device": "cpu/box-b"}).json()
+            until(lambda: "DeviceBusyError" in logs[1].read_text(errors="replace"), what="the second waiting")
+
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) - 1024))
+            try:
+                until(lambda: ACK_REFUSED.search(logs[1].read_text(errors="replace")), 120, "an ack refused")
+            finally:
+                raw.config_set("maxmemory", "0")  # room again
+
+            done = [wait_for(client, j["id"], timeout=300) for j in (first, second)]
+            assert [d["status"] for d in done] == ["succeeded", "succeeded"], [d["error"] for d in done]
+            assert watch.most == 1, f"measured at once on one device: {watch.seen}"
+            assert done[1]["worker"] != done[0]["worker"]
+    finally:
+        watch.stopped.set()
+        api.stop()
+        for w in workers:
+            stop(w)
         server.terminate()
         server.wait(timeout=20)
