@@ -207,8 +207,8 @@ class ProfileService:
         self.check_active_cap(client)
         record, created = self.store.create_or_get(record, force=force)
         if created:
-            self.store.note_active(client, record.id)
-            try:
+            try:  # refused (Redis full or away) on either write: the record goes too
+                self.store.note_active(client, record.id)
                 self.enqueue(record)
             except Exception:
                 self.store.delete(record.id)

@@ -141,6 +141,17 @@ def store_full(request: Request, exc: Exception) -> Response:
     )
 
 
+def broker_error(request: Request, exc: OperationalError) -> Response:
+    """kombu raises a refused publish as its OperationalError, the Redis error its cause: a full
+    Redis is a 507 that says so, anything else the store away (503)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, redis.exceptions.OutOfMemoryError):
+            return store_full(request, cause)
+        cause = cause.__cause__ or cause.__context__
+    return store_unavailable(request, exc)
+
+
 #: What Litestar raises when the client goes away before its body is read (an InternalServerException).
 CLIENT_GONE = "client disconnected prematurely"
 
@@ -164,5 +175,5 @@ EXCEPTION_HANDLERS = {
     redis.exceptions.TimeoutError: store_unavailable,
     redis.exceptions.OutOfMemoryError: store_full,
     InternalServerException: internal_error,
-    OperationalError: store_unavailable,
+    OperationalError: broker_error,
 }
