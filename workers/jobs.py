@@ -22,6 +22,7 @@ from dnnprof.process import PARENT_PID_ENV, run_dir
 from dnnprof.store import ProfileStore
 from workers.launch import MeasuringProcess, launch
 from workers.lease import DeviceLease, LeaseInDoubt
+from workers.preflight import data_disk_short
 from workers.records import JobRecords, Measured
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,9 @@ class ProfileJob:
         for process in range(record.settings.repeats):
             if process in parts.ends:
                 continue  # measured to its end on an earlier delivery
+            if short := self._disk_short():
+                status, error = "failed", short  # what was measured before is kept
+                break
             try:
                 status, error, outcome = self._measure_holding_the_device(profile_id, process)
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -108,10 +112,15 @@ class ProfileJob:
                 )
             if outcome is not None:
                 parts.merge(outcome.parts())
+            if status == "failed" and (short := self._disk_short()):
+                error = f"{short}; {error}"  # the disk filled while it measured: the cause
             if status != "succeeded":
                 break
         measured = Measured.of(parts, job_wall_s=time.monotonic() - started, device_target=self.target)
         return self.records.end(profile_id, status, error=error, measured=measured)
+
+    def _disk_short(self) -> str | None:
+        return data_disk_short(self.settings.data_dir, self.settings.min_free_mb)
 
     def _measure_holding_the_device(self, profile_id: str, process: int):
         """One measuring process, run again when it was stopped for a lease in doubt and the

@@ -1,0 +1,38 @@
+"""A data disk short of space (issue 44, part 4): the worker looks before it starts a measuring
+process and refuses the measurement saying so, keeping what was measured before, instead of a
+measuring process that dies mid-write ("Input data was truncated", "exit code 1")."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+
+from dnnprof.config import Settings
+from dnnprof.store import ProfileStore
+from tests.factories import profile
+from tests.helpers import throwaway_redis
+from workers.jobs import ProfileJob
+
+
+def test_a_data_disk_short_of_space_refuses_the_measurement_saying_so(tmp_path):
+    server, url = throwaway_redis(tmp_path)
+    try:
+        store = ProfileStore.from_url(url)
+        record = profile("resnet18", device="cpu", cells={1: (10.0, 100.0)})
+        record.status, record.result = "queued", None
+        store.create_or_get(record)
+        data = tmp_path / "data"
+        # The threshold above what this disk has free (shutil.disk_usage: statvfs, as df reads it).
+        free_mb = shutil.disk_usage(tmp_path).free // 2**20
+        settings = dataclasses.replace(Settings(), redis_url=url, data_dir=data, min_free_mb=free_mb + 1024)
+        job = ProfileJob(store, settings, "cpu", "test-worker", "test-device", target="cpu/test")
+        assert job.run(record.id) == "failed"
+        done = store.get(record.id)
+        assert done.status == "failed" and "no space left on the data disk" in done.error, done.error
+        assert str(data) in done.error and "DNNPROF_MIN_FREE_MB" in done.error
+        assert not list((data / "run").glob("dnnprof-*/child.log"))  # no measuring process started
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
