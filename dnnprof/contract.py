@@ -579,6 +579,10 @@ class ProfileRecord(Struct, kw_only=True):
     finished_at: float | None = None
     progress: Progress | None = None
     attempts: int = 0
+    #: Deliveries before a job whose worker keeps dying is failed: the deployment's
+    #: DNNPROF_MAX_ATTEMPTS when the job was created, whichever worker finds it lost (None:
+    #: stored before it was recorded; the worker's own then).
+    max_attempts: int | None = None
     worker: str | None = None
     error: str | None = None
     result: ProfileResult | None = None

@@ -203,6 +203,7 @@ class ProfileService:
             model=info,
             created_at=now(),
             progress=Progress.at_start(settings),
+            max_attempts=self.settings.max_attempts,
         )
         self.check_active_cap(client)
         record, created = self.store.create_or_get(record, force=force)

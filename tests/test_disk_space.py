@@ -36,3 +36,26 @@ def test_a_data_disk_short_of_space_refuses_the_measurement_saying_so(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def test_the_attempts_limit_is_the_jobs_not_the_workers(tmp_path):
+    """Issue 44 (4): DNNPROF_MAX_ATTEMPTS was applied by whichever worker found the job (one at 10,
+    the others at 3: failed at 3). The limit is recorded on the job when it is created, and every
+    worker applies that one. Here the worker's own is 10 and the job's 2: a third delivery gives up
+    (before, it went on to measure; the disk threshold then stops it at once, saying so)."""
+    server, url = throwaway_redis(tmp_path)
+    try:
+        store = ProfileStore.from_url(url)
+        record = profile("resnet18", device="cpu", cells={1: (10.0, 100.0)})
+        record.status, record.result, record.attempts, record.max_attempts = "queued", None, 2, 2
+        store.create_or_get(record)
+        free_mb = shutil.disk_usage(tmp_path).free // 2**20
+        settings = dataclasses.replace(
+            Settings(), redis_url=url, data_dir=tmp_path / "data", max_attempts=10, min_free_mb=free_mb + 1024
+        )
+        job = ProfileJob(store, settings, "cpu", "test-worker", "test-device", target="cpu/test")
+        assert job.run(record.id) == "failed"
+        assert "gave up after 2 attempts" in store.get(record.id).error
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

@@ -191,7 +191,7 @@ class Heartbeat(threading.Thread):
                 why = f"its worker {rec.worker} stopped beating"
             else:
                 continue  # its own worker looks after it
-            if rec.attempts >= settings.max_attempts:
+            if rec.attempts >= records.max_attempts(rec):
                 lost = f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times"
                 records.end(rec.id, "failed", error=lost, measured=kept)
             elif records.requeue(rec.id, from_worker=rec.worker):

@@ -78,7 +78,7 @@ class ProfileJob:
         return self._claimed(profile_id, record)
 
     def _claimed(self, profile_id: str, record: ProfileRecord) -> str:
-        if record.attempts > self.settings.max_attempts:
+        if record.attempts > self.records.max_attempts(record):
             return self.records.end(
                 profile_id,
                 "failed",
