@@ -4,6 +4,7 @@ Redis going away and coming back, two workers for one device. Real processes thr
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import itertools
 import os
 import re
@@ -475,6 +476,10 @@ def test_a_worker_stopped_cleanly_is_not_counted_live_once_it_has_stopped(tmp_pa
         server.wait(timeout=20)
 
 
+#: Celery's line for each reconnection attempt of the consumer, and its time.
+CANNOT_CONNECT = re.compile(r"\[([-\d]+ [:\d]+,\d+): ERROR/MainProcess\] consumer: Cannot connect")
+
+
 def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path):
     """Issue 28 (5): with Redis at its maxmemory the Celery worker died ('Unrecoverable error:
     OutOfMemoryError') when it took the next message (kombu records it as unacked: a write)."""
@@ -535,6 +540,15 @@ def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path)
         )
         assert "Unrecoverable error" not in said and "Connection to broker lost" in said, said[-3000:]
         assert worker.poll() is None, log.read_text(errors="replace")[-3000:]
+        # Issue 44 (4): it reconnected ~5.6 times a second while Redis stayed full (Celery's
+        # restart guard: 5 in 1 s, then a 1 s sleep). Now it backs off: 1, 2, 4 s ... between tries.
+        def attempts() -> list[str]:
+            found = CANNOT_CONNECT.findall(log.read_text(errors="replace"))
+            return found if len(found) >= 4 else []
+
+        tries = until(attempts, ceiling_s=300, what="four reconnection attempts")
+        stamps = [datetime.datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t in tries[:4]]
+        assert (stamps[3] - stamps[0]).total_seconds() >= 5, tries[:4]
         raw.config_set("maxmemory", "0")  # room again
         until(lambda: store.get(nxt).status == "succeeded", ceiling_s=600, what="the next job measured")
         assert worker.poll() is None

@@ -13,13 +13,19 @@ refuses whatever the commands. kombu raised before its in-memory QoS let the mes
 logs such an error ("Couldn't ack") and goes on, so with a prefetch of one the consumer never took
 another message (issue 44). Here the message is let go whatever Redis answered, and the removal
 is retried at kombu's periodic ``restore_visible`` until Redis has room.
+
+While Redis stays full, Celery's consumer reconnected ~5 times a second (its restart guard allows
+5 in 1 s, then sleeps 1 s): every reconnection declares the queues, a write Redis refuses. The
+consumer here waits 1, 2, 4, then 8 s between attempts while Redis answers "full".
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
+from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport.redis import Channel as RedisChannel
 from kombu.transport.redis import QoS as RedisQoS
@@ -72,6 +78,43 @@ class Channel(RedisChannel):
 class Transport(RedisTransport):
     Channel = Channel
     connection_errors = (*RedisTransport.connection_errors, redis.exceptions.OutOfMemoryError)
+
+
+def is_full(exc: BaseException | None) -> bool:
+    """A Redis at its maxmemory refused the write (whatever kombu or Celery wrapped it in)."""
+    while exc is not None:
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer, backing off between reconnections while Redis is full."""
+
+    #: The longest wait between two attempts (a warm shutdown waits at most this long for it).
+    max_full_backoff_s = 8.0
+    full_backoff_s = 0.0
+
+    def on_connection_error_before_connected(self, exc) -> None:
+        super().on_connection_error_before_connected(exc)
+        self._wait_while_full(exc)
+
+    def on_connection_error_after_connected(self, exc) -> None:
+        super().on_connection_error_after_connected(exc)
+        self._wait_while_full(exc)
+
+    def _wait_while_full(self, exc) -> None:
+        if not is_full(exc):
+            self.full_backoff_s = 0.0
+            return
+        self.full_backoff_s = min(self.max_full_backoff_s, max(1.0, 2 * self.full_backoff_s))
+        log.warning("Redis is full (its maxmemory): next connection attempt in %.0f s", self.full_backoff_s)
+        time.sleep(self.full_backoff_s)
+
+    def on_ready(self) -> None:
+        self.full_backoff_s = 0.0  # connected and consuming again
+        super().on_ready()
 
 
 def use_for_redis_urls() -> None:

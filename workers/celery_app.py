@@ -72,6 +72,7 @@ app.conf.task_default_queue = queue_for(DEVICE_CLASS)
 # target's (only its own), one measurement at a time per device.
 app.conf.task_queues = [Queue(queue_for(DEVICE_CLASS)), Queue(queue_for(DEVICE_TARGET))]
 app.conf.worker_concurrency = 1
+app.conf.worker_consumer = "workers.broker:Consumer"  # backs off while Redis is full
 
 _store: ProfileStore | None = None
 
