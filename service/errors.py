@@ -57,12 +57,31 @@ def _field_of(key: str) -> str:
     return re.split(r"[.\[]", key, maxsplit=1)[0] if key else ""
 
 
+#: A value a 422 quotes back is cut to this many characters (a 60 KB string came back whole).
+ECHO_CHARS = 64
+MAX_MESSAGE_CHARS = 1000
+
+
+def cut_echo(message: str) -> str:
+    """The message with each long quoted value cut (saying how long it was), and at most
+    ``MAX_MESSAGE_CHARS`` in all."""
+
+    def cut(match: re.Match) -> str:
+        value = match.group(2)
+        return f"{match.group(1)}{value[:ECHO_CHARS]}…{match.group(1)} ({len(value)} characters)"
+
+    message = re.sub(rf"(['`\"])(.{{{ECHO_CHARS + 1},}}?)\1(?=\W|$)", cut, message, flags=re.S)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = f"{message[:MAX_MESSAGE_CHARS]}… ({len(message)} characters)"
+    return message
+
+
 def validation_error(request: Request, exc: ValidationException) -> Response:
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if not isinstance(item, dict):
             continue
-        message = str(item.get("message", ""))
+        message = cut_echo(str(item.get("message", "")))
         key = str(item.get("key", ""))
         # msgspec names the place in its message ("... - at `$.batch_sizes[0]`", "unknown field
         # `x`"); Litestar's key is then just "data", the body as a whole.
@@ -85,8 +104,9 @@ def validation_error(request: Request, exc: ValidationException) -> Response:
         + (f" (accepted: {e['accepted']})" if "accepted" in e else "")
         for e in errors
     )
+    detail = "Invalid request: " + (summary or cut_echo(exc.detail))
     return Response(
-        {"status_code": 422, "detail": f"Invalid request: {summary or exc.detail}", "errors": errors},
+        {"status_code": 422, "detail": detail, "errors": errors},
         status_code=HTTP_422_UNPROCESSABLE_ENTITY,
         media_type=MediaType.JSON,
     )
