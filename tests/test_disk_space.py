@@ -59,3 +59,22 @@ def test_the_attempts_limit_is_the_jobs_not_the_workers(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def test_a_killed_process_reason_holds_no_unrelated_log_lines():
+    """Issue 44 (5): a SIGKILLed measuring process's reason ended with whatever it had logged last
+    ("No CUDA runtime is found…", torch's warning at import); only a failure it reported itself (a
+    traceback, a fatal error) belongs in the reason."""
+    from workers.jobs import death_reason
+
+    warning = "/venv/torch/utils/cpp_extension.py:25: UserWarning: No CUDA runtime is found\n"
+    died = "the measuring process died"
+    assert death_reason(-9, warning + "  warnings.warn(\n") == f"{died} (signal 9)"
+    traceback = 'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\nMemoryError: boom\n'
+    assert death_reason(1, warning + traceback) == (
+        f'{died} (exit code 1): File "x.py", line 1, in <module> | MemoryError: boom'
+    )
+    fatal = "Fatal Python error: Segmentation fault\n\nCurrent thread 0x1 (most recent call first):\n"
+    assert death_reason(-11, warning + fatal) == f"{died} (signal 11): Fatal Python error: Segmentation fault"
+    exited = death_reason(2, warning + "runner: no such profile\n")
+    assert exited == f"{died} (exit code 2): runner: no such profile"

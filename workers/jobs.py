@@ -176,10 +176,7 @@ class ProfileJob:
                 if outcome.error is None and outcome.end is not None:
                     return "succeeded", None, outcome
                 return "failed", outcome.error or "the measuring process failed", outcome
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            how = f"signal {-code}" if code < 0 else f"exit code {code}"
-            detail = (": " + " | ".join(tail)) if tail else ""
-            return "failed", f"the measuring process died ({how}){detail}"[:2000], None
+            return "failed", death_reason(code, log_path.read_text(errors="replace")), None
 
     def _wait_for(self, child: MeasuringProcess, profile_id: str) -> int:
         """The measuring process's exit status. Stopped for a cancel or the soft time limit, it
@@ -227,6 +224,28 @@ class ProfileJob:
             return store.cancel_requested(profile_id)
         except redis.exceptions.RedisError:
             return False  # Redis away for a moment: keep measuring
+
+
+#: Where a measuring process's own account of its failure starts in its log.
+FAILURE_STARTS = ("Traceback (most recent call last)", "Fatal Python error")
+
+
+def death_reason(code: int, log_text: str) -> str:
+    """Why a measuring process that wrote no outcome ended: its exit status, and the failure it
+    reported itself (the last lines of its last traceback or fatal error, or the last line of an
+    exit it chose), never lines it logged before: a SIGKILL's reason ended with torch's "No CUDA
+    runtime is found" warning."""
+    how = f"signal {-code}" if code < 0 else f"exit code {code}"
+    lines = log_text.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(FAILURE_STARTS)]
+    own = [line.strip() for line in lines[starts[-1] :] if line.strip()] if starts else []
+    if own and own[0].startswith("Traceback"):
+        own = own[1:]
+    tail = own[:1] if own and own[0].startswith("Fatal Python error") else own[-2:]
+    if not starts and code > 0:
+        tail = lines[-1:]  # an exit it chose (SystemExit's message is its last line)
+    detail = (": " + " | ".join(tail)) if tail else ""
+    return f"the measuring process died ({how}){detail}"[:2000]
 
 
 class MeasuringStopped(Exception):
