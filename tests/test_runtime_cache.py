@@ -141,3 +141,26 @@ def test_the_runtimes_folder_and_its_files_are_private(tmp_path):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     for file in cache.iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+def test_why_a_cached_export_was_set_aside_reaches_the_workers_log(tmp_path, caplog):
+    """The measuring process's own log goes with its folder: the job relays the cache's notes."""
+    from workers.engine.runtimes.cache import LOGGER
+    from workers.jobs import CACHE_LOGGER, relay_cache_notes
+
+    assert CACHE_LOGGER == LOGGER
+    child_log = tmp_path / "child.log"
+    handler = logging.FileHandler(child_log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))  # workers/runner.py's
+    logging.getLogger(LOGGER).addHandler(handler)
+    try:
+        model, cache = Tiny().eval(), tmp_path / "onnx"
+        path, _, _ = export(model, cache)
+        path.write_bytes(b"not an onnx file")
+        export(model, cache)
+    finally:
+        logging.getLogger(LOGGER).removeHandler(handler)
+        handler.close()
+    with caplog.at_level(logging.WARNING, logger="workers.jobs"):
+        relay_cache_notes(child_log)
+    assert f"measuring process: the cached export {path.name} was not used" in caplog.text, caplog.text

@@ -171,6 +171,8 @@ class ProfileJob:
                 code = self._wait_for(child, profile_id)
             except MeasuringStopped as stopped:
                 return stopped.status, stopped.error, None
+            finally:
+                relay_cache_notes(log_path)
             if outcome_path.exists():
                 outcome = msgspec.json.decode(outcome_path.read_bytes(), type=Outcome)
                 if outcome.error is None and outcome.end is not None:
@@ -224,6 +226,20 @@ class ProfileJob:
             return store.cancel_requested(profile_id)
         except redis.exceptions.RedisError:
             return False  # Redis away for a moment: keep measuring
+
+
+#: The export cache's logger (workers.engine.runtimes.cache.LOGGER: that module imports torch).
+CACHE_LOGGER = "dnnprof.runtime_cache"
+
+
+def relay_cache_notes(log_path: Path) -> None:
+    """The export cache's notes in the measuring process's log (a cached file set aside, and
+    why), into this worker's log: the process's own log goes with its folder."""
+    marker = f" {CACHE_LOGGER} "
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(errors="replace").splitlines():
+            if marker in line:
+                log.warning("measuring process: %s", line.split(marker, 1)[1])
 
 
 #: Where a measuring process's own account of its failure starts in its log.

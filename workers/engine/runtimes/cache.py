@@ -23,7 +23,10 @@ from torch import nn
 
 from dnnprof.process import private_dir
 
-log = logging.getLogger(__name__)
+#: Its notes (a file set aside, and why) are relayed from the measuring process's log into the
+#: worker's by this name (workers/jobs.py, ``relay_cache_notes``).
+LOGGER = "dnnprof.runtime_cache"
+log = logging.getLogger(LOGGER)
 
 
 def weights_identity(model: nn.Module) -> str:
