@@ -70,7 +70,8 @@ def cut_echo(message: str) -> str:
         value = match.group(2)
         return f"{match.group(1)}{value[:ECHO_CHARS]}…{match.group(1)} ({len(value)} characters)"
 
-    message = re.sub(rf"(['`\"])(.{{{ECHO_CHARS + 1},}}?)\1(?=\W|$)", cut, message, flags=re.S)
+    # No quote inside the value: linear on hostile input (a lazy '.' took 20 s on 60 KB of "'x").
+    message = re.sub(rf"(['`\"])([^'`\"]{{{ECHO_CHARS + 1},}})\1", cut, message)
     if len(message) > MAX_MESSAGE_CHARS:
         message = f"{message[:MAX_MESSAGE_CHARS]}… ({len(message)} characters)"
     return message
