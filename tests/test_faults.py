@@ -578,10 +578,15 @@ ACK_REFUSED = re.compile(r"Couldn't (ack|reject)|acked \S+; its unacked entry st
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
 def test_two_hostnames_one_device_and_a_full_redis_at_an_ack(tmp_path):
     """Issue 44 (1, 3), as the issue saw it: two workers of different targets and hostnames on one
-    machine, a job measuring on one, a second job retrying for the device on the other; Redis
-    filled to its maxmemory until the waiting worker's ack (or reject) is refused, then room again.
-    Before: the two measured at once (the lease was keyed on the hostname), and the waiting worker
-    never took another job. Now one measurement at a time, and both jobs finish."""
+    machine, each with a job retrying for the device (held here, as a measurement holds it);
+    Redis filled to its maxmemory until a waiting worker's ack (or reject) is refused, then room
+    again and the device free. Before: the two measured at once (the lease was keyed on the
+    hostname), and a worker whose ack was refused never took another job. Now both jobs finish,
+    one measurement at a time."""
+    from dnnprof.store import ProfileStore
+    from workers.devices import device_lease_name
+    from workers.lease import DeviceLease
+
     # Heartbeat 10 s: a worker's registration (30 s) outlives the seconds Redis is full.
     server, url, env = redis_for_workers(
         tmp_path, DNNPROF_HEARTBEAT_S="10", DNNPROF_RATE_LIMIT_PER_MINUTE="0", DNNPROF_QUIET_WAIT_S="5"
@@ -598,30 +603,41 @@ def test_two_hostnames_one_device_and_a_full_redis_at_an_ack(tmp_path):
     api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
     watch = RunnerWatch({w.pid for w in workers})
     raw = redis.Redis.from_url(url)
+    # This process runs on the workers' machine and CPUs: it names the same device.
+    held = DeviceLease(ProfileStore.from_url(url), device_lease_name("cpu"), 600)
     try:
         with api.client() as client:
             until(
                 lambda: client.get("/readyz").json().get("workers", {}).get("cpu", 0) == 2, what="two workers"
             )
             watch.start()
-            body = {"model": "resnet18", "batch_sizes": [1, 2, 4], "runs": 40, "repeats": 1}
-            first = client.post("/v1/profiles", json={**body, "device": "cpu/box-a"}).json()
-            until(lambda: client.get(f"/v1/profiles/{first['id']}").json()["status"] == "running")
-            small = {"model": "mobilenet_v2", "batch_sizes": [1], "runs": 10, "repeats": 1}
-            second = client.post("/v1/profiles", json={**small, "device": "cpu/box-b"}).json()
-            until(lambda: "DeviceBusyError" in logs[1].read_text(errors="replace"), what="the second waiting")
+            assert held.acquire()
+            body = {"model": "mobilenet_v2", "batch_sizes": [1, 2], "runs": 10, "repeats": 1}
+            jobs = [
+                client.post("/v1/profiles", json={**body, "device": f"cpu/{name}"}).json()
+                for name in ("box-a", "box-b")
+            ]
 
+            def both_waiting() -> bool:
+                return all("DeviceBusyError" in log.read_text(errors="replace") for log in logs)
+
+            until(both_waiting, what="both jobs waiting for the device")
             raw.config_set("maxmemory-policy", "noeviction")
             raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) - 1024))
+            def refused() -> bool:
+                return any(ACK_REFUSED.search(log.read_text(errors="replace")) for log in logs)
+
             try:
-                until(lambda: ACK_REFUSED.search(logs[1].read_text(errors="replace")), 120, "an ack refused")
+                until(refused, 120, "an ack refused")
             finally:
                 raw.config_set("maxmemory", "0")  # room again
+                held.release()
 
-            done = [wait_for(client, j["id"], timeout=300) for j in (first, second)]
+            done = [wait_for(client, j["id"], timeout=300) for j in jobs]
             assert [d["status"] for d in done] == ["succeeded", "succeeded"], [d["error"] for d in done]
             assert watch.most == 1, f"measured at once on one device: {watch.seen}"
-            assert done[1]["worker"] != done[0]["worker"]
+            spans = sorted((d["started_at"], d["finished_at"]) for d in done)
+            assert spans[1][0] >= spans[0][1], f"two measurements overlapped on one device: {spans}"
     finally:
         watch.stopped.set()
         api.stop()
