@@ -78,6 +78,10 @@ class Settings:
     measure_start: str = "template"
     #: Before each batch size, how long to wait for other processes to leave the CPUs (0: never).
     quiet_wait_s: float = 30.0
+    #: Free space the data disk must have before a measuring process starts (MB).
+    min_free_mb: int = 256
+    #: The most the runtimes' export cache (<data dir>/runtimes) may hold; least recently used out.
+    runtime_cache_mb: int = 2048
     #: uvicorn's line per request; off, a 304 costs a third less (docs/benchmarks.md).
     access_log: bool = True
 
@@ -127,6 +131,8 @@ class Settings:
             measure_start=measure_start,
             quiet_wait_s=_env_float("DNNPROF_QUIET_WAIT_S", 30.0),
             access_log=_env_int("DNNPROF_ACCESS_LOG", 1) != 0,
+            runtime_cache_mb=_env_int("DNNPROF_RUNTIME_CACHE_MB", 2048),
+            min_free_mb=_env_int("DNNPROF_MIN_FREE_MB", 256),
         )
 
 

@@ -76,6 +76,8 @@ IMAGENET_CLASSES = 1000  # accuracy is measured on ImageNet-1k: the model's head
 #: path or URL (``hf-hub:org/name``, ``../x``) can even be named. ``(?!\n)`` because Python's
 #: ``$`` also matches before a final newline (ECMAScript's does not; the lookahead is harmless there).
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:()+=,\-]*(?!\n)$"
+#: A model name as a request may give it: the body's ``model`` and ``/v1/models/{name}`` alike.
+ModelName = Annotated[str, Meta(min_length=1, max_length=120, pattern=MODEL_NAME_PATTERN)]
 
 BatchSize = Annotated[int, Meta(ge=1, le=MAX_BATCH_SIZE)]
 
@@ -106,7 +108,7 @@ ACCEPTED_VALUES: dict[str, str] = {
 class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /v1/profiles``."""
 
-    model: Annotated[str, Meta(min_length=1, max_length=120, pattern=MODEL_NAME_PATTERN)]
+    model: ModelName
     device: DeviceOrTarget | None = None
     batch_sizes: Annotated[list[BatchSize], Meta(min_length=1, max_length=MAX_BATCH_SIZE_COUNT)] | None = None
     runs: Annotated[int, Meta(ge=1, le=MAX_RUNS)] = DEFAULT_RUNS
@@ -579,6 +581,10 @@ class ProfileRecord(Struct, kw_only=True):
     finished_at: float | None = None
     progress: Progress | None = None
     attempts: int = 0
+    #: Deliveries before a job whose worker keeps dying is failed: the deployment's
+    #: DNNPROF_MAX_ATTEMPTS when the job was created, whichever worker finds it lost (None:
+    #: stored before it was recorded; the worker's own then).
+    max_attempts: int | None = None
     worker: str | None = None
     error: str | None = None
     result: ProfileResult | None = None

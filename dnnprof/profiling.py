@@ -203,12 +203,13 @@ class ProfileService:
             model=info,
             created_at=now(),
             progress=Progress.at_start(settings),
+            max_attempts=self.settings.max_attempts,
         )
         self.check_active_cap(client)
         record, created = self.store.create_or_get(record, force=force)
         if created:
-            self.store.note_active(client, record.id)
-            try:
+            try:  # refused (Redis full or away) on either write: the record goes too
+                self.store.note_active(client, record.id)
                 self.enqueue(record)
             except Exception:
                 self.store.delete(record.id)

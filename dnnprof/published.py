@@ -76,6 +76,13 @@ def is_shipped(source: str) -> bool:
     return any(table.source == source for table in SHIPPED_TABLES)
 
 
+def lookalike_of_shipped(source: str) -> str | None:
+    """The shipped table a new source name would pass for (the same but for case or trailing
+    '.', '_', '-': ``TIMM-RESULTS-2026-08``, ``timm-results-2026-08.``), or None."""
+    folded = source.casefold().rstrip("._-")
+    return next((t.source for t in SHIPPED_TABLES if t.source.casefold().rstrip("._-") == folded), None)
+
+
 def parse_results_csv(text: str, source: str, *, imported_at: float = 0.0) -> list[PublishedResult]:
     """Rows in the shape of timm's results tables: model, top1, top5, img_size, param_count, ...
     Raises ValueError naming the line that is wrong."""
@@ -87,13 +94,18 @@ def parse_results_csv(text: str, source: str, *, imported_at: float = 0.0) -> li
             f"(timm's results table shape: model,img_size,top1,top5,param_count,...); got {sorted(columns)}"
         )
     out: list[PublishedResult] = []
+    line = 1  # the header's
     try:
         for line, row in enumerate(reader, start=2):
             if len(out) >= MAX_IMPORT_ROWS:
                 raise ValueError(f"more than {MAX_IMPORT_ROWS} rows: split the table into several sources")
             out.append(_result(row, line, source, imported_at))
     except csv.Error as exc:  # a field past csv's limit (128 KiB), a NUL byte, ...
-        raise ValueError(f"line {reader.line_num}: not a readable CSV row ({exc})") from exc
+        # The row after the last one read (csv's line_num lags behind a field it refused).
+        where = max(reader.line_num, line + 1)
+        raise ValueError(f"line {where}: not a readable CSV row ({exc})") from exc
+    if not out:
+        raise ValueError("the CSV has a header and no rows: nothing to import")
     return out
 
 

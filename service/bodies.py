@@ -10,6 +10,7 @@ a CORS preflight, and this service grants none.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -92,8 +93,25 @@ def strict_json(struct: type) -> Callable[[Request], Awaitable[None]]:
             ) from exc
         except msgspec.DecodeError as exc:
             raise ClientException(detail=f"the body is not well-formed JSON: {exc}") from exc
+        refuse_duplicate_keys(body)
 
     return check
+
+
+def refuse_duplicate_keys(body: bytes) -> None:
+    """A key twice in one object is refused (400): JSON leaves it undefined, and msgspec kept the
+    last, so ``{"model": "resnet18", "model": "resnet50"}`` measured what a reader missed."""
+
+    def once(pairs: list[tuple[str, object]]) -> dict:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                detail = f"the JSON object has the key {key[:64]!r} twice: send each field once"
+                raise ClientException(detail=detail)
+            seen.add(key)
+        return dict(pairs)
+
+    json.loads(body, object_pairs_hook=once)
 
 
 async def csv_body(request: Request) -> None:

@@ -255,6 +255,11 @@ def exposition() -> bytes:
     return body
 
 
+#: Prometheus's text format, its charset left to Litestar, which adds one to every text/* type
+#: (prometheus_client's own constant names it too: it was declared twice).
+METRICS_MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+
+
 class MetricsController(Controller):
     path = "/metrics"
     tags = ("metrics",)  # type: ignore[assignment]
@@ -263,7 +268,7 @@ class MetricsController(Controller):
         summary="Prometheus metrics",
         sync_to_thread=True,
         include_in_schema=True,
-        media_type=CONTENT_TYPE_LATEST,
+        media_type=METRICS_MEDIA_TYPE,
     )
     def metrics(self) -> Response[bytes]:
-        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=METRICS_MEDIA_TYPE)

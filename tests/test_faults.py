@@ -4,9 +4,11 @@ Redis going away and coming back, two workers for one device. Real processes thr
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -474,6 +476,10 @@ def test_a_worker_stopped_cleanly_is_not_counted_live_once_it_has_stopped(tmp_pa
         server.wait(timeout=20)
 
 
+#: Celery's line for each reconnection attempt of the consumer, and its time.
+CANNOT_CONNECT = re.compile(r"\[([-\d]+ [:\d]+,\d+): ERROR/MainProcess\] consumer: Cannot connect")
+
+
 def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path):
     """Issue 28 (5): with Redis at its maxmemory the Celery worker died ('Unrecoverable error:
     OutOfMemoryError') when it took the next message (kombu records it as unacked: a write)."""
@@ -534,10 +540,108 @@ def test_a_worker_rides_out_a_full_redis_and_measures_once_it_has_room(tmp_path)
         )
         assert "Unrecoverable error" not in said and "Connection to broker lost" in said, said[-3000:]
         assert worker.poll() is None, log.read_text(errors="replace")[-3000:]
+        # Issue 44 (4): it reconnected ~5.6 times a second while Redis stayed full (Celery's
+        # restart guard: 5 in 1 s, then a 1 s sleep). Now it backs off: 1, 2, 4 s ... between tries.
+        def attempts() -> list[str]:
+            found = CANNOT_CONNECT.findall(log.read_text(errors="replace"))
+            return found if len(found) >= 4 else []
+
+        tries = until(attempts, ceiling_s=300, what="four reconnection attempts")
+        stamps = [datetime.datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t in tries[:4]]
+        assert (stamps[3] - stamps[0]).total_seconds() >= 5, tries[:4]
         raw.config_set("maxmemory", "0")  # room again
         until(lambda: store.get(nxt).status == "succeeded", ceiling_s=600, what="the next job measured")
         assert worker.poll() is None
     finally:
         stop(worker)
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def start_worker_as(hostname: str, env: dict, log_path) -> subprocess.Popen:
+    """A CPU worker whose hostname is ``hostname`` (a UTS namespace of its own, as a container
+    has: ``unshare --uts``, root only), on this machine's CPUs."""
+    script = f'hostname "$1" && exec "{sys.executable}" -m dnnprof.cli worker --device cpu'
+    return subprocess.Popen(
+        ["unshare", "--uts", "--fork", "sh", "-c", script, "sh", hostname],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+ACK_REFUSED = re.compile(r"Couldn't (ack|reject)|acked \S+; its unacked entry stays|rejected \S+ while Redis")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_two_hostnames_one_device_and_a_full_redis_at_an_ack(tmp_path):
+    """Issue 44 (1, 3), as the issue saw it: two workers of different targets and hostnames on one
+    machine, each with a job retrying for the device (held here, as a measurement holds it);
+    Redis filled to its maxmemory until a waiting worker's ack (or reject) is refused, then room
+    again and the device free. Before: the two measured at once (the lease was keyed on the
+    hostname), and a worker whose ack was refused never took another job. Now both jobs finish,
+    one measurement at a time."""
+    from dnnprof.store import ProfileStore
+    from workers.devices import device_lease_name
+    from workers.lease import DeviceLease
+
+    # Heartbeat 10 s: a worker's registration (30 s) outlives the seconds Redis is full.
+    server, url, env = redis_for_workers(
+        tmp_path, DNNPROF_HEARTBEAT_S="10", DNNPROF_RATE_LIMIT_PER_MINUTE="0", DNNPROF_QUIET_WAIT_S="5"
+    )
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    workers = [
+        start_worker_as(
+            name,
+            {**env, "DNNPROF_DATA_DIR": str(tmp_path / name), "DNNPROF_DEVICE_TARGET": f"cpu/{name}"},
+            log,
+        )
+        for name, log in zip(("box-a", "box-b"), logs, strict=True)
+    ]
+    api = start_service(tmp_path / "api", env=env, device="none", wait_for_worker=False)
+    watch = RunnerWatch({w.pid for w in workers})
+    raw = redis.Redis.from_url(url)
+    # This process runs on the workers' machine and CPUs: it names the same device.
+    held = DeviceLease(ProfileStore.from_url(url), device_lease_name("cpu"), 600)
+    try:
+        with api.client() as client:
+            until(
+                lambda: client.get("/readyz").json().get("workers", {}).get("cpu", 0) == 2, what="two workers"
+            )
+            watch.start()
+            assert held.acquire()
+            body = {"model": "mobilenet_v2", "batch_sizes": [1, 2], "runs": 10, "repeats": 1}
+            jobs = [
+                client.post("/v1/profiles", json={**body, "device": f"cpu/{name}"}).json()
+                for name in ("box-a", "box-b")
+            ]
+
+            def both_waiting() -> bool:
+                return all("DeviceBusyError" in log.read_text(errors="replace") for log in logs)
+
+            until(both_waiting, what="both jobs waiting for the device")
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) - 1024))
+            def refused() -> bool:
+                return any(ACK_REFUSED.search(log.read_text(errors="replace")) for log in logs)
+
+            try:
+                until(refused, 120, "an ack refused")
+            finally:
+                raw.config_set("maxmemory", "0")  # room again
+                held.release()
+
+            done = [wait_for(client, j["id"], timeout=300) for j in jobs]
+            assert [d["status"] for d in done] == ["succeeded", "succeeded"], [d["error"] for d in done]
+            assert watch.most == 1, f"measured at once on one device: {watch.seen}"
+            spans = sorted((d["started_at"], d["finished_at"]) for d in done)
+            assert spans[1][0] >= spans[0][1], f"two measurements overlapped on one device: {spans}"
+    finally:
+        watch.stopped.set()
+        api.stop()
+        for w in workers:
+            stop(w)
         server.terminate()
         server.wait(timeout=20)

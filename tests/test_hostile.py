@@ -480,3 +480,32 @@ def test_a_client_that_leaves_mid_upload_is_not_counted_as_a_server_error(client
     until(lambda: _http_requests(client, "499") >= before_499 + 3, what="the three aborted uploads counted")
     assert _http_requests(client, "499") == before_499 + 3
     assert _http_requests(client, "500") == before_500
+
+
+def test_a_full_redis_refusing_the_enqueue_is_a_507_not_unreachable(tmp_path):
+    """Issue 44 (4): with Redis a few KB under its maxmemory the record fitted and the enqueue did
+    not; kombu raises that refusal as its OperationalError (the OOM its cause), which was answered
+    503 'unreachable'. The error is the one Celery raises against a real full Redis, answered by
+    the handler Litestar picks for it."""
+    import dataclasses
+
+    import redis as redis_py
+    from kombu.exceptions import OperationalError
+
+    from dnnprof.config import Settings
+    from dnnprof.queue import PROFILE_TASK, make_celery
+    from service.errors import EXCEPTION_HANDLERS
+
+    server, url = throwaway_redis(tmp_path)
+    try:
+        raw = redis_py.Redis.from_url(url)
+        celery = make_celery(dataclasses.replace(Settings.from_env(), redis_url=url))
+        raw.config_set("maxmemory-policy", "noeviction")
+        raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) // 2))
+        with pytest.raises(OperationalError) as refused:
+            celery.send_task(PROFILE_TASK, args=["x"], queue="dnnprof.cpu", task_id="x")
+        response = EXCEPTION_HANDLERS[OperationalError](None, refused.value)
+        assert response.status_code == 507 and "full" in response.content["detail"]
+    finally:
+        server.kill()
+        server.wait()

@@ -4,13 +4,17 @@ before Redis can expire it, takes it back when nobody else did, and knows when s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from dnnprof.store import ProfileStore
-from tests.helpers import throwaway_redis
+from tests.helpers import ROOT, dnnprof_env, throwaway_redis
 from workers.lease import LEASE_CALL_TIMEOUT_S, DeviceLease, LeaseInDoubt
 
 LEASE_S = 3
@@ -76,3 +80,30 @@ def test_a_lease_another_job_took_is_not_taken_back(redis_server):
     with pytest.raises(LeaseInDoubt, match="another job"):
         lease.keep()
     assert not lease.acquire()
+
+
+def lease_name_with_hostname(hostname: str, device_class: str = "cpu") -> str:
+    """The device lease name a worker computes in a UTS namespace of its own whose hostname is
+    ``hostname``: what two containers on one host are (``unshare --uts``, as root)."""
+    code = "import sys, workers.celery_app as w; print(w.device_lock_name())"
+    script = f'hostname "$1" && exec "{sys.executable}" -c "{code}" "$1"'
+    env = {
+        **dnnprof_env(DNNPROF_WORKER_DEVICE=device_class, DNNPROF_REDIS_URL="redis://127.0.0.1:1/0"),
+        "PYTHONPATH": str(ROOT),
+    }
+    out = subprocess.run(
+        ["unshare", "--uts", "--fork", "sh", "-c", script, "sh", hostname],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_one_device_one_lease_whatever_the_hostname():
+    """Issue 44 (3): the lease was keyed '<hostname>:cpu', so two workers with different hostnames on
+    one machine (two containers) measured at once. Keyed on the machine's boot id (shared by every
+    container of a host, /proc/sys/kernel/random/boot_id) and the CPUs it may use."""
+    first, second = lease_name_with_hostname("box-a"), lease_name_with_hostname("box-b")
+    assert first == second
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert boot_id in first and "box-a" not in first

@@ -30,7 +30,13 @@ from dnnprof.process import die_with_parent, remove_dead_owners, run_dir
 from dnnprof.queue import PROFILE_TASK, make_celery, queue_for, route_of, send_profile
 from dnnprof.store import ProfileStore
 from workers.broker import use_for_redis_urls
-from workers.devices import detect_device_class, device_memory_bytes, device_name, worker_target
+from workers.devices import (
+    detect_device_class,
+    device_lease_name,
+    device_memory_bytes,
+    device_name,
+    worker_target,
+)
 from workers.jobs import DeviceBusyError, ProfileJob
 from workers.launch import pool_temp_dir, warm_template
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
@@ -66,6 +72,7 @@ app.conf.task_default_queue = queue_for(DEVICE_CLASS)
 # target's (only its own), one measurement at a time per device.
 app.conf.task_queues = [Queue(queue_for(DEVICE_CLASS)), Queue(queue_for(DEVICE_TARGET))]
 app.conf.worker_concurrency = 1
+app.conf.worker_consumer = "workers.broker:Consumer"  # backs off while Redis is full
 
 _store: ProfileStore | None = None
 
@@ -77,22 +84,9 @@ def store() -> ProfileStore:
     return _store
 
 
-def device_lock_name(hostname: str) -> str:
-    """One measurement at a time per physical device: the GPU's UUID, or the host for CPU/Jetson."""
-    if DEVICE_CLASS == "cuda":
-        with contextlib.suppress(Exception):
-            import pynvml
-
-            pynvml.nvmlInit()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
-            handle = (
-                pynvml.nvmlDeviceGetHandleByIndex(int(visible))
-                if visible.isdigit()
-                else pynvml.nvmlDeviceGetHandleByUUID(visible)
-            )
-            uuid = pynvml.nvmlDeviceGetUUID(handle)
-            return uuid.decode() if isinstance(uuid, bytes) else uuid
-    return f"{socket.gethostname()}:{DEVICE_CLASS}"
+def device_lock_name() -> str:
+    """One measurement at a time per physical device, whatever the worker's hostname (issue 44)."""
+    return device_lease_name(DEVICE_CLASS)
 
 
 @app.task(name=PROFILE_TASK, bind=True, max_retries=720)
@@ -102,13 +96,20 @@ def profile(self, profile_id: str) -> str:
         settings,
         DEVICE_CLASS,
         self.request.hostname or socket.gethostname(),
-        device_lock_name(socket.gethostname()),
+        device_lock_name(),
         target=DEVICE_TARGET,
     )
     try:
         return job.run(profile_id)
-    except (DeviceBusyError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        # The device is taken, or Redis did not answer before the job was claimed: later.
+    except (
+        DeviceBusyError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.OutOfMemoryError,
+    ) as exc:
+        # The device is taken, or Redis did not answer (or was full) before the job was claimed:
+        # later. Where Redis refuses the retry too, the job stays queued and the heartbeat sends
+        # it again (resend_lost_messages); the refused ack no longer stalls the consumer.
         raise self.retry(countdown=5, exc=exc) from exc
 
 
@@ -191,7 +192,7 @@ class Heartbeat(threading.Thread):
                 why = f"its worker {rec.worker} stopped beating"
             else:
                 continue  # its own worker looks after it
-            if rec.attempts >= settings.max_attempts:
+            if rec.attempts >= records.max_attempts(rec):
                 lost = f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times"
                 records.end(rec.id, "failed", error=lost, measured=kept)
             elif records.requeue(rec.id, from_worker=rec.worker):
@@ -260,7 +261,7 @@ class CountRequests(threading.Thread):
     def __init__(self, hostname: str) -> None:
         super().__init__(name="dnnprof-counts", daemon=True)
         self.stopped = threading.Event()
-        self.lock_name = keys.device_lock(device_lock_name(hostname))
+        self.lock_name = keys.device_lock(device_lock_name())
 
     def run(self) -> None:
         while not self.stopped.is_set():

@@ -161,3 +161,53 @@ def worker_target(device_class: str, env: Mapping[str, str] = os.environ) -> str
         power_mode=jetson_power_mode() if device_class == "jetson" else None,
         threads=threads,
     )
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+JETSON_SERIAL = Path("/proc/device-tree/serial-number")
+
+
+def boot_id(path: Path = BOOT_ID) -> str:
+    """The kernel's id of this boot: the same in every container of a host, unlike its hostname."""
+    with contextlib.suppress(OSError):
+        return path.read_text().strip()
+    return platform.node()  # no procfs: the best this process can say
+
+
+def cpu_set() -> str:
+    """The CPUs this process may run on, as ranges ('0-3,8')."""
+    if hasattr(os, "sched_getaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+    else:
+        cpus = list(range(os.cpu_count() or 1))
+    ranges: list[list[int]] = []
+    for cpu in cpus:
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def device_lease_name(device_class: str) -> str:
+    """The physical device one measurement at a time may use, named so that every worker on it
+    (a container, another hostname) names it alike: a GPU's NVML UUID (the same in every
+    container), a Jetson's module serial (else its boot id), a CPU's boot id and CPU set. Two
+    workers given overlapping but different CPU sets are not kept apart."""
+    if device_class == "cuda":
+        from workers import nvml
+
+        module = nvml.load()
+        handle = nvml.visible_handle(module, 0) if module is not None else None
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                uuid = module.nvmlDeviceGetUUID(handle)
+                return uuid.decode() if isinstance(uuid, bytes) else uuid
+        return f"{boot_id()}:cuda:{os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
+    if device_class == "jetson":
+        with contextlib.suppress(OSError):
+            serial = JETSON_SERIAL.read_text(errors="ignore").strip("\x00 \n")
+            if serial:
+                return f"jetson:{serial}"
+        return f"{boot_id()}:jetson"
+    return f"{boot_id()}:cpu:{cpu_set()}"

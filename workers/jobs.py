@@ -22,6 +22,7 @@ from dnnprof.process import PARENT_PID_ENV, run_dir
 from dnnprof.store import ProfileStore
 from workers.launch import MeasuringProcess, launch
 from workers.lease import DeviceLease, LeaseInDoubt
+from workers.preflight import data_disk_short
 from workers.records import JobRecords, Measured
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class ProfileJob:
         return self._claimed(profile_id, record)
 
     def _claimed(self, profile_id: str, record: ProfileRecord) -> str:
-        if record.attempts > self.settings.max_attempts:
+        if record.attempts > self.records.max_attempts(record):
             return self.records.end(
                 profile_id,
                 "failed",
@@ -98,6 +99,9 @@ class ProfileJob:
         for process in range(record.settings.repeats):
             if process in parts.ends:
                 continue  # measured to its end on an earlier delivery
+            if short := self._disk_short():
+                status, error = "failed", short  # what was measured before is kept
+                break
             try:
                 status, error, outcome = self._measure_holding_the_device(profile_id, process)
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -108,10 +112,15 @@ class ProfileJob:
                 )
             if outcome is not None:
                 parts.merge(outcome.parts())
+            if status == "failed" and (short := self._disk_short()):
+                error = f"{short}; {error}"  # the disk filled while it measured: the cause
             if status != "succeeded":
                 break
         measured = Measured.of(parts, job_wall_s=time.monotonic() - started, device_target=self.target)
         return self.records.end(profile_id, status, error=error, measured=measured)
+
+    def _disk_short(self) -> str | None:
+        return data_disk_short(self.settings.data_dir, self.settings.min_free_mb)
 
     def _measure_holding_the_device(self, profile_id: str, process: int):
         """One measuring process, run again when it was stopped for a lease in doubt and the
@@ -162,15 +171,14 @@ class ProfileJob:
                 code = self._wait_for(child, profile_id)
             except MeasuringStopped as stopped:
                 return stopped.status, stopped.error, None
+            finally:
+                relay_cache_notes(log_path)
             if outcome_path.exists():
                 outcome = msgspec.json.decode(outcome_path.read_bytes(), type=Outcome)
                 if outcome.error is None and outcome.end is not None:
                     return "succeeded", None, outcome
                 return "failed", outcome.error or "the measuring process failed", outcome
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            how = f"signal {-code}" if code < 0 else f"exit code {code}"
-            detail = (": " + " | ".join(tail)) if tail else ""
-            return "failed", f"the measuring process died ({how}){detail}"[:2000], None
+            return "failed", death_reason(code, log_path.read_text(errors="replace")), None
 
     def _wait_for(self, child: MeasuringProcess, profile_id: str) -> int:
         """The measuring process's exit status. Stopped for a cancel or the soft time limit, it
@@ -218,6 +226,42 @@ class ProfileJob:
             return store.cancel_requested(profile_id)
         except redis.exceptions.RedisError:
             return False  # Redis away for a moment: keep measuring
+
+
+#: The export cache's logger (workers.engine.runtimes.cache.LOGGER: that module imports torch).
+CACHE_LOGGER = "dnnprof.runtime_cache"
+
+
+def relay_cache_notes(log_path: Path) -> None:
+    """The export cache's notes in the measuring process's log (a cached file set aside, and
+    why), into this worker's log: the process's own log goes with its folder."""
+    marker = f" {CACHE_LOGGER} "
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(errors="replace").splitlines():
+            if marker in line:
+                log.warning("measuring process: %s", line.split(marker, 1)[1])
+
+
+#: Where a measuring process's own account of its failure starts in its log.
+FAILURE_STARTS = ("Traceback (most recent call last)", "Fatal Python error")
+
+
+def death_reason(code: int, log_text: str) -> str:
+    """Why a measuring process that wrote no outcome ended: its exit status, and the failure it
+    reported itself (the last lines of its last traceback or fatal error, or the last line of an
+    exit it chose), never lines it logged before: a SIGKILL's reason ended with torch's "No CUDA
+    runtime is found" warning."""
+    how = f"signal {-code}" if code < 0 else f"exit code {code}"
+    lines = log_text.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(FAILURE_STARTS)]
+    own = [line.strip() for line in lines[starts[-1] :] if line.strip()] if starts else []
+    if own and own[0].startswith("Traceback"):
+        own = own[1:]
+    tail = own[:1] if own and own[0].startswith("Fatal Python error") else own[-2:]
+    if not starts and code > 0:
+        tail = lines[-1:]  # an exit it chose (SystemExit's message is its last line)
+    detail = (": " + " | ".join(tail)) if tail else ""
+    return f"the measuring process died ({how}){detail}"[:2000]
 
 
 class MeasuringStopped(Exception):

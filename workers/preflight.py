@@ -42,6 +42,22 @@ JETSON_HINT = (
 PREFLIGHT_DONE_ENV = "DNNPROF_WORKER_CHECKED"
 
 
+def data_disk_short(data_dir: Path, min_free_mb: int) -> str | None:
+    """Why the data disk cannot take a measurement now (None: it can). A measuring process writes
+    its outcome, its log and any export there; one that ran out of space died mid-write with a
+    misleading reason ("Input data was truncated", "exit code 1")."""
+    import shutil
+
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    free_mb = shutil.disk_usage(data_dir).free // 2**20
+    if free_mb >= min_free_mb:
+        return None
+    return (
+        f"no space left on the data disk: {free_mb} MB free under {data_dir}, a measurement needs "
+        f"{min_free_mb} MB (DNNPROF_MIN_FREE_MB)"
+    )
+
+
 class WorkerStartError(RuntimeError):
     """The worker cannot measure here; the message says why and what to change."""
 

@@ -76,6 +76,10 @@ class JobRecords:
         self.store = store
         self.settings = settings
 
+    def max_attempts(self, rec: ProfileRecord) -> int:
+        """The job's own limit (recorded when it was created), else this worker's."""
+        return rec.max_attempts or self.settings.max_attempts
+
     def claim(self, profile_id: str, worker: str) -> ProfileRecord | None:
         """Take a queued job (its attempt counted); None where it is not queued (a duplicate
         delivery of one running elsewhere: a job whose worker died is put back by the sweep)."""

@@ -8,12 +8,13 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath, QueryParameter
 from msgspec import Struct
 
 from dnnprof.analysis import MEGABYTE, best_published, published_accuracy, published_of
 from dnnprof.catalogue import Resolved
-from dnnprof.contract import ModelInfo, PublishedResult
+from dnnprof.contract import ModelInfo, ModelName, PublishedResult
 from dnnprof.paper import PAPER_QUOTED_TOP1
 from dnnprof.selection import GroupKey, is_noisy, may_count, quality
 from dnnprof.targets import target_of
@@ -145,6 +146,17 @@ def history(qualified: str, services: Services) -> list[TargetHistory]:
     return [TargetHistory(target=t, profiles=p) for t, p in sorted(by_target.items())]
 
 
+def model_name(name: str) -> str:
+    """The name as POST /v1/profiles takes it (the same pattern and length), else a 422: the
+    catalogue's forgiving lookup resolved zero-width spaces and soft hyphens POST refuses."""
+    try:
+        return msgspec.convert(name, ModelName)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(
+            detail="Validation failed", extra=[{"message": str(exc), "key": "name", "source": "path"}]
+        ) from exc
+
+
 class ModelController(Controller):
     path = "/v1/models"
     tags = ("models",)  # type: ignore[assignment]
@@ -166,7 +178,7 @@ class ModelController(Controller):
         sync_to_thread=True,
     )
     def resolve(self, name: FromPath[str], services: NamedDependency[Services]) -> ModelDetail:
-        return detail(services.resolve(name), services)
+        return detail(services.resolve(model_name(name)), services)
 
     @get(
         "/{name:str}/history",
@@ -176,4 +188,4 @@ class ModelController(Controller):
         sync_to_thread=True,
     )
     def history(self, name: FromPath[str], services: NamedDependency[Services]) -> list[TargetHistory]:
-        return history(services.resolve(name).qualified, services)
+        return history(services.resolve(model_name(name)).qualified, services)

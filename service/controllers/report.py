@@ -23,10 +23,18 @@ REPORT_HEADERS = [
 ]
 
 
+#: The longest file name (bytes) Linux filesystems take (NAME_MAX), and the longest path (PATH_MAX).
+NAME_MAX, PATH_MAX = 255, 4096
+
+
 def refuse_nul(request: Request) -> None:
-    """A file name cannot hold a NUL byte: a 404, not the 500 that os.stat's ValueError became."""
-    if "\x00" in request.url.path:
+    """No file can have such a name: a 404, not the 500 that os.stat's ValueError (a NUL byte) or
+    OSError ENAMETOOLONG (a name past NAME_MAX) became."""
+    path = request.url.path
+    if "\x00" in path:
         raise NotFoundException("no such file: a path cannot contain a NUL byte")
+    if len(path.encode()) > PATH_MAX or any(len(part.encode()) > NAME_MAX for part in path.split("/")):
+        raise NotFoundException(f"no such file: a file name is at most {NAME_MAX} bytes")
 
 
 static_router = create_static_files_router(

@@ -15,7 +15,14 @@ from msgspec import Struct
 
 from dnnprof.analysis import is_published_of
 from dnnprof.contract import PublishedResult
-from dnnprof.published import MAX_IMPORT_ROWS, SHIPPED_TABLES, is_shipped, parse_results_csv, resolve_rows
+from dnnprof.published import (
+    MAX_IMPORT_ROWS,
+    SHIPPED_TABLES,
+    is_shipped,
+    lookalike_of_shipped,
+    parse_results_csv,
+    resolve_rows,
+)
 from dnnprof.store import now
 from service.bodies import csv_body
 from service.deps import CatalogueNotReadyError, Services
@@ -66,6 +73,11 @@ class PublishedResultsController(Controller):
         self, source: FromPath[str], body: RawBody, services: NamedDependency[Services]
     ) -> ImportSummary:
         writable_source(source)
+        if (shipped := lookalike_of_shipped(source)) is not None:
+            raise ValidationException(
+                f"source: {source!r} would pass for the table shipped with dnnprof {shipped!r} (the same "
+                "but for case or a trailing '.', '_' or '-'): import under a name of its own"
+            )
         imported = {s for s in services.store.published_sources() if not is_shipped(s)}
         if source not in imported and len(imported) >= MAX_IMPORTED_SOURCES:
             raise ValidationException(

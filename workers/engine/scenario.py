@@ -336,9 +336,17 @@ def measure_accuracy(
         )
 
 
+#: The seed random weights are built from (the RNG's state is restored after the build).
+RANDOM_WEIGHTS_SEED = 0
+
+
 def _load(info: ModelInfo, pretrained: bool, tag: str | None, input_size: int, offline: bool) -> nn.Module:
     if not pretrained:
-        return build_model(info, tag=tag, input_size=input_size)
+        # Random weights from a fixed seed: the architecture determines them, so their export is
+        # found again by any later process (workers/engine/runtimes/cache.py).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return build_model(info, tag=tag, input_size=input_size)
     try:
         return build_model(info, pretrained=True, tag=tag, input_size=input_size, offline=offline)
     except Exception as exc:

@@ -5,7 +5,6 @@ dynamic batch axis, cached under the worker's data directory. The export is ``to
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import time
@@ -16,9 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from dnnprof.config import Settings
 from dnnprof.contract import ProfileSettings, RuntimeReport
 from dnnprof.runtimes import OPTIONS
 from workers.engine.device import DeviceContext
+from workers.engine.runtimes import cache as export_cache
 from workers.engine.runtimes.base import ExportError
 from workers.runtime_support import installed
 
@@ -26,21 +27,21 @@ DEFAULT_OPSET = int(OPTIONS["opset"].default or 0)  # the runtime spec's (dnnpro
 
 
 def export_onnx(
-    model: nn.Module, settings: ProfileSettings, cache: Path, opset: int
+    model: nn.Module, settings: ProfileSettings, cache: Path, opset: int, *, limit_bytes: int | None = None
 ) -> tuple[Path, float, bool]:
-    """The model's ONNX file (exported now, or found in the cache), the export's seconds, and
-    whether it came from the cache. The cache key includes the model's parameters: a model built
-    with other weights is exported anew."""
-    digest = hashlib.sha256()
-    for tensor in model.state_dict().values():
-        digest.update(tensor.detach().flatten()[:1024].float().cpu().numpy().tobytes())  # its first 4 KB
+    """The model's ONNX file (exported now, or found in the cache and checked: see
+    :mod:`workers.engine.runtimes.cache`), the export's seconds, and whether it came from the
+    cache. The key is what determines the export: the model, its form, input size, opset, torch's
+    version and the weights' content. ``limit_bytes`` bounds the cache (least recently used out)."""
+    identity = export_cache.weights_identity(model)
     form = "deployed" if settings.reparameterize else "built"
     name = f"{settings.model.replace(':', '_').replace('/', '_')}-{form}-{settings.input_size}-opset{opset}"
-    path = cache / f"{name}-{digest.hexdigest()[:12]}.onnx"
-    if path.exists():
-        return path, 0.0, True
-    cache.mkdir(parents=True, exist_ok=True)
+    key = f"{name}-{identity}"
+    path = cache / f"{name}-{identity[:12]}.onnx"
     size = settings.input_size
+    export_cache.prepare_folder(cache)
+    if export_cache.use(path, key, ["batch", 3, size, size]):
+        return path, 0.0, True
     example = torch.randn(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -60,8 +61,16 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
         why = "; ".join(_first_line(e) for e in (exc, exc.__cause__) if e is not None)
         raise ExportError(f"the ONNX export failed: {why}"[:600]) from exc
-    tmp.replace(path)
-    return path, time.perf_counter() - start, False
+    export_s = time.perf_counter() - start
+    export_cache.keep(tmp, path, key)
+    if limit_bytes is not None:
+        export_cache.prune(cache, limit_bytes, path)
+    return path, export_s, False
+
+
+def cache_limit_bytes() -> int:
+    """``DNNPROF_RUNTIME_CACHE_MB`` of the worker's settings, in bytes."""
+    return Settings.from_env().runtime_cache_mb * 2**20
 
 
 def _first_line(exc: BaseException) -> str:
@@ -129,7 +138,9 @@ class OnnxRuntime:
         if provider != "cpu" or ctx.device.type != "cpu":
             raise ExportError(f"ONNX Runtime's {provider} provider is not measured by this worker yet")
         opset = _opset(settings)
-        path, export_s, cached = export_onnx(model, settings, cache / "onnx", opset)
+        path, export_s, cached = export_onnx(
+            model, settings, cache / "onnx", opset, limit_bytes=cache_limit_bytes()
+        )
         start = time.perf_counter()
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the count the fingerprint records
@@ -170,7 +181,9 @@ class OpenVinoRuntime:
         import openvino as ov
 
         opset = _opset(settings)
-        path, export_s, cached = export_onnx(model, settings, cache / "onnx", opset)
+        path, export_s, cached = export_onnx(
+            model, settings, cache / "onnx", opset, limit_bytes=cache_limit_bytes()
+        )
         start = time.perf_counter()
         core = ov.Core()
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
