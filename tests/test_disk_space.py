@@ -27,7 +27,7 @@ def test_a_data_disk_short_of_space_refuses_the_measurement_saying_so(tmp_path):
         # The threshold above what this disk has free (shutil.disk_usage: statvfs, as df reads it).
         free_mb = shutil.disk_usage(tmp_path).free // 2**20
         settings = dataclasses.replace(Settings(), redis_url=url, data_dir=data, min_free_mb=free_mb + 1024)
-        job = ProfileJob(store, settings, "cpu", "test-worker", "test-device", target="cpu/test")
+        job = ProfileJob(store, settings, "test-worker", "test-device", target="cpu/test")
         assert job.run(record.id) == "failed"
         done = store.get(record.id)
         assert done.status == "failed" and "no space left on the data disk" in done.error, done.error
@@ -53,7 +53,7 @@ def test_the_attempts_limit_is_the_jobs_not_the_workers(tmp_path):
         settings = dataclasses.replace(
             Settings(), redis_url=url, data_dir=tmp_path / "data", max_attempts=10, min_free_mb=free_mb + 1024
         )
-        job = ProfileJob(store, settings, "cpu", "test-worker", "test-device", target="cpu/test")
+        job = ProfileJob(store, settings, "test-worker", "test-device", target="cpu/test")
         assert job.run(record.id) == "failed"
         assert "gave up after 2 attempts" in store.get(record.id).error
     finally:

@@ -17,7 +17,7 @@ from dnnprof.contract import DeviceFingerprint, FlopCount, ProcessCell, ProcessS
 from dnnprof.store import ProfileStore
 from tests.factories import profile
 from tests.helpers import free_port, throwaway_redis
-from workers.records import JobRecords, Measured
+from workers.records import JobEnding, JobRecords
 
 
 def test_an_outcome_redis_cannot_take_waits_in_the_spool_and_is_written_when_it_is_back(tmp_path):
@@ -31,7 +31,8 @@ def test_an_outcome_redis_cannot_take_waits_in_the_spool_and_is_written_when_it_
         settings = dataclasses.replace(Settings(), data_dir=tmp_path / "data", store_retry_s=1)
         # Redis away: a store on a port nothing listens on.
         away = ProfileStore.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-        assert JobRecords(away, settings).end(record.id, "succeeded", result=result) == "succeeded"
+        ending = JobEnding(profile_id=record.id, status="succeeded", result=result)
+        assert JobRecords(away, settings).end(ending) == "succeeded"
         [spooled] = list((settings.data_dir / "spool").glob("*.json"))
         assert spooled.name == f"{record.id}.json"
         assert stat.S_IMODE(spooled.stat().st_mode) == 0o600
@@ -51,7 +52,7 @@ def test_an_outcome_redis_cannot_take_waits_in_the_spool_and_is_written_when_it_
 def test_a_spooled_outcome_stays_while_redis_is_still_away(tmp_path):
     settings = dataclasses.replace(Settings(), data_dir=tmp_path / "data", store_retry_s=1)
     away = ProfileStore.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-    JobRecords(away, settings).end("0" * 32, "failed", error="the measuring process died")
+    JobRecords(away, settings).end(JobEnding(profile_id="0" * 32, status="failed", error="died"))
     with pytest.raises(redis.exceptions.ConnectionError):  # what the heartbeat catches and logs
         JobRecords(away, settings).flush_spool()
     assert [p.name for p in (settings.data_dir / "spool").glob("*.json")] == ["0" * 32 + ".json"]
@@ -92,14 +93,22 @@ def test_a_measured_ending_is_assembled_from_what_the_processes_stored_and_hande
         store.put_part(record.id, one)
         settings = dataclasses.replace(Settings(), data_dir=tmp_path / "data", store_retry_s=1)
         away = ProfileStore.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-        handed_back = Measured(cells=[two], job_wall_s=12.5, device_target="cpu/test-box")
-        JobRecords(away, settings).end(record.id, "failed", error="died", measured=handed_back)
+        handed_back = JobEnding(
+            profile_id=record.id,
+            status="failed",
+            error="died",
+            measured=True,
+            cells=[two],
+            job_wall_s=12.5,
+            device_target="cpu/test-box",
+        )
+        JobRecords(away, settings).end(handed_back)
         assert JobRecords(store, settings).flush_spool() == 1
         written = store.get(record.id)
         assert written.status == "failed" and written.error == "died"
         assert [b.batch_size for b in written.result.batches] == [1, 2]
         assert written.result.fingerprint.device_target == "cpu/test-box"
-        assert store.parts(record.id).cells == {}  # dropped once written
+        assert store.parts(record.id).cells == []  # dropped once written
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
@@ -115,9 +124,10 @@ def test_a_measured_job_whose_every_batch_size_failed_has_failed(tmp_path):
         broken = [ProcessCell(process=0, batch_size=b, status="error", error="bad kernel") for b in (1, 2)]
         static, cells = measured_parts(record, *broken)
         settings = dataclasses.replace(Settings(), data_dir=tmp_path / "data")
-        status = JobRecords(store, settings).end(
-            record.id, "succeeded", measured=Measured(statics=[static], cells=cells)
+        ending = JobEnding(
+            profile_id=record.id, status="succeeded", measured=True, statics=[static], cells=cells
         )
+        status = JobRecords(store, settings).end(ending)
         written = store.get(record.id)
         assert status == written.status == "failed"
         assert written.error == "every batch size failed; batch 1: bad kernel"

@@ -361,9 +361,9 @@ def test_worker_whose_spool_is_not_writable_refuses_to_start():
 def test_spooled_outcomes_are_private_to_the_worker(tmp_path):
     """docs/security.md: data kept for the worker is its own (folders 0700, files 0600)."""
     from dnnprof.config import Settings
-    from workers.records import JobRecords, SpooledEnd
+    from workers.records import JobEnding, JobRecords
 
     records = JobRecords(None, dataclasses.replace(Settings(), data_dir=tmp_path / "data"))
-    path = records.spool(SpooledEnd(profile_id="p1", status="failed", error="x"))
+    path = records.spool(JobEnding(profile_id="p1", status="failed", error="x"))
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700

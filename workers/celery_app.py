@@ -9,6 +9,7 @@ class's, publishes the model catalogue when it is ready, and renews a heartbeat 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -40,7 +41,7 @@ from workers.devices import (
 from workers.jobs import DeviceBusyError, ProfileJob
 from workers.launch import pool_temp_dir, warm_template
 from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
-from workers.records import JobRecords, Measured
+from workers.records import JobEnding, JobRecords
 from workers.runtime_support import available_runtimes
 
 log = logging.getLogger("dnnprof.worker")
@@ -94,7 +95,6 @@ def profile(self, profile_id: str) -> str:
     job = ProfileJob(
         store(),
         settings,
-        DEVICE_CLASS,
         self.request.hostname or socket.gethostname(),
         device_lock_name(),
         target=DEVICE_TARGET,
@@ -177,13 +177,15 @@ class Heartbeat(threading.Thread):
             started = rec.started_at or rec.created_at
             # Ended here, a job keeps the cells its measuring processes stored (the target: where
             # it was measured, as its worker names it).
-            kept = Measured(
-                device_target=DEVICE_TARGET if rec.worker == self.info.hostname else rec.settings.target
+            target = DEVICE_TARGET if rec.worker == self.info.hostname else rec.settings.target
+            failed = functools.partial(
+                JobEnding, profile_id=rec.id, status="failed", measured=True, device_target=target
             )
+
             if rec.worker == self.info.hostname:
                 if started < overdue_after:
                     error = f"killed at the hard time limit of {settings.time_limit_s} s"
-                    records.end(rec.id, "failed", error=error, measured=kept)
+                    records.end(failed(error=error))
                     continue
                 if started >= orphan_after or active is None or rec.id in active or rec.id in spooled:
                     continue  # just claimed, maybe measuring, or its outcome waits for Redis
@@ -194,7 +196,7 @@ class Heartbeat(threading.Thread):
                 continue  # its own worker looks after it
             if rec.attempts >= records.max_attempts(rec):
                 lost = f"the worker measuring it ({rec.worker}) was lost {rec.attempts} times"
-                records.end(rec.id, "failed", error=lost, measured=kept)
+                records.end(failed(error=lost))
             elif records.requeue(rec.id, from_worker=rec.worker):
                 store().purge_unacked(rec.id)  # the lost delivery: it would come back in an hour
                 send_profile(app, rec)

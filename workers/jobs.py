@@ -14,7 +14,6 @@ from pathlib import Path
 
 import msgspec
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
 
 from dnnprof.config import Settings
 from dnnprof.contract import TERMINAL_STATUSES, ProfileRecord
@@ -23,7 +22,7 @@ from dnnprof.store import ProfileStore
 from workers.launch import MeasuringProcess, launch
 from workers.lease import DeviceLease, LeaseInDoubt
 from workers.preflight import data_disk_short
-from workers.records import JobRecords, Measured
+from workers.records import JobEnding, JobRecords, ProcessOutcome
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ class ProfileJob:
         self,
         store: ProfileStore,
         settings: Settings,
-        device_class: str,
         hostname: str,
         lock_name: str,
         *,
@@ -46,92 +44,110 @@ class ProfileJob:
         self.target = target
         self.store = store
         self.settings = settings
-        self.device_class = device_class
         self.hostname = hostname
         self.lock_name = lock_name
         self.lease: DeviceLease | None = None  # held while the job runs
         self.records = JobRecords(store, settings)
 
     def run(self, profile_id: str) -> str:
+        """The job's status once this delivery is done with it, or what this delivery did
+        instead: ``deleted`` (no such job), ``skipped`` (another delivery holds it)."""
         record = self.store.get(profile_id)
         if record is None:
             return "deleted"
         if record.status in TERMINAL_STATUSES:
             return record.status  # a duplicate delivery of a finished job
         if self.store.cancel_requested(profile_id):
-            return self.records.end(profile_id, "cancelled", error="cancelled before it started")
-
+            return self.records.end(self._ending(profile_id, "cancelled", "cancelled before it started"))
         lease = DeviceLease(self.store, self.lock_name, self.lease_s)
         if not lease.acquire():
             raise DeviceBusyError(self.lock_name)
         self.lease = lease
         try:
-            return self._run_locked(profile_id)
+            claimed = self.records.claim(profile_id, self.hostname)
+            if claimed is None:
+                return "skipped"
+            return self.records.end(self._measure(claimed))
         finally:
             lease.release()
             self.lease = None
 
-    def _run_locked(self, profile_id: str) -> str:
-        record = self.records.claim(profile_id, self.hostname)
-        if record is None:
-            return "skipped"
-        return self._claimed(profile_id, record)
+    def _ending(self, profile_id: str, status: str, error: str | None = None) -> JobEnding:
+        """An ending that keeps whatever the job's processes stored (``measured``)."""
+        return JobEnding(
+            profile_id=profile_id, status=status, error=error, measured=True, device_target=self.target
+        )
 
-    def _claimed(self, profile_id: str, record: ProfileRecord) -> str:
+    def _measure(self, record: ProfileRecord) -> JobEnding:
+        """One fresh measuring process per repeat, each storing its cells as it goes; the ending
+        carries what they handed back (assembled with what they stored when it is written). A
+        time limit, a crash, a cancel or a full disk ends the job with the finished cells kept."""
         if record.attempts > self.records.max_attempts(record):
-            return self.records.end(
-                profile_id,
-                "failed",
-                error=f"gave up after {record.attempts - 1} attempts: "
-                "the worker measuring it was lost each time",
-                measured=Measured(device_target=self.target),  # the cells they stored are kept
-            )
-        return self._measure_processes(record)
-
-    def _measure_processes(self, record: ProfileRecord) -> str:
-        """One fresh measuring process per repeat, each storing its cells as it goes; then the
-        profile assembled from every cell stored (an earlier delivery's too). A time limit, a
-        crash or a cancel ends the job with the finished cells kept in its result."""
-        profile_id = record.id
+            lost = f"gave up after {record.attempts - 1} attempts: the worker measuring it was lost each time"
+            return self._ending(record.id, "failed", lost)
         started = time.monotonic()
-        parts = self.store.parts(profile_id)
-        status, error = "succeeded", None
+        ending = self._ending(record.id, "succeeded")
+        ended_before = self.store.parts(record.id).ended()  # measured to their end on an earlier delivery
         for process in range(record.settings.repeats):
-            if process in parts.ends:
-                continue  # measured to its end on an earlier delivery
+            if process in ended_before:
+                continue
             if short := self._disk_short():
-                status, error = "failed", short  # what was measured before is kept
+                ending.status, ending.error = "failed", short  # what was measured before is kept
                 break
-            try:
-                status, error, outcome = self._measure_holding_the_device(profile_id, process)
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                status, error, outcome = (
-                    "failed",
-                    f"reading the measuring process's outcome failed: {exc}",
-                    None,
-                )
-            if outcome is not None:
-                parts.merge(outcome.parts())
-            if status == "failed" and (short := self._disk_short()):
-                error = f"{short}; {error}"  # the disk filled while it measured: the cause
-            if status != "succeeded":
+            outcome = self._one_process(record.id, process)
+            ending.merge(outcome)
+            if not outcome.finished:
+                ending.status = outcome.stopped_as or "failed"
+                ending.error = outcome.error or "the measuring process failed"
+                if ending.status == "failed" and (short := self._disk_short()):
+                    ending.error = f"{short}; {ending.error}"  # the disk filled while it measured: the cause
                 break
-        measured = Measured.of(parts, job_wall_s=time.monotonic() - started, device_target=self.target)
-        return self.records.end(profile_id, status, error=error, measured=measured)
+        ending.job_wall_s = time.monotonic() - started
+        return ending
 
     def _disk_short(self) -> str | None:
         return data_disk_short(self.settings.data_dir, self.settings.min_free_mb)
 
-    def _measure_holding_the_device(self, profile_id: str, process: int):
-        """One measuring process, run again when it was stopped for a lease in doubt and the
-        lease came back (nobody measured meanwhile: the cells it stored before still count)."""
+    def _one_process(self, profile_id: str, process: int) -> ProcessOutcome:
+        """One measuring process: what it handed back (also when it failed or was stopped), run
+        again when it was stopped for a lease in doubt and the lease came back (nobody measured
+        meanwhile: the cells it stored before still count)."""
         while True:
-            try:
-                return self._measure_in_child(profile_id, process)
-            except LeaseInDoubt as exc:
-                log.warning("stopped measuring %s (process %d): %s", profile_id, process, exc)
-                if not self._regain_lease(profile_id, process):
-                    raise DeviceBusyError(self.lock_name) from exc  # Celery retries it later
+            with tempfile.TemporaryDirectory(
+                prefix=f"dnnprof-{os.getpid()}-", dir=run_dir(self.settings.data_dir)
+            ) as tmp:  # under the data directory: a killed pool process's folder is removed at the next start
+                try:
+                    return self._run_child(profile_id, process, Path(tmp))
+                except LeaseInDoubt as exc:
+                    log.warning("stopped measuring %s (process %d): %s", profile_id, process, exc)
+                    if not self._regain_lease(profile_id, process):
+                        raise DeviceBusyError(self.lock_name) from exc  # Celery retries it later
+                except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    return ProcessOutcome(error=f"reading the measuring process's outcome failed: {exc}")
+
+    def _run_child(self, profile_id: str, process: int, folder: Path) -> ProcessOutcome:
+        outcome_path, log_path = folder / "outcome.json", folder / "child.log"
+        env = dict(os.environ, DNNPROF_REDIS_URL=self.settings.redis_url or "")
+        env[PARENT_PID_ENV] = str(os.getpid())
+        child = launch(
+            "workers.runner",
+            [profile_id, str(outcome_path), "--process", str(process)],
+            env,
+            log_path,
+            self.settings.measure_start,
+        )
+        try:
+            code = self._wait_for(child, profile_id)
+        except MeasuringStopped as stopped:
+            return ProcessOutcome(error=stopped.error, stopped_as=stopped.status)
+        finally:
+            relay_cache_notes(log_path)
+        if outcome_path.exists():
+            outcome = msgspec.json.decode(outcome_path.read_bytes(), type=ProcessOutcome)
+            if outcome.error is None and not outcome.ends:
+                outcome.error = "the measuring process failed"
+            return outcome
+        return ProcessOutcome(error=death_reason(code, log_path.read_text(errors="replace")))
 
     def _regain_lease(self, profile_id: str, process: int) -> bool:
         """True when this job holds the device again; else the job is back in its queue (its
@@ -145,61 +161,6 @@ class ProfileJob:
             self.store.drop_process_parts(profile_id, process)
             self.records.requeue(profile_id, from_worker=self.hostname, lost_worker=False)
         return False  # Redis never came back: the heartbeat's sweep requeues the record
-
-    def _measure_in_child(self, profile_id: str, process: int):
-        """(status, error, outcome) of one measuring process; the outcome is what it measured,
-        also when it failed or was stopped (whatever reached the store is merged by the caller)."""
-        from workers.runner import Outcome
-
-        # Under the data directory, named after this process, so a pool process killed mid-job
-        # leaves nothing in /tmp and its folder is removed when the worker next starts.
-        with tempfile.TemporaryDirectory(
-            prefix=f"dnnprof-{os.getpid()}-", dir=run_dir(self.settings.data_dir)
-        ) as tmp:
-            outcome_path = Path(tmp) / "outcome.json"
-            log_path = Path(tmp) / "child.log"
-            env = dict(os.environ, DNNPROF_REDIS_URL=self.settings.redis_url or "")
-            env[PARENT_PID_ENV] = str(os.getpid())
-            child = launch(
-                "workers.runner",
-                [profile_id, str(outcome_path), "--process", str(process)],
-                env,
-                log_path,
-                self.settings.measure_start,
-            )
-            try:
-                code = self._wait_for(child, profile_id)
-            except MeasuringStopped as stopped:
-                return stopped.status, stopped.error, None
-            finally:
-                relay_cache_notes(log_path)
-            if outcome_path.exists():
-                outcome = msgspec.json.decode(outcome_path.read_bytes(), type=Outcome)
-                if outcome.error is None and outcome.end is not None:
-                    return "succeeded", None, outcome
-                return "failed", outcome.error or "the measuring process failed", outcome
-            return "failed", death_reason(code, log_path.read_text(errors="replace")), None
-
-    def _wait_for(self, child: MeasuringProcess, profile_id: str) -> int:
-        """The measuring process's exit status. Stopped for a cancel or the soft time limit, it
-        raises :class:`MeasuringStopped` with the job's outcome; a lease in doubt stops it and is
-        raised."""
-        try:
-            while True:
-                try:
-                    return child.wait(timeout=self._poll_s())
-                except subprocess.TimeoutExpired:
-                    if self._keep_lease() and self._cancel_requested(profile_id):
-                        raise MeasuringStopped("cancelled", "cancelled while running") from None
-        except SoftTimeLimitExceeded:
-            _stop(child)
-            limit = self.settings.soft_time_limit_s
-            raise MeasuringStopped(
-                "failed", f"exceeded the time limit of {limit} s (DNNPROF_TASK_SOFT_TIME_LIMIT)"
-            ) from None
-        except BaseException:  # a cancel, a lease in doubt, the hard limit, a worker's stop
-            _stop(child)  # never leave it measuring
-            raise
 
     @property
     def lease_s(self) -> int:

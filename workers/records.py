@@ -19,9 +19,6 @@ import redis
 from dnnprof.config import Settings
 from dnnprof.contract import (
     ACTIVE_STATUSES,
-    ProcessCell,
-    ProcessEnd,
-    ProcessStatic,
     ProfileRecord,
     ProfileResult,
     Progress,
@@ -33,42 +30,33 @@ from workers.aggregate import assemble
 log = logging.getLogger(__name__)
 
 
-class Measured(msgspec.Struct, kw_only=True):
-    """What a job's measuring processes handed back, with where and how long it ran: merged at
-    write time with what they stored in Redis (a killed process hands nothing back)."""
+class ProcessOutcome(Parts, kw_only=True):
+    """What one measuring process hands back (its outcome file): what it measured, also when it
+    failed (``error``)."""
 
-    statics: list[ProcessStatic] = []
-    cells: list[ProcessCell] = []
-    ends: list[ProcessEnd] = []
-    job_wall_s: float | None = None
-    device_target: str | None = None
+    error: str | None = None
+    #: Set by the job where it stopped the process itself: ``cancelled``, or ``failed`` (the soft
+    #: time limit); the process wrote nothing then.
+    stopped_as: str | None = None
 
-    @classmethod
-    def of(cls, parts: Parts, *, job_wall_s: float, device_target: str | None) -> Measured:
-        return cls(
-            statics=list(parts.statics.values()),
-            cells=list(parts.cells.values()),
-            ends=list(parts.ends.values()),
-            job_wall_s=job_wall_s,
-            device_target=device_target,
-        )
-
-    def parts(self) -> Parts:
-        parts = Parts()
-        for part in (*self.statics, *self.cells, *self.ends):
-            parts.add(part)
-        return parts
+    @property
+    def finished(self) -> bool:
+        return self.error is None and bool(self.ends)
 
 
-class SpooledEnd(msgspec.Struct, kw_only=True):
-    """A job's outcome that could not be written while Redis was away: a result already made
-    (``result``) or the parts to make it from (``measured``)."""
+class JobEnding(Parts, kw_only=True):
+    """A job's ending, as written once (or kept in the spool while Redis is away): its status,
+    and either a result already made or (``measured``) the parts its processes handed back, to be
+    assembled with what they stored in Redis when it is written (a killed process hands nothing
+    back, and what it stored is kept)."""
 
     profile_id: str
     status: str
     error: str | None = None
     result: ProfileResult | None = None
-    measured: Measured | None = None
+    measured: bool = False
+    job_wall_s: float | None = None
+    device_target: str | None = None
 
 
 class JobRecords:
@@ -116,60 +104,51 @@ class JobRecords:
         except (ConflictError, RecordGone):
             return False
 
-    def end(
-        self,
-        profile_id: str,
-        status: str,
-        *,
-        error: str | None = None,
-        result: ProfileResult | None = None,
-        measured: Measured | None = None,
-    ) -> str:
-        """Write a job's outcome; while Redis is away, retry (DNNPROF_STORE_RETRY_S), then keep it
+    def end(self, ending: JobEnding) -> str:
+        """Write a job's ending; while Redis is away, retry (DNNPROF_STORE_RETRY_S), then keep it
         in the spool for the worker's heartbeat to write when Redis is back. Never lost."""
-        outcome = SpooledEnd(
-            profile_id=profile_id, status=status, error=error, result=result, measured=measured
-        )
         try:
             return with_retries(
-                lambda: self.write_end(outcome),
+                lambda: self.write_end(ending),
                 until_s=self.settings.store_retry_s,
-                what=f"writing the outcome of {profile_id}",
+                what=f"writing the outcome of {ending.profile_id}",
                 log=log.warning,
             )
         except redis.exceptions.RedisError as exc:
-            path = self.spool(outcome)
+            path = self.spool(ending)
             log.error(
                 "Redis away for %s s: the outcome of %s waits in %s (%s)",
                 self.settings.store_retry_s,
-                profile_id,
+                ending.profile_id,
                 path,
                 exc,
             )
-            return status
+            return ending.status
 
-    def write_end(self, outcome: SpooledEnd) -> str:
-        """The job's final record (its result assembled from its parts, which are then dropped),
-        and its count in the job statistics."""
-        if outcome.measured is None:
-            change = _finish(outcome.status, error=outcome.error, result=outcome.result)
-        else:
-            # The processes' own account on top of what they stored.
-            parts = self.store.parts(outcome.profile_id).merge(outcome.measured.parts())
-            change = _finish_assembled(outcome.status, outcome.error, outcome.measured, parts)
+    def write_end(self, ending: JobEnding) -> str:
+        """The job's final record (a measured one's result assembled once, from what its
+        processes stored with what they handed back on top; the stored parts dropped once
+        written), and its count in the job statistics."""
+        change = _finish(ending.status, error=ending.error, result=ending.result)
+        if ending.measured:
+            record = self.store.get(ending.profile_id)
+            if record is None:
+                return "skipped"  # deleted meanwhile
+            parts = self.store.parts(ending.profile_id).merge(ending)
+            change = _finish(*assembled(record, ending, parts))
         try:
-            record = self.store.update(outcome.profile_id, change, allowed_from=ACTIVE_STATUSES)
+            written = self.store.update(ending.profile_id, change, allowed_from=ACTIVE_STATUSES)
         except (ConflictError, RecordGone):
-            record = None  # ended or deleted meanwhile
+            written = None  # ended or deleted meanwhile
         # Only once written (a failed write is tried again, from the same stored parts).
-        if outcome.measured is not None:
+        if ending.measured:
             with contextlib.suppress(redis.exceptions.RedisError):
-                self.store.drop_parts(outcome.profile_id)
-        if record is None:
+                self.store.drop_parts(ending.profile_id)
+        if written is None:
             return "skipped"
-        took = (record.finished_at or 0) - (record.started_at or record.created_at)
-        self.store.count_finished(record.status, took)
-        return record.status
+        took = (written.finished_at or 0) - (written.started_at or written.created_at)
+        self.store.count_finished(written.status, took)
+        return written.status
 
     # the spool: outcomes waiting for Redis, one ``<profile id>.json`` each
 
@@ -179,13 +158,13 @@ class JobRecords:
     def spooled_ids(self) -> set[str]:
         return {path.stem for path in self.spooled_files()}
 
-    def spool(self, outcome: SpooledEnd) -> Path:
-        """Keep an outcome on disk (0600, in a 0700 folder) until Redis takes it."""
-        path = spool_dir(self.settings.data_dir) / f"{outcome.profile_id}.json"
+    def spool(self, ending: JobEnding) -> Path:
+        """Keep an ending on disk (0600, in a 0700 folder) until Redis takes it."""
+        path = spool_dir(self.settings.data_dir) / f"{ending.profile_id}.json"
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(msgspec.json.encode(outcome))
+            fh.write(msgspec.json.encode(ending))
         tmp.replace(path)
         return path
 
@@ -193,40 +172,34 @@ class JobRecords:
         """Write the outcomes that waited for Redis (called by the worker's heartbeat)."""
         written = 0
         for path in self.spooled_files():
-            outcome = msgspec.json.decode(path.read_bytes(), type=SpooledEnd)
-            status = self.write_end(outcome)  # raises while Redis is still away: the file stays
+            ending = msgspec.json.decode(path.read_bytes(), type=JobEnding)
+            status = self.write_end(ending)  # raises while Redis is still away: the file stays
             path.unlink()
             written += 1
-            log.warning("wrote the spooled outcome of %s (%s)", outcome.profile_id, status)
+            log.warning("wrote the spooled outcome of %s (%s)", ending.profile_id, status)
         return written
 
 
-def _finish_assembled(status: str, error: str | None, measured: Measured, parts: Parts):
-    """The ending of a measured job: the profile assembled from every part (the record holds its
-    model and settings); a job whose every batch size failed has failed."""
-
-    def change(rec: ProfileRecord) -> ProfileRecord:
-        result = assemble(
-            rec.model,
-            rec.settings,
-            list(parts.statics.values()),
-            list(parts.cells.values()),
-            list(parts.ends.values()),
-            job_wall_s=measured.job_wall_s,
-        )
-        final_status, final_error = status, error
-        if result is not None:
-            result.fingerprint.device_target = measured.device_target  # as the worker names it
-            failed = [b for b in result.batches if b.status == "error"]
-            if status == "succeeded" and failed and len(failed) == len(result.batches):
-                final_status = "failed"
-                final_error = f"every batch size failed; batch {failed[0].batch_size}: {failed[0].error}"
-        return _finish(final_status, error=final_error, result=result)(rec)
-
-    return change
+def assembled(
+    record: ProfileRecord, ending: JobEnding, parts: Parts
+) -> tuple[str, str | None, ProfileResult | None]:
+    """(status, error, result) of a measured job: the profile assembled from every part (the
+    record holds its model and settings, which no later write changes); a job whose every batch
+    size failed has failed."""
+    result = assemble(
+        record.model, record.settings, parts.statics, parts.cells, parts.ends, job_wall_s=ending.job_wall_s
+    )
+    status, error = ending.status, ending.error
+    if result is not None:
+        result.fingerprint.device_target = ending.device_target  # as the worker names it
+        failed = [b for b in result.batches if b.status == "error"]
+        if status == "succeeded" and failed and len(failed) == len(result.batches):
+            status = "failed"
+            error = f"every batch size failed; batch {failed[0].batch_size}: {failed[0].error}"
+    return status, error, result
 
 
-def _finish(status: str, *, error: str | None = None, result=None):
+def _finish(status: str, error: str | None = None, result: ProfileResult | None = None):
     def change(rec: ProfileRecord) -> ProfileRecord:
         rec.status = status  # type: ignore[assignment]
         rec.finished_at = now()

@@ -25,27 +25,13 @@ import traceback
 import msgspec
 
 from dnnprof.config import Settings, require_redis_url
-from dnnprof.contract import ProcessCell, ProcessEnd, ProcessStatic, Progress
+from dnnprof.contract import FlopCount, ProcessCell, ProcessStatic, Progress
 from dnnprof.process import PARENT_PID_ENV, die_with_parent, measuring_name, name_this_process
-from dnnprof.store import ConflictError, Parts, ProfileStore, RecordGone, with_retries
+from dnnprof.store import ConflictError, ProfileStore, RecordGone, with_retries
 from workers.launch import seconds_since_launch
+from workers.records import ProcessOutcome
 
 log = logging.getLogger("dnnprof.runner")
-
-
-class Outcome(msgspec.Struct, kw_only=True):
-    """What one measuring process hands back to the job."""
-
-    statics: list[ProcessStatic] = []
-    cells: list[ProcessCell] = []
-    end: ProcessEnd | None = None
-    error: str | None = None
-
-    def parts(self) -> Parts:
-        parts = Parts()
-        for part in (*self.statics, *self.cells, *([self.end] if self.end else [])):
-            parts.add(part)
-        return parts
 
 
 class StoreWriter(threading.Thread):
@@ -112,7 +98,9 @@ class StoreSink:
     """The scenario's sink in the service: every part to the store (through the writer) and to
     the outcome; progress counted over the whole profile (every process's cells)."""
 
-    def __init__(self, writer: StoreWriter, outcome: Outcome, already_done: int, total: int, processes: int):
+    def __init__(
+        self, writer: StoreWriter, outcome: ProcessOutcome, already_done: int, total: int, processes: int
+    ) -> None:
         self.writer = writer
         self.outcome = outcome
         self.already_done = already_done
@@ -126,16 +114,34 @@ class StoreSink:
         self.writer.put(progress)
 
     def static(self, static: ProcessStatic) -> None:
-        self.outcome.statics.append(static)
+        self.outcome.add(static)
         self.writer.put(static)
 
     def cell(self, cell: ProcessCell) -> None:
-        self.outcome.cells.append(cell)
+        self.outcome.add(cell)
         self.writer.put(cell)
 
 
-def measure(profile_id: str, process: int, store: ProfileStore, settings: Settings, outcome: Outcome) -> None:
-    from workers.engine.flops import FLOP_METHOD_VERSION
+class StoreFlopCache:
+    """The engine's FLOP cache in the store (one count per model, input size and counting
+    method): a store that does not answer is a miss, never a failure."""
+
+    def __init__(self, store: ProfileStore) -> None:
+        self.store = store
+
+    def get(self, model: str, input_size: int, version: int) -> FlopCount | None:
+        with contextlib.suppress(Exception):
+            return self.store.cached_flops(model, input_size, version)
+        return None
+
+    def put(self, model: str, input_size: int, version: int, flops: FlopCount) -> None:
+        with contextlib.suppress(Exception):
+            self.store.cache_flops(model, input_size, version, flops)
+
+
+def measure(
+    profile_id: str, process: int, store: ProfileStore, settings: Settings, outcome: ProcessOutcome
+) -> None:
     from workers.engine.scenario import ProcessPlan, ScenarioConfig, measure_process
 
     gc.freeze()  # the imports live as long as this process: no gc.collect walks them (template.py)
@@ -150,14 +156,8 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
     s = record.settings
     stored = read(lambda: store.parts(profile_id), "reading what was measured before")
     # Done by this process on an earlier delivery, or settled by another (out of memory, failed).
-    skip = {bs for (p, bs) in stored.cells if p == process}
-    skip |= {c.batch_size for c in stored.cells.values() if c.status != "ok"}
-    flops = next(iter(stored.statics.values())).flops if stored.statics else None
-    form = ":deployed" if s.reparameterize else ""
-    cache_key = (s.model + form, s.input_size, FLOP_METHOD_VERSION)
-    if flops is None:
-        with contextlib.suppress(Exception):
-            flops = store.cached_flops(*cache_key)
+    skip = {c.batch_size for c in stored.cells if c.process == process or c.status != "ok"}
+    flops = stored.statics[0].flops if stored.statics else None
 
     writer = StoreWriter(store, profile_id)
     writer.start()
@@ -172,16 +172,20 @@ def measure(profile_id: str, process: int, store: ProfileStore, settings: Settin
         quiet_wait_s=settings.quiet_wait_s,
     )
     tag = s.model.partition(".")[2]  # "timm:resnet50.a1_in1k": pretrained tag
-    plan = ProcessPlan(process=process, skip=frozenset(skip), flops=flops, accuracy=process == 0)
+    plan = ProcessPlan(
+        process=process,
+        skip=frozenset(skip),
+        flops=flops,
+        flop_cache=StoreFlopCache(store),
+        accuracy=process == 0,
+    )
     try:
         start_s = seconds_since_launch()  # the interpreter's start or the fork, imports, the job read
-        outcome.end = measure_process(record.model, s, config, plan, sink, tag=tag or None)
-        outcome.end.phases = {"start": start_s, **outcome.end.phases}
-        writer.put(outcome.end)
+        end = measure_process(record.model, s, config, plan, sink, tag=tag or None)
+        end.phases = {"start": start_s, **end.phases}
+        outcome.add(end)
+        writer.put(end)
     finally:
-        if flops is None and outcome.statics and outcome.statics[0].flops.flops is not None:
-            with contextlib.suppress(Exception):
-                store.cache_flops(*cache_key, outcome.statics[0].flops)
         if not writer.close(timeout_s=30):
             log.warning("the store did not come back: the outcome file carries what was measured")
 
@@ -203,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TORCH_HOME", str(settings.weights_dir))
         os.environ.setdefault("HF_HOME", str(settings.weights_dir / "huggingface"))
     store = ProfileStore.from_url(require_redis_url(settings))
-    outcome = Outcome()
+    outcome = ProcessOutcome()
     try:
         measure(args.profile_id, args.process, store, settings, outcome)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a readable reason
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         payload = msgspec.json.encode(outcome)
     except (TypeError, ValueError) as exc:
-        payload = msgspec.json.encode(Outcome(error=f"could not encode the result: {exc}"))
+        payload = msgspec.json.encode(ProcessOutcome(error=f"could not encode the result: {exc}"))
     with open(args.outcome_path, "wb") as fh:
         fh.write(payload)
     return 0 if outcome.error is None else 3

@@ -16,21 +16,42 @@ _flops_decoder = msgspec.json.Decoder(FlopCount)
 _counts_decoder = msgspec.json.Decoder(ModelCounts)
 
 
-class Parts:
-    """What the measuring processes of one profile stored, keyed as in the store."""
+Part = ProcessStatic | ProcessCell | ProcessEnd
 
-    def __init__(self) -> None:
-        self.statics: dict[int, ProcessStatic] = {}
-        self.cells: dict[tuple[int, int], ProcessCell] = {}
-        self.ends: dict[int, ProcessEnd] = {}
 
-    def add(self, part: ProcessStatic | ProcessCell | ProcessEnd) -> None:
+def part_field(part: Part) -> str:
+    """Where a part is kept in the job's ``parts`` hash, and what identifies it: a later part
+    with the same field replaces it (a process measured again writes over itself)."""
+    if isinstance(part, ProcessCell):
+        return f"cell:{part.process}:{part.batch_size}"
+    if isinstance(part, ProcessStatic):
+        return f"static:{part.process}"
+    return f"end:{part.process}"
+
+
+class Parts(msgspec.Struct, kw_only=True):
+    """What measuring processes measured: statics, cells and endings, one of each per field
+    (:func:`part_field`). The one type for what a process hands back (its outcome file), what the
+    store holds of a job, and what a job's ending carries; :meth:`merge` the one way they are
+    combined (the later on top)."""
+
+    statics: list[ProcessStatic] = []
+    cells: list[ProcessCell] = []
+    ends: list[ProcessEnd] = []
+
+    def all(self) -> list[Part]:
+        return [*self.statics, *self.cells, *self.ends]
+
+    def add(self, part: Part) -> None:
+        kept: list = self._kind_of(part)
+        field = part_field(part)
+        kept[:] = [p for p in kept if part_field(p) != field]
+        kept.append(part)
+
+    def _kind_of(self, part: Part) -> list:
         if isinstance(part, ProcessCell):
-            self.cells[(part.process, part.batch_size)] = part
-        elif isinstance(part, ProcessStatic):
-            self.statics[part.process] = part
-        else:
-            self.ends[part.process] = part
+            return self.cells
+        return self.statics if isinstance(part, ProcessStatic) else self.ends
 
     def add_raw(self, field: str, value: bytes) -> None:
         kind = field.partition(":")[0]
@@ -39,23 +60,20 @@ class Parts:
             self.add(decoder.decode(value))
 
     def merge(self, other: Parts) -> Parts:
-        for part in (*other.statics.values(), *other.cells.values(), *other.ends.values()):
+        """``other``'s parts on top of these (this object, changed)."""
+        for part in other.all():
             self.add(part)
         return self
 
+    def ended(self) -> set[int]:
+        """The processes measured to their end."""
+        return {end.process for end in self.ends}
+
 
 class PartsMixin(StoreBase):
-    @staticmethod
-    def part_field(part: ProcessStatic | ProcessCell | ProcessEnd) -> str:
-        if isinstance(part, ProcessCell):
-            return f"cell:{part.process}:{part.batch_size}"
-        if isinstance(part, ProcessStatic):
-            return f"static:{part.process}"
-        return f"end:{part.process}"
-
-    def put_part(self, profile_id: str, part: ProcessStatic | ProcessCell | ProcessEnd) -> None:
+    def put_part(self, profile_id: str, part: Part) -> None:
         """Store one piece the moment it is measured (idempotent: a retry overwrites it)."""
-        self.redis.hset(keys.parts(profile_id), self.part_field(part), encode(part))
+        self.redis.hset(keys.parts(profile_id), part_field(part), encode(part))
 
     def parts(self, profile_id: str) -> Parts:
         raw = self.redis.hgetall(keys.parts(profile_id))

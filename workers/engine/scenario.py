@@ -54,7 +54,7 @@ from workers.engine.device import (
     open_device,
 )
 from workers.engine.fingerprint import fingerprint
-from workers.engine.flops import count_model_flops
+from workers.engine.flops import FLOP_METHOD_VERSION, count_model_flops
 from workers.engine.models import build_model, count_params, deployed_form, parameter_file_bytes
 from workers.engine.runtimes import check_outputs, runtime_for
 from workers.engine.runtimes.base import CHECK_BATCH
@@ -104,10 +104,17 @@ class ProcessPlan:
     #: Batch sizes not to measure here: done by this process on an earlier attempt, or settled
     #: (out of memory, failed) by another process.
     skip: frozenset[int] = frozenset()
-    #: The model's FLOP count where it was counted before (once per model and input size).
+    #: The model's FLOP count where another process of the profile counted it.
     flops: FlopCount | None = None
+    #: Counts kept across profiles (once per model, form, input size and counting method).
+    flop_cache: FlopCache | None = None
     #: Accuracy is measured once per profile, by the first process.
     accuracy: bool = True
+
+
+class FlopCache(Protocol):
+    def get(self, model: str, input_size: int, version: int) -> FlopCount | None: ...
+    def put(self, model: str, input_size: int, version: int, flops: FlopCount) -> None: ...
 
 
 class Sink(Protocol):
@@ -254,9 +261,7 @@ def static_figures(
     """Parameters, parameter-file size, FLOPs (counted on the fp32 model) and the fingerprint."""
     model, size = built.model, settings.input_size
     file_bytes_fp32 = parameter_file_bytes(model.float())
-    flops = plan.flops or count_model_flops(
-        model, size, info.published_gmacs if size == info.input_size else None
-    )
+    flops = plan.flops or counted_flops(model, info, settings, plan.flop_cache)
     dtype = DTYPES[settings.precision]
     return ProcessStatic(
         process=plan.process,
@@ -280,6 +285,22 @@ def static_figures(
         memory_floor_bytes=ctx.floor,
         form=built.form,
     )
+
+
+def counted_flops(
+    model: nn.Module, info: ModelInfo, settings: ProfileSettings, cache: FlopCache | None
+) -> FlopCount:
+    """The model's FLOPs: from the cache where this model, form and input size were counted by
+    the same method before, else counted now (and kept where the count is complete)."""
+    size = settings.input_size
+    key = settings.model + (":deployed" if settings.reparameterize else "")
+    cached = cache.get(key, size, FLOP_METHOD_VERSION) if cache is not None else None
+    if cached is not None:
+        return cached
+    flops = count_model_flops(model, size, info.published_gmacs if size == info.input_size else None)
+    if cache is not None and flops.flops is not None:
+        cache.put(key, size, FLOP_METHOD_VERSION, flops)
+    return flops
 
 
 def prepare_model(
