@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dnnprof.contract import TARGET_PATTERN
 from dnnprof.targets import derive_target
+from workers import cpuinfo as cpuinfo_module
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
@@ -71,12 +72,10 @@ def device_name(device_class: str) -> str:
     return cpu_model() or platform.machine()
 
 
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    with contextlib.suppress(OSError):
-        for line in cpuinfo.read_text(errors="ignore").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or None
+def cpu_model(cpuinfo: Path = cpuinfo_module.CPUINFO) -> str | None:
+    """The CPU's model: x86's ``model name``, arm64's cores by implementer and part (see
+    :mod:`workers.cpuinfo`)."""
+    return cpuinfo_module.cpu_model(cpuinfo)
 
 
 def device_memory_bytes(device_class: str) -> int | None:
@@ -160,4 +159,6 @@ def worker_target(device_class: str, env: Mapping[str, str] = os.environ) -> str
         memory_bytes=device_memory_bytes(device_class),
         power_mode=jetson_power_mode() if device_class == "jetson" else None,
         threads=threads,
+        arch=cpuinfo_module.machine(),
+        emulation=cpuinfo_module.emulation(),
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from dnnprof.contract import DeviceFingerprint, GpuClocks
-from workers import nvml
+from workers import cpuinfo, nvml
 from workers.devices import TEGRA_RELEASE, cpu_model, jetson_power_mode
 from workers.engine.host import usable_cpus
 from workers.launch import PROCESS_START_ENV
@@ -91,6 +91,8 @@ def fingerprint(
         float32_matmul_precision=torch.get_float32_matmul_precision(),
         autocast_dtype=str(autocast_dtype).removeprefix("torch.") if autocast_dtype is not None else None,
         process_start=os.environ.get(PROCESS_START_ENV) or None,
+        cpu_arch=cpuinfo.machine(),
+        cpu_emulation=cpuinfo.emulation(),
     )
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
