@@ -7,14 +7,16 @@ and ``CPU part`` fields, the MIDR_EL1 fields the kernel prints, looked up in the
 
 Under qemu-user (an arm64 image run on an x86 host) ``platform.machine()`` is the guest's
 (``aarch64``) while ``/proc/cpuinfo`` is the host's, x86 layout and all; qemu also runs a thread of
-its own in every process. Such a CPU is said to be emulated: its figures are the emulator's, tens of
-times slower than either CPU, and its profiles get a target of their own (:mod:`dnnprof.targets`).
-Torch-free: the worker's main process and ``dnnprof doctor`` use it.
+its own in every process (:func:`emulator_threads`, so that the measuring template still forks).
+Such a CPU is said to be emulated: its figures are the emulator's, tens of times slower than either
+CPU, and its profiles get a target of their own (:mod:`dnnprof.targets`). Torch-free: the worker's
+main process and ``dnnprof doctor`` use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from collections import Counter
 from pathlib import Path
@@ -169,8 +171,62 @@ def emulator_of(arch: str, cpuinfo_text: str | None) -> str | None:
     return None
 
 
-def emulation(cpuinfo: Path = CPUINFO) -> str | None:
-    """:func:`emulator_of` for this process."""
+TASKS = Path("/proc/self/task")
+
+#: The host signals QEMU's qemu_thread_create leaves unblocked in the threads it starts (its RCU
+#: thread in qemu-user; util/qemu-thread-posix.c): SIGILL, SIGFPE, SIGSEGV. With SIGKILL, SIGSTOP
+#: and glibc's two internal signals (32, 33), which cannot be blocked, they are the only zero bits
+#: of such a thread's ``SigBlk`` (fffffffe7ffbfa77 under qemu 7.2).
+_QEMU_UNBLOCKED = {4, 8, 9, 11, 19, 32, 33}
+
+
+def emulator_binary(tasks: Path = TASKS) -> str | None:
+    """The emulator running this process ('qemu-aarch64-static'), else None. qemu-user answers
+    ``/proc/self/exe`` with the guest's program but not a thread's ``/proc/self/task/<tid>/exe``,
+    which the kernel reports: the emulator's own binary."""
+    with contextlib.suppress(OSError, StopIteration):
+        name = Path(os.readlink(next(tasks.iterdir()) / "exe")).name
+        return name if name.startswith("qemu-") else None
+    return None
+
+
+def _blocks_all_but_qemus(status: str) -> bool:
+    for line in status.splitlines():
+        if line.startswith("SigBlk:"):
+            mask = int(line.split(":", 1)[1], 16)
+            return {n for n in range(1, 65) if not mask >> (n - 1) & 1} == _QEMU_UNBLOCKED
+    return False
+
+
+def emulator_threads(tasks: Path = TASKS) -> set[str]:
+    """The thread ids of this process that are the emulator's, not the program's: under qemu-user
+    its threads that block every host signal QEMU blocks (a guest's threads block none on the host:
+    qemu keeps guest signal masks itself); natively none, whatever a thread blocks."""
+    if emulator_binary(tasks) is None:
+        return set()
+    found = set()
+    for task in tasks.iterdir():
+        with contextlib.suppress(OSError):
+            if _blocks_all_but_qemus((task / "status").read_text()):
+                found.add(task.name)
+    return found
+
+
+def program_threads(tasks: Path = TASKS) -> list[str]:
+    """This process's threads less the emulator's, by thread id."""
+    try:
+        every = sorted(entry.name for entry in tasks.iterdir())
+    except OSError:
+        return ["self"]  # no /proc: one thread, as far as anyone can tell
+    emulator = emulator_threads(tasks)
+    return [tid for tid in every if tid not in emulator]
+
+
+def emulation(cpuinfo: Path = CPUINFO, tasks: Path = TASKS) -> str | None:
+    """'qemu-user' where this process runs emulated: its threads' binary is qemu's, or (a qemu
+    whose binary is hidden) its ``/proc/cpuinfo`` is another architecture's (:func:`emulator_of`)."""
+    if emulator_binary(tasks):
+        return "qemu-user"
     with contextlib.suppress(OSError):
         return emulator_of(machine(), cpuinfo.read_text(errors="ignore"))
     return None
