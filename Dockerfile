@@ -2,9 +2,12 @@
 #   docker build --target api    -t dnnprof-api .     # the API: no torch, small
 #   docker build --target worker -t dnnprof-worker .  # a worker: torch, torchvision, timm, and the
 #                                                     # runtimes beside eager (compile, ONNX Runtime, OpenVINO)
-# One worker image for GPU and CPU hosts: its device is DNNPROF_WORKER_DEVICE (cuda, cpu) or, unset,
-# detected at start (a GPU passed in -> cuda, none -> cpu). A cuda worker that sees no GPU, or whose
-# driver is older than torch's CUDA line, refuses to start and says why (see deploy/README.md).
+# The API image builds for linux/amd64 and linux/arm64 alike, and so does the worker image as a CPU
+# worker (PyPI's aarch64 torch; its CUDA base's arm64 variant): see deploy/README.md, "Every image on
+# both architectures". One worker image for GPU and CPU hosts: its device is DNNPROF_WORKER_DEVICE
+# (cuda, cpu) or, unset, detected at start (a GPU passed in -> cuda, none -> cpu). A cuda worker
+# that sees no GPU, or whose driver is older than torch's CUDA line, refuses to start and says why
+# (see deploy/README.md).
 # Weights are never downloaded at build time; mount a cache at /cache (DNNPROF_WEIGHTS_DIR).
 # Behind a TLS-intercepting proxy, give pip its settings as a build secret (never kept in a layer):
 #   docker build --secret id=pip.conf,src=$HOME/.config/pip/pip.conf --target worker .
@@ -29,10 +32,18 @@ COPY pyproject.toml README.md ./
 COPY dnnprof ./dnnprof
 COPY service ./service
 COPY workers ./workers
-# polyfactory (and the Faker it pulls, 25 MB) is a dependency of Litestar that Litestar imports
-# only to invent OpenAPI examples (OpenAPIConfig(create_examples=True)), which dnnprof leaves off.
-RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf pip install --no-cache-dir . \
-    && pip uninstall --yes polyfactory faker \
+# The API's extra only (no torch). Then what it never serves: polyfactory (and the Faker it pulls,
+# 25 MB), which Litestar imports only to invent OpenAPI examples (OpenAPIConfig(create_examples=
+# True)), which dnnprof leaves off; and of the plotly package (61 MB) all but Plotly.js, the one
+# file the report's /vendor route serves from it (service/controllers/report.py finds it without
+# importing plotly), with narwhals, which only plotly's Python side imports.
+# DL3013: this installs the project itself (its [api] extra); the pinned PYTHON_IMAGE is the pin.
+# hadolint ignore=DL3013
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf pip install --no-cache-dir ".[api]" \
+    && pip uninstall --yes polyfactory faker narwhals \
+    && plotly=$(python -c 'import importlib.util as u; print(u.find_spec("plotly").submodule_search_locations[0])') \
+    && find "$plotly" -mindepth 1 -maxdepth 1 ! -name __init__.py ! -name package_data -exec rm -rf {} + \
+    && find "$plotly/package_data" -mindepth 1 ! -name plotly.min.js -exec rm -rf {} + \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin dnnprof \
     && mkdir -p /data && chown 10001:10001 /data
 USER 10001
@@ -67,7 +78,8 @@ COPY service ./service
 COPY workers ./workers
 # DL3013: this installs the project itself; torch's line is pinned by the constraints file.
 # The runtimes extra (the ONNX exporter, ONNX Runtime, OpenVINO) is measured on the CPU: a cuda
-# worker does not advertise those (workers/runtime_support.py), a cpu one does.
+# worker does not advertise those (workers/runtime_support.py), a cpu one does. No [api] extra: a
+# worker serves no web page (no Litestar, Faker, matplotlib, Plotly).
 # hadolint ignore=DL3013
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     pip install --no-cache-dir -c deploy/worker-constraints.txt ".[worker,runtimes]" \

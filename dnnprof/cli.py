@@ -31,9 +31,13 @@ from dnnprof.process import DataDirInUseError, DataDirLock, dies_with_this_proce
 def _run_api(settings: Settings, workers: int = 1) -> None:
     """The API in this process, or in ``workers`` uvicorn processes (each stateless: every one
     reads and writes the same Redis, and builds its app from the environment)."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from service.app import create_app
+        from service.app import create_app
+    except ImportError as exc:  # a worker's install: the API's libraries are an extra
+        missing = f"the API's libraries are not installed ({exc.name})"
+        raise SettingsError(f"{missing}: pip install 'dnnprof[api]'") from exc
 
     print(f"dnnprof: API on http://{settings.host}:{settings.port} (OpenAPI: /schema)", flush=True)
     # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from the proxies

@@ -98,3 +98,29 @@ def test_a_jetson_tree_reports_module_power_mode_rails_and_clocks(
     assert any("--device jetson" in problem for problem in report["problems"]), report["problems"]
     text = doctor("--root", str(DATA / tree), **env)[1]
     assert f"target         {target}" in text and "power rails    " in text and "would start    NO:" in text
+
+
+def test_a_gpu_worker_offers_compile_only_with_triton_a_cpu_one_with_a_c_compiler():
+    # NVIDIA's Jetson torch comes without Triton (the l4t stand-in's PyPI CPU torch too):
+    # deploy/smoke-arm64.sh shows the Jetson image offering eager alone under --device jetson.
+    import shutil
+
+    from workers.runtime_support import available_runtimes, installed
+
+    triton = installed("triton") or installed("pytorch-triton")
+    for device_class in ("cuda", "jetson"):
+        assert ("compile" in available_runtimes(device_class)) == bool(triton)
+    assert ("compile" in available_runtimes("cpu")) == bool(shutil.which("cc") or shutil.which("gcc"))
+
+
+def test_the_api_on_a_workers_install_exits_2_naming_the_extra():
+    # A worker's image installs no [api] extra: uvicorn absent (None in sys.modules makes its
+    # import fail as a missing package's does).
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['uvicorn'] = None; from dnnprof.cli import main; sys.exit(main(['api']))"
+    env = dnnprof_env(DNNPROF_REDIS_URL="redis://127.0.0.1:1/0")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'dnnprof[api]'" in done.stderr and "uvicorn" in done.stderr
