@@ -202,7 +202,7 @@ def emulator_threads(tasks: Path = TASKS) -> set[str]:
     """The thread ids of this process that are the emulator's, not the program's: under qemu-user
     its threads that block every host signal QEMU blocks (a guest's threads block none on the host:
     qemu keeps guest signal masks itself); natively none, whatever a thread blocks."""
-    if emulator_binary(tasks) is None:
+    if emulation(tasks=tasks) is None:
         return set()
     found = set()
     for task in tasks.iterdir():
