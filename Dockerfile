@@ -23,10 +23,11 @@ FROM ${PYTHON_IMAGE} AS api
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DNNPROF_HOST=0.0.0.0 DNNPROF_PORT=8000 DNNPROF_DATA_DIR=/data MPLCONFIGDIR=/tmp/matplotlib
 # DL3008: tini is the base image's own distribution package; the pinned PYTHON_IMAGE tag is the pin.
+# apt-get clean: apt's package caches (75 MB) stay in a base without docker-clean's apt hook.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY dnnprof ./dnnprof
@@ -36,7 +37,8 @@ COPY workers ./workers
 # 25 MB), which Litestar imports only to invent OpenAPI examples (OpenAPIConfig(create_examples=
 # True)), which dnnprof leaves off; and of the plotly package (61 MB) all but Plotly.js, the one
 # file the report's /vendor route serves from it (service/controllers/report.py finds it without
-# importing plotly), with narwhals, which only plotly's Python side imports.
+# importing plotly), with narwhals, which only plotly's Python side imports; and of swagger-ui-py
+# its Swagger Editor and source maps (service/docs.py serves Swagger UI's bundle, preset and CSS).
 # DL3013: this installs the project itself (its [api] extra); the pinned PYTHON_IMAGE is the pin.
 # hadolint ignore=DL3013
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf pip install --no-cache-dir ".[api]" \
@@ -44,6 +46,8 @@ RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf pip install --no-cache-
     && plotly=$(python -c 'import importlib.util as u; print(u.find_spec("plotly").submodule_search_locations[0])') \
     && find "$plotly" -mindepth 1 -maxdepth 1 ! -name __init__.py ! -name package_data -exec rm -rf {} + \
     && find "$plotly/package_data" -mindepth 1 ! -name plotly.min.js -exec rm -rf {} + \
+    && swagger=$(python -c 'import importlib.util as u; print(u.find_spec("swagger_ui").submodule_search_locations[0])') \
+    && find "$swagger/static" \( -name 'swagger-editor*' -o -name '*.map' \) -delete \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin dnnprof \
     && mkdir -p /data && chown 10001:10001 /data
 USER 10001
@@ -68,7 +72,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc g++ tini \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -5,6 +5,7 @@
 #   deploy/smoke-arm64.sh               # needs podman and qemu-user-static registered for arm64
 #                                       # (here: ../shared/containers/setup-podman.sh); not part of CI
 #   SMOKE_SKIP_ARM64_WORKER=1 deploy/smoke-arm64.sh   # without the arm64 CPU worker image (the slowest)
+#   SMOKE_KEEP_STORE=1 deploy/smoke-arm64.sh          # again on the last run's store (its images cached)
 #
 # Steps, each timed, each image's size printed (figures in var/smoke-arm64/results.md):
 #  1. an empty podman store of its own (CONTAINERS_STORAGE_CONF: the machine's store is untouched)
@@ -61,10 +62,10 @@ fi
 say "1. an empty podman store of its own"
 podman_store() { rm -rf "$OUT/storage" "$OUT/run"; mkdir -p "$OUT/storage" "$OUT/run"
   printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$OUT/storage" "$OUT/run" > "$OUT/storage.conf"; }
-podman_store
+[ -n "${SMOKE_KEEP_STORE:-}" ] && [ -f "$OUT/storage.conf" ] || podman_store
 export CONTAINERS_STORAGE_CONF=$OUT/storage.conf
-[ -z "$(podman images -q)" ] || fail "the store at $OUT/storage is not empty"
-record "podman $(podman --version | awk '{print $3}'), $(qemu-aarch64-static --version | head -1), host $(uname -m), $(nproc) CPUs; empty store $OUT/storage"
+[ -n "${SMOKE_KEEP_STORE:-}" ] || [ -z "$(podman images -q)" ] || fail "the store at $OUT/storage is not empty"
+record "podman $(podman --version | awk '{print $3}'), $(qemu-aarch64-static --version | head -1), host $(uname -m), $(nproc) CPUs; store $OUT/storage ($([ -n "${SMOKE_KEEP_STORE:-}" ] && echo kept || echo empty))"
 
 cleanup() {
   local code=$?
@@ -84,6 +85,7 @@ l4t_image=$(sed -n 's/^ARG L4T_IMAGE=//p' Dockerfile.l4t)
 python_image=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile)
 for pair in "l4t $l4t_image" "python $python_image" "redis redis:7.4-alpine"; do
   set -- $pair; start=$(date +%s)
+  if podman image exists "localhost/$2"; then record "stand-in $2: kept from the last run"; continue; fi
   "$SHARED/containers/stand-ins.sh" "$1" "$2" > "$OUT/stand-in-$1.log" 2>&1 || { tail "$OUT/stand-in-$1.log"; fail "stand-in $2"; }
   record "stand-in $2 ($1): $(since "$start"), $(size "localhost/$2"), $(podman image inspect "localhost/$2" --format '{{.Architecture}}')"
 done
@@ -210,7 +212,8 @@ arm64_base() {  # arm64_base TAG SUITE PACKAGES: an arm64 stand-in (stand-ins.sh
   rm -rf "$work"
 }
 start=$(date +%s)
-arm64_base python-arm64:3.11-slim-bookworm bookworm python3,python3-venv,python3-pip
+podman image exists localhost/python-arm64:3.11-slim-bookworm \
+  || arm64_base python-arm64:3.11-slim-bookworm bookworm python3,python3-venv,python3-pip
 record "arm64 stand-in of $python_image: $(since "$start"), $(size localhost/python-arm64:3.11-slim-bookworm)"
 start=$(date +%s)
 podman build --platform linux/arm64 "${BUILD_FLAGS[@]}" --build-arg PYTHON_IMAGE=localhost/python-arm64:3.11-slim-bookworm \
@@ -225,7 +228,7 @@ podman rm -f smoke-api-arm64 >/dev/null
 if [ -z "${SMOKE_SKIP_ARM64_WORKER:-}" ]; then
   cuda_image=$(sed -n 's/^ARG CUDA_IMAGE=//p' Dockerfile)
   start=$(date +%s)
-  arm64_base cuda-arm64:stand-in trixie ""
+  podman image exists localhost/cuda-arm64:stand-in || arm64_base cuda-arm64:stand-in trixie ""
   record "arm64 stand-in of $cuda_image (bare Debian trixie, no CUDA): $(since "$start")"
   start=$(date +%s)
   podman build --platform linux/arm64 "${BUILD_FLAGS[@]}" --build-arg CUDA_IMAGE=localhost/cuda-arm64:stand-in \
