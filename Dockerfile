@@ -92,8 +92,9 @@ RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
 USER 10001
 VOLUME ["/cache", "/data"]
 EXPOSE 9808
-# The worker's main process serves its device metrics: answering means the worker is up.
+# The worker's main process serves its device metrics: answering means the worker is up (on the
+# port it was given: DNNPROF_WORKER_METRICS_PORT).
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9808/metrics', timeout=4).status != 200)"]
+    CMD ["python3", "-c", "import os,urllib.request,sys; port = os.environ.get('DNNPROF_WORKER_METRICS_PORT') or '9808'; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=4).status != 200)"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["dnnprof", "worker"]
