@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml deploy/worker-constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c deploy/worker-constraints.txt -e '.[worker,runtimes,embedded,dev]'
+	$(BIN)/python -m pip install --quiet -c deploy/worker-constraints.txt -e '.[api,worker,runtimes,embedded,dev]'
 	touch $(STAMP)
 
 serve: $(STAMP)

@@ -5,6 +5,7 @@
   only, workers being started elsewhere. Ctrl-C stops what it started.
 - ``dnnprof api``     the API alone (needs ``DNNPROF_REDIS_URL``); ``--workers N`` for N processes.
 - ``dnnprof worker``  a Celery worker for one device class (needs ``DNNPROF_REDIS_URL``).
+- ``dnnprof doctor``  what a worker would detect and use here, and whether it would start.
 - ``dnnprof profile MODEL [--wait]``, ``dnnprof ls``, ``dnnprof show ID``: the client of a running
   service (``DNNPROF_URL``; see :mod:`dnnprof.client`).
 """
@@ -30,9 +31,13 @@ from dnnprof.process import DataDirInUseError, DataDirLock, dies_with_this_proce
 def _run_api(settings: Settings, workers: int = 1) -> None:
     """The API in this process, or in ``workers`` uvicorn processes (each stateless: every one
     reads and writes the same Redis, and builds its app from the environment)."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from service.app import create_app
+        from service.app import create_app
+    except ImportError as exc:  # a worker's install: the API's libraries are an extra
+        missing = f"the API's libraries are not installed ({exc.name})"
+        raise SettingsError(f"{missing}: pip install 'dnnprof[api]'") from exc
 
     print(f"dnnprof: API on http://{settings.host}:{settings.port} (OpenAPI: /schema)", flush=True)
     # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from the proxies
@@ -259,6 +264,20 @@ def worker(args: argparse.Namespace) -> int:
     return code
 
 
+def doctor(args: argparse.Namespace) -> int:
+    """What a worker would detect and use here, and whether it would start: 0, or 2 saying why."""
+    import json
+    from pathlib import Path
+
+    from workers.doctor import diagnose, render
+
+    settings = Settings.from_env()
+    root = Path(args.root) if args.root else Path("/")
+    report = diagnose(args.device, settings.data_dir, settings.redis_url, root=root)
+    print(json.dumps(report, indent=2) if args.json else render(report), flush=True)
+    return 0 if report["would_start"] else 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dnnprof", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,6 +317,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=worker)
+
+    p = sub.add_parser(
+        "doctor", help="what a worker would detect and use here, and whether it would start (exit 0 or 2)"
+    )
+    p.add_argument("--device", choices=("auto", *DEVICE_CLASSES), help="as dnnprof worker's")
+    p.add_argument("--json", action="store_true", help="the report as JSON, for scripts")
+    p.add_argument(
+        "--root",
+        help="read the device files (/etc, /proc, /sys, /var) under this folder: a recorded tree",
+    )
+    p.set_defaults(func=doctor)
 
     args = parser.parse_args(argv)
     if args.func in (client.profile, client.ls, client.show):

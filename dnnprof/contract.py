@@ -432,6 +432,11 @@ class DeviceFingerprint(Struct, kw_only=True):
     #: libraries) or "fresh" interpreters (None: before templates). On a CPU a forked process's
     #: peak RSS lacks the library pages its template touched while importing (docs/benchmarks.md).
     process_start: str | None = None
+    #: The CPU's architecture as the process saw it ('x86_64', 'aarch64'; None: before it was
+    #: recorded, x86-64), and the emulator running it ('qemu-user': an arm64 image on an x86 host,
+    #: whose figures are the emulator's; None: native). Both are in the target of a CPU.
+    cpu_arch: str | None = None
+    cpu_emulation: str | None = None
 
 
 class ProfileResult(Struct, kw_only=True):

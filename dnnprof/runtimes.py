@@ -62,6 +62,9 @@ class RuntimeSpec(Struct, frozen=True, kw_only=True):
     distributions: tuple[str, ...] = ()
     #: Device classes on which it also needs a C compiler (inductor's CPU kernels).
     needs_c_compiler_on: tuple[str, ...] = ()
+    #: Device classes on which it also needs Triton (inductor's GPU kernels): a dependency of
+    #: PyPI's CUDA torch, absent from NVIDIA's Jetson builds of torch (deploy/README.md).
+    needs_triton_on: tuple[str, ...] = ()
     #: What it prepares its runnable form from: the torch module, or an ONNX file (an export of the
     #: module; an uploaded model is one).
     prepared_from: Literal["torch", "onnx"] = "torch"
@@ -89,6 +92,7 @@ RUNTIME_SPECS: dict[str, RuntimeSpec] = {
             precisions=ALL_PRECISIONS,
             options=("mode",),
             needs_c_compiler_on=("cpu",),
+            needs_triton_on=("cuda", "jetson"),
             implementation="workers.engine.runtimes.compiled:CompileRuntime",
         ),
         RuntimeSpec(

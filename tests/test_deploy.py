@@ -201,6 +201,8 @@ def test_prometheus_scrapes_the_api_and_the_workers_on_the_ports_they_listen_on(
         service = services[host]
         assert service["build"]["target"] == target, f"{address} is a {service['build']['target']}"
         assert int(port) == listening_port(service), f"{address}: {host} listens on {listening_port(service)}"
-    # The image's own healthcheck probes the same port.
+    # The image's own healthcheck probes the same port (a worker's: the one it is given, by default).
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert f"127.0.0.1:{listening_port(services[targets[0].partition(':')[0]])}/" in dockerfile
+    port = listening_port(services[targets[0].partition(":")[0]])
+    probes = f"127.0.0.1:{port}/" if target == "api" else f"get('DNNPROF_WORKER_METRICS_PORT') or '{port}'"
+    assert probes in dockerfile

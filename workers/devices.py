@@ -13,9 +13,17 @@ from pathlib import Path
 
 from dnnprof.contract import TARGET_PATTERN
 from dnnprof.targets import derive_target
+from workers import cpuinfo as cpuinfo_module
 
+#: Where the device files are read from: the machine's own, or a recorded tree (dnnprof doctor --root).
+ROOT = Path("/")
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+
+
+def under(root: Path, path: Path) -> Path:
+    """``path`` (absolute) read under ``root``: /etc/x under tests/data/jetson_nano."""
+    return root / path.relative_to("/")
 
 
 def is_jetson(release_file: Path = TEGRA_RELEASE, model_file: Path = DEVICE_TREE_MODEL) -> bool:
@@ -47,15 +55,15 @@ def nvml_gpu_names() -> list[str]:
             pynvml.nvmlShutdown()
 
 
-def detect_device_class() -> str:
-    if is_jetson():
+def detect_device_class(root: Path = ROOT) -> str:
+    if is_jetson(under(root, TEGRA_RELEASE), under(root, DEVICE_TREE_MODEL)):
         return "jetson"
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) not in ("", "-1") and nvml_gpu_names():
         return "cuda"
     return "cpu"
 
 
-def device_name(device_class: str) -> str:
+def device_name(device_class: str, root: Path = ROOT) -> str:
     if device_class == "cuda":
         from workers import nvml
 
@@ -67,20 +75,19 @@ def device_name(device_class: str) -> str:
                 return name.decode() if isinstance(name, bytes) else name
     if device_class == "jetson":
         with contextlib.suppress(OSError):
-            return DEVICE_TREE_MODEL.read_text(errors="ignore").strip("\x00 \n")
-    return cpu_model() or platform.machine()
+            return under(root, DEVICE_TREE_MODEL).read_text(errors="ignore").strip("\x00 \n")
+    return cpu_model(under(root, cpuinfo_module.CPUINFO)) or platform.machine()
 
 
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    with contextlib.suppress(OSError):
-        for line in cpuinfo.read_text(errors="ignore").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or None
+def cpu_model(cpuinfo: Path = cpuinfo_module.CPUINFO) -> str | None:
+    """The CPU's model: x86's ``model name``, arm64's cores by implementer and part (see
+    :mod:`workers.cpuinfo`)."""
+    return cpuinfo_module.cpu_model(cpuinfo)
 
 
-def device_memory_bytes(device_class: str) -> int | None:
-    """The first visible GPU's memory (NVML, no CUDA context), or the host's for CPU and Jetson."""
+def device_memory_bytes(device_class: str, root: Path = ROOT) -> int | None:
+    """The first visible GPU's memory (NVML, no CUDA context), or the host's for CPU and Jetson
+    (``MemTotal``: what sysconf's physical pages count, readable in a recorded tree too)."""
     if device_class == "cuda":
         from workers import nvml
 
@@ -90,6 +97,10 @@ def device_memory_bytes(device_class: str) -> int | None:
             with contextlib.suppress(Exception):
                 return int(module.nvmlDeviceGetMemoryInfo(handle).total)
         return None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
     with contextlib.suppress(OSError, ValueError):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return None
@@ -103,10 +114,14 @@ def jetson_power_mode(
     nvpmodel_output: str | None = None,
     conf: Path = NVPMODEL_CONF,
     status: Path = NVPMODEL_STATUS,
+    root: Path = ROOT,
 ) -> str | None:
     """The board's power mode name ('MAXN', '15W'): from ``nvpmodel -q`` where the tool exists,
     else from the files nvpmodel keeps (a container has no nvpmodel; compose.jetson.yml mounts
-    them); None where neither is there: the result then says no power mode."""
+    them); None where neither is there: the result then says no power mode. Under another ``root``
+    (a recorded tree) only its files are read."""
+    if root != ROOT:
+        return power_mode_from_files(under(root, conf), under(root, status))
     if nvpmodel_output is None:
         try:
             nvpmodel_output = subprocess.run(
@@ -136,7 +151,29 @@ def power_mode_from_files(conf: Path, status: Path) -> str | None:
     return None
 
 
-def worker_target(device_class: str, env: Mapping[str, str] = os.environ) -> str:
+def l4t_release(release_file: Path = TEGRA_RELEASE) -> str | None:
+    """'# R36 (release), REVISION: 3.0, ...' -> 'R36.3.0'."""
+    with contextlib.suppress(OSError, IndexError):
+        first = release_file.read_text(errors="ignore").splitlines()[0]
+        major = first.split("(")[0].replace("#", "").strip()
+        revision = first.split("REVISION:")[1].split(",")[0].strip()
+        return f"{major}.{revision}"
+    return None
+
+
+def cpu_arch_and_emulation(root: Path = ROOT) -> tuple[str, str | None]:
+    """This process's CPU architecture and emulator; for a recorded tree, the architecture its
+    ``/proc/cpuinfo`` was written by (no process of its runs here to be emulated)."""
+    if root == ROOT:
+        return cpuinfo_module.machine(), cpuinfo_module.emulation()
+    with contextlib.suppress(OSError):
+        layout = cpuinfo_module.layout_arch(under(root, cpuinfo_module.CPUINFO).read_text(errors="ignore"))
+        if layout:
+            return layout, None
+    return cpuinfo_module.machine(), None
+
+
+def worker_target(device_class: str, env: Mapping[str, str] = os.environ, root: Path = ROOT) -> str:
     """This worker's device target: ``DNNPROF_DEVICE_TARGET`` (with or without its class prefix)
     where set, else derived from the device (see :mod:`dnnprof.targets`). Raises ValueError for
     an override that is not a valid target of this class."""
@@ -154,12 +191,15 @@ def worker_target(device_class: str, env: Mapping[str, str] = os.environ) -> str
         from workers.engine.host import choose_threads
 
         threads = choose_threads()[0]
+    arch, emulation = cpu_arch_and_emulation(root)
     return derive_target(
         device_class,
-        device_name(device_class),
-        memory_bytes=device_memory_bytes(device_class),
-        power_mode=jetson_power_mode() if device_class == "jetson" else None,
+        device_name(device_class, root),
+        memory_bytes=device_memory_bytes(device_class, root),
+        power_mode=jetson_power_mode(root=root) if device_class == "jetson" else None,
         threads=threads,
+        arch=arch,
+        emulation=emulation,
     )
 
 

@@ -114,8 +114,9 @@ with warnings.catch_warnings(record=True) as caught:
     import torch
     available = torch.cuda.is_available()
     count = torch.cuda.device_count() if available else 0
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
 print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "available": available,
-                  "count": count, "warnings": [str(w.message) for w in caught]}))
+                  "count": count, "cudnn": cudnn, "warnings": [str(w.message) for w in caught]}))
 """
 
 
@@ -144,9 +145,11 @@ def nvml_driver() -> tuple[str | None, int | None]:
     return (driver.decode() if isinstance(driver, bytes) else driver), cuda
 
 
-def check_cuda(device_class: str = "cuda") -> None:
+def check_cuda(device_class: str = "cuda", torch_cuda: dict | None = None) -> None:
+    """Raise unless torch sees a CUDA device the driver can run (``torch_cuda``: a probe already
+    made, as ``dnnprof doctor`` has)."""
     driver, driver_cuda = nvml_driver()
-    torch_cuda = probe_torch_cuda()
+    torch_cuda = torch_cuda or probe_torch_cuda()
     if cuda_line(torch_cuda["cuda"]) is None:
         raise WorkerStartError(
             f"--device {device_class}, but this torch ({torch_cuda['torch']}) is a CPU build: install a CUDA "
@@ -164,8 +167,8 @@ def check_cuda(device_class: str = "cuda") -> None:
         )
 
 
-def check_worker_can_start(device_class: str, data_dir: Path) -> None:
+def check_worker_can_start(device_class: str, data_dir: Path, torch_cuda: dict | None = None) -> None:
     """Raise :class:`WorkerStartError` where a worker of ``device_class`` could not measure."""
     check_data_dir(data_dir)
     if device_class in ("cuda", "jetson"):
-        check_cuda(device_class)
+        check_cuda(device_class, torch_cuda)

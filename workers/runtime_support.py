@@ -20,7 +20,7 @@ def installed(distribution: str) -> str | None:
 def available_runtimes(device_class: str) -> dict[str, str]:
     """name -> version of each runtime a worker of this class can run (eager always, with torch):
     the runtimes measured on this class whose distributions (and, where the row says so, a C
-    compiler) are here. The version is the runtime's own distribution's (torch's for eager and
+    compiler or Triton) are here. The version is the runtime's own distribution's (torch's for eager and
     compile)."""
     torch_version = installed("torch")
     if torch_version is None:
@@ -36,4 +36,7 @@ def available_runtimes(device_class: str) -> dict[str, str]:
 
 
 def _tools_here(spec: RuntimeSpec, device_class: str) -> bool:
-    return device_class not in spec.needs_c_compiler_on or bool(shutil.which("cc") or shutil.which("gcc"))
+    if device_class in spec.needs_c_compiler_on and not (shutil.which("cc") or shutil.which("gcc")):
+        return False
+    triton = installed("triton") or installed("pytorch-triton")
+    return device_class not in spec.needs_triton_on or bool(triton)

@@ -24,6 +24,7 @@ import torchvision  # noqa: F401
 
 import workers.engine.scenario
 import workers.runner  # noqa: F401
+from workers.cpuinfo import program_threads
 
 # What the imports made lives as long as the process: out of the collector's sight (gc.freeze,
 # meant for processes that fork), a gc.collect in a forked process (one per batch size, to free
@@ -39,10 +40,12 @@ class TemplateNotForkableError(RuntimeError):
 
 
 def check_forkable() -> None:
-    """Raise unless forking this process is safe: no CUDA context, one thread."""
+    """Raise unless forking this process is safe: no CUDA context, one thread of its own. Under
+    qemu-user the emulator's thread is not counted: it lives in the emulator, not in the program
+    (a fork there is what every emulated program does; workers/cpuinfo.py says how it is told)."""
     if torch.cuda.is_initialized():
         raise TemplateNotForkableError("the template initialised CUDA: it cannot be forked")
-    threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+    threads = len(program_threads())
     if threads > 1:
         raise TemplateNotForkableError(f"the template runs {threads} threads: forking it is unsafe")
 

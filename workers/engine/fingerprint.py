@@ -8,13 +8,12 @@ import os
 import platform
 import socket
 from importlib import metadata
-from pathlib import Path
 
 import torch
 
 from dnnprof.contract import DeviceFingerprint, GpuClocks
-from workers import nvml
-from workers.devices import TEGRA_RELEASE, cpu_model, jetson_power_mode
+from workers import cpuinfo, nvml
+from workers.devices import cpu_model, jetson_power_mode, l4t_release
 from workers.engine.host import usable_cpus
 from workers.launch import PROCESS_START_ENV
 
@@ -24,16 +23,6 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-def l4t_release(release_file: Path = TEGRA_RELEASE) -> str | None:
-    """'# R36 (release), REVISION: 3.0, ...' -> 'R36.3.0'."""
-    with contextlib.suppress(OSError):
-        first = release_file.read_text(errors="ignore").splitlines()[0]
-        major = first.split("(")[0].replace("#", "").strip()
-        revision = first.split("REVISION:")[1].split(",")[0].strip()
-        return f"{major}.{revision}"
-    return None
 
 
 def _nvml_driver() -> str | None:
@@ -91,6 +80,8 @@ def fingerprint(
         float32_matmul_precision=torch.get_float32_matmul_precision(),
         autocast_dtype=str(autocast_dtype).removeprefix("torch.") if autocast_dtype is not None else None,
         process_start=os.environ.get(PROCESS_START_ENV) or None,
+        cpu_arch=cpuinfo.machine(),
+        cpu_emulation=cpuinfo.emulation(),
     )
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
