@@ -19,6 +19,7 @@ import sys
 
 import msgspec
 
+from dnnprof.config import Settings
 from dnnprof.contract import ModelInfo, ProcessCell, ProcessEnd, ProcessStatic, ProfileSettings
 from workers.launch import seconds_since_launch
 
@@ -71,7 +72,7 @@ def reference(request: dict) -> bytes:
     info = msgspec.convert(request["model"], ModelInfo)
     device = torch.device(request["device"])
     if device.type == "cpu":
-        torch.set_num_threads(choose_threads()[0])  # the engine's thread count
+        torch.set_num_threads(choose_threads(Settings.from_env().cpu_threads)[0])  # the engine's count
     else:
         torch.backends.cudnn.benchmark = True
     model = build_model(info).to(device)

@@ -225,9 +225,10 @@ def worker(args: argparse.Namespace) -> int:
         )
         return 2
     from workers.devices import detect_device_class, worker_target
-    from workers.preflight import PREFLIGHT_DONE_ENV, WorkerStartError, check_worker_can_start
+    from workers.preflight import WorkerStartError, check_worker_can_start
+    from workers.worker import create_worker
 
-    device = args.device or os.environ.get("DNNPROF_WORKER_DEVICE") or "auto"
+    device = args.device or settings.worker_device or "auto"
     if device == "auto":
         device = detect_device_class()
     if device not in DEVICE_CLASSES:
@@ -236,16 +237,13 @@ def worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    os.environ["DNNPROF_WORKER_DEVICE"] = device
     try:
-        target = worker_target(device)
+        target = worker_target(device, settings.device_target, cpu_threads=settings.cpu_threads)
         check_worker_can_start(device, settings.data_dir)
     except (ValueError, WorkerStartError) as exc:
         print(f"dnnprof worker: {exc}", file=sys.stderr, flush=True)
         return 2
-    os.environ["DNNPROF_WORKER_TARGET"] = target
-    os.environ[PREFLIGHT_DONE_ENV] = "1"
-    from workers.celery_app import app  # its queues and concurrency are the app's own
+    app = create_worker(settings, device, target)
 
     argv = [
         "worker",
@@ -273,7 +271,7 @@ def doctor(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     root = Path(args.root) if args.root else Path("/")
-    report = diagnose(args.device, settings.data_dir, settings.redis_url, root=root)
+    report = diagnose(args.device, settings, root=root)
     print(json.dumps(report, indent=2) if args.json else render(report), flush=True)
     return 0 if report["would_start"] else 2
 

@@ -84,6 +84,15 @@ class Settings:
     runtime_cache_mb: int = 2048
     #: uvicorn's line per request; off, a 304 costs a third less (docs/benchmarks.md).
     access_log: bool = True
+    #: The catalogue sweep's file of models that cannot be built here (None: the one shipped).
+    catalogue_failures: Path | None = None
+    #: Threads of a measuring process on a CPU (None: chosen from the usable cores).
+    cpu_threads: int | None = None
+    #: The device class of a worker started as plain Celery (``dnnprof worker --device`` wins).
+    worker_device: str | None = None
+    #: A worker's device target where it is not derived from the device (``cpu/lab-box`` or
+    #: ``lab-box``, its class added).
+    device_target: str | None = None
 
     @property
     def visibility_timeout_s(self) -> int:
@@ -102,6 +111,9 @@ class Settings:
             raise SettingsError(
                 f"DNNPROF_MEASURE_START must be one of {', '.join(MEASURE_STARTS)}, got {measure_start!r}"
             )
+        cpu_threads = _env_int("DNNPROF_CPU_THREADS", 0) if env("DNNPROF_CPU_THREADS") else None
+        if cpu_threads is not None and cpu_threads < 1:
+            raise SettingsError(f"DNNPROF_CPU_THREADS must be at least 1, got {cpu_threads}")
         return cls(
             redis_url=env("DNNPROF_REDIS_URL") or None,
             data_dir=Path(env("DNNPROF_DATA_DIR") or _default_data_dir()),
@@ -131,6 +143,12 @@ class Settings:
             measure_start=measure_start,
             quiet_wait_s=_env_float("DNNPROF_QUIET_WAIT_S", 30.0),
             access_log=_env_int("DNNPROF_ACCESS_LOG", 1) != 0,
+            cpu_threads=cpu_threads,
+            catalogue_failures=(
+                Path(env("DNNPROF_CATALOGUE_FAILURES")) if env("DNNPROF_CATALOGUE_FAILURES") else None
+            ),
+            worker_device=(env("DNNPROF_WORKER_DEVICE") or "").strip() or None,
+            device_target=(env("DNNPROF_DEVICE_TARGET") or "").strip() or None,
             runtime_cache_mb=_env_int("DNNPROF_RUNTIME_CACHE_MB", 2048),
             min_free_mb=_env_int("DNNPROF_MIN_FREE_MB", 256),
         )

@@ -85,7 +85,7 @@ def test_a_lease_another_job_took_is_not_taken_back(redis_server):
 def lease_name_with_hostname(hostname: str, device_class: str = "cpu") -> str:
     """The device lease name a worker computes in a UTS namespace of its own whose hostname is
     ``hostname``: what two containers on one host are (``unshare --uts``, as root)."""
-    code = "import sys, workers.celery_app as w; print(w.device_lock_name())"
+    code = "import sys, workers.celery_app as w; print(w.app.dnnprof.lease_name)"
     script = f'hostname "$1" && exec "{sys.executable}" -c "{code}" "$1"'
     env = {
         **dnnprof_env(DNNPROF_WORKER_DEVICE=device_class, DNNPROF_REDIS_URL="redis://127.0.0.1:1/0"),

@@ -60,12 +60,12 @@ def test_two_power_modes_or_thread_counts_are_two_targets():
 
 
 def test_the_override_names_a_target_of_the_workers_class_or_is_refused():
-    assert worker_target("cpu", {"DNNPROF_DEVICE_TARGET": "lab-box"}) == "cpu/lab-box"
-    assert worker_target("cpu", {"DNNPROF_DEVICE_TARGET": "cpu/lab-box"}) == "cpu/lab-box"
+    assert worker_target("cpu", "lab-box") == "cpu/lab-box"
+    assert worker_target("cpu", "cpu/lab-box") == "cpu/lab-box"
     for bad in ("cuda/lab-box", "Lab Box", "cpu/", "cpu/" + "x" * 81):
         with pytest.raises(ValueError, match="DNNPROF_DEVICE_TARGET"):
-            worker_target("cpu", {"DNNPROF_DEVICE_TARGET": bad})
-    derived = worker_target("cpu", {})
+            worker_target("cpu", bad)
+    derived = worker_target("cpu")
     # Without an override: the CPU's model name, then the threads the measuring process uses
     # (every usable core on a host of up to 3, all but one from 4: workers/engine/host.py).
     cores = len(os.sched_getaffinity(0))

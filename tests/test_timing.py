@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from dnnprof.config import Settings, SettingsError
 from dnnprof.contract import ProcessCell
 from workers.aggregate import latency_stats, process_latency
 from workers.engine.host import HostLoadMeter, choose_threads
@@ -251,13 +252,17 @@ def test_measuring_threads_leave_a_core_for_the_service_where_there_are_cores_to
     import workers.engine.host as host
 
     monkeypatch.setattr(host, "usable_cpus", lambda: [0, 1])
-    assert choose_threads({}) == (
+    assert choose_threads() == (
         2,
         "all 2 usable cores (one left idle would cost a third or more of the host)",
     )
     monkeypatch.setattr(host, "usable_cpus", lambda: list(range(8)))
-    threads, why = choose_threads({})
+    threads, why = choose_threads()
     assert threads == 7 and "less one" in why
-    assert choose_threads({"DNNPROF_CPU_THREADS": "3"})[0] == 3
-    with pytest.raises(ValueError, match="DNNPROF_CPU_THREADS"):
-        choose_threads({"DNNPROF_CPU_THREADS": "many"})
+    assert choose_threads(3)[0] == 3
+    for bad in ("many", "0"):
+        monkeypatch.setenv("DNNPROF_CPU_THREADS", bad)
+        with pytest.raises(SettingsError, match="DNNPROF_CPU_THREADS"):
+            Settings.from_env()
+    monkeypatch.setenv("DNNPROF_CPU_THREADS", "3")
+    assert Settings.from_env().cpu_threads == 3

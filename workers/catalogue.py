@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from importlib import metadata
@@ -198,7 +197,7 @@ KNOWN_FAILURES = Path(__file__).parent / "data" / "catalogue_failures.json"
 
 def known_failures_path() -> Path:
     """The sweep's file, or ``DNNPROF_CATALOGUE_FAILURES`` (a host that knows its own)."""
-    return Path(os.environ.get("DNNPROF_CATALOGUE_FAILURES") or KNOWN_FAILURES)
+    return Settings.from_env().catalogue_failures or KNOWN_FAILURES
 
 
 def known_failures() -> dict[str, str]:

@@ -8,7 +8,6 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 
 from dnnprof.contract import TARGET_PATTERN
@@ -173,11 +172,12 @@ def cpu_arch_and_emulation(root: Path = ROOT) -> tuple[str, str | None]:
     return cpuinfo_module.machine(), None
 
 
-def worker_target(device_class: str, env: Mapping[str, str] = os.environ, root: Path = ROOT) -> str:
-    """This worker's device target: ``DNNPROF_DEVICE_TARGET`` (with or without its class prefix)
-    where set, else derived from the device (see :mod:`dnnprof.targets`). Raises ValueError for
-    an override that is not a valid target of this class."""
-    override = (env.get("DNNPROF_DEVICE_TARGET") or "").strip()
+def worker_target(
+    device_class: str, override: str | None = None, root: Path = ROOT, cpu_threads: int | None = None
+) -> str:
+    """This worker's device target: ``override`` (``DNNPROF_DEVICE_TARGET``, with or without its
+    class prefix) where set, else derived from the device (see :mod:`dnnprof.targets`). Raises
+    ValueError for an override that is not a valid target of this class."""
     if override:
         target = override if "/" in override else f"{device_class}/{override}"
         if not re.match(TARGET_PATTERN, target) or not target.startswith(device_class + "/"):
@@ -190,7 +190,7 @@ def worker_target(device_class: str, env: Mapping[str, str] = os.environ, root: 
     if device_class == "cpu":
         from workers.engine.host import choose_threads
 
-        threads = choose_threads()[0]
+        threads = choose_threads(cpu_threads)[0]
     arch, emulation = cpu_arch_and_emulation(root)
     return derive_target(
         device_class,

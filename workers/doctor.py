@@ -11,10 +11,10 @@ list (:mod:`workers.runtime_support`), and asks torch in a fresh interpreter as 
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from dnnprof.config import Settings
 from dnnprof.contract import DEVICE_CLASSES
 from workers import devices, preflight
 from workers.engine.host import choose_threads, usable_cpus
@@ -95,11 +95,12 @@ def _without_password(url: str) -> str:
     return url
 
 
-def diagnose(device: str | None, data_dir: Path, redis_url: str | None, root: Path = devices.ROOT) -> dict:
+def diagnose(device: str | None, settings: Settings, root: Path = devices.ROOT) -> dict:
     """Everything ``dnnprof doctor`` reports, and ``problems``: why a worker would not start
     (empty: it would)."""
+    data_dir, redis_url = settings.data_dir, settings.redis_url
     problems: list[str] = []
-    chosen = device or os.environ.get("DNNPROF_WORKER_DEVICE") or "auto"
+    chosen = device or settings.worker_device or "auto"
     device_class = devices.detect_device_class(root) if chosen == "auto" else chosen
     report: dict = {
         "device_class": device_class,
@@ -111,11 +112,13 @@ def diagnose(device: str | None, data_dir: Path, redis_url: str | None, root: Pa
         )
         return report | {"problems": problems, "would_start": False}
     try:
-        report["target"] = devices.worker_target(device_class, root=root)
+        report["target"] = devices.worker_target(
+            device_class, settings.device_target, root=root, cpu_threads=settings.cpu_threads
+        )
     except ValueError as exc:
         problems.append(str(exc))
     arch, emulation = devices.cpu_arch_and_emulation(root)
-    threads, policy = choose_threads()
+    threads, policy = choose_threads(settings.cpu_threads)
     report["cpu"] = {
         "arch": arch,
         "model": devices.cpu_model(devices.under(root, Path("/proc/cpuinfo"))),

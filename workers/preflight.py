@@ -38,10 +38,6 @@ JETSON_HINT = (
 )
 
 
-#: Set by `dnnprof worker` once it has checked, so that the Celery app it loads does not again.
-PREFLIGHT_DONE_ENV = "DNNPROF_WORKER_CHECKED"
-
-
 def data_disk_short(data_dir: Path, min_free_mb: int) -> str | None:
     """Why the data disk cannot take a measurement now (None: it can). A measuring process writes
     its outcome, its log and any export there; one that ran out of space died mid-write with a

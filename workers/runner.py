@@ -165,6 +165,7 @@ def measure(
     config = ScenarioConfig(
         device_class=s.device,
         memory_limit_mb=settings.memory_limit_mb,
+        cpu_threads=settings.cpu_threads,
         imagenet_val=settings.imagenet_val,
         imagenet_labels=settings.imagenet_val_labels,
         weights_offline=settings.weights_offline,

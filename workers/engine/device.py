@@ -71,14 +71,17 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise PrecisionUnsupportedError(refusal)
 
 
-def open_device(device_class: str, precision: str, memory_limit_mb: int = 0) -> DeviceContext:
-    """The device, its threads or its CUDA context, then the floor with that context held."""
+def open_device(
+    device_class: str, precision: str, memory_limit_mb: int = 0, cpu_threads: int | None = None
+) -> DeviceContext:
+    """The device, its threads (``cpu_threads``, else chosen) or its CUDA context, then the floor
+    with that context held."""
     baseline = nvml_baseline(device_class)  # every GPU's use, before our CUDA context
     device = torch_device_for(device_class)
     check_precision(precision, device)
     threads_policy = None
     if device.type == "cpu":
-        threads, threads_policy = choose_threads()
+        threads, threads_policy = choose_threads(cpu_threads)
         torch.set_num_threads(threads)
     else:
         torch.backends.cudnn.benchmark = True  # the paper's setting: autotuned during warm-up

@@ -25,24 +25,17 @@ def usable_cpus() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
-def choose_threads(env: dict[str, str] | None = None) -> tuple[int, str]:
+def choose_threads(requested: int | None = None) -> tuple[int, str]:
     """Threads for the measuring process, and why.
 
-    ``DNNPROF_CPU_THREADS`` wins. Otherwise every usable core on hosts of up to 3 cores (leaving one
-    idle would cost a third of the machine or more), and all but one from 4 cores up, so the
-    worker's service processes run beside the measurement instead of preempting it.
+    ``requested`` (``DNNPROF_CPU_THREADS``, :attr:`dnnprof.config.Settings.cpu_threads`) wins.
+    Otherwise every usable core on hosts of up to 3 cores (leaving one idle would cost a third of
+    the machine or more), and all but one from 4 cores up, so the worker's service processes run
+    beside the measurement instead of preempting it.
     """
-    env = os.environ if env is None else env
     cpus = len(usable_cpus())
-    raw = env.get("DNNPROF_CPU_THREADS", "").strip()
-    if raw:
-        try:
-            threads = int(raw)
-        except ValueError as exc:
-            raise ValueError(f"DNNPROF_CPU_THREADS must be an integer, got {raw!r}") from exc
-        if threads < 1:
-            raise ValueError(f"DNNPROF_CPU_THREADS must be at least 1, got {threads}")
-        return threads, f"DNNPROF_CPU_THREADS={threads} ({cpus} usable cores)"
+    if requested:
+        return requested, f"DNNPROF_CPU_THREADS={requested} ({cpus} usable cores)"
     if cpus >= 4:
         return cpus - 1, f"{cpus} usable cores less one for the worker's service processes"
     return cpus, f"all {cpus} usable cores (one left idle would cost a third or more of the host)"

@@ -76,6 +76,8 @@ __all__ = [
 class ScenarioConfig:
     device_class: str
     memory_limit_mb: int = 0
+    #: Threads on a CPU (DNNPROF_CPU_THREADS); None: chosen from the usable cores.
+    cpu_threads: int | None = None
     warmup: WarmupPolicy = field(default_factory=WarmupPolicy)
     #: Timed runs last at least this long in all (and at least ``runs`` runs).
     min_timed_s: float = 0.2
@@ -177,7 +179,7 @@ def measure_process(
     measuring = [bs for bs in settings.batch_sizes if bs not in plan.skip]
     progress = ProgressReporter(sink, plan.process, len(measuring))
     with clock.phase("device"):
-        ctx = open_device(config.device_class, settings.precision, config.memory_limit_mb)
+        ctx = open_device(config.device_class, settings.precision, config.memory_limit_mb, config.cpu_threads)
     progress("loading")
     with clock.phase("build"):
         val_set = open_accuracy_set(info, settings, config, plan)  # before any download: fail fast
