@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from dnnprof.config import Settings
 from dnnprof.contract import TERMINAL_STATUSES, ProfileRecord
@@ -161,6 +162,27 @@ class ProfileJob:
             self.store.drop_process_parts(profile_id, process)
             self.records.requeue(profile_id, from_worker=self.hostname, lost_worker=False)
         return False  # Redis never came back: the heartbeat's sweep requeues the record
+
+    def _wait_for(self, child: MeasuringProcess, profile_id: str) -> int:
+        """The measuring process's exit status. Stopped for a cancel or the soft time limit, it
+        raises :class:`MeasuringStopped` with the job's outcome; a lease in doubt stops it and is
+        raised."""
+        try:
+            while True:
+                try:
+                    return child.wait(timeout=self._poll_s())
+                except subprocess.TimeoutExpired:
+                    if self._keep_lease() and self._cancel_requested(profile_id):
+                        raise MeasuringStopped("cancelled", "cancelled while running") from None
+        except SoftTimeLimitExceeded:
+            _stop(child)
+            limit = self.settings.soft_time_limit_s
+            raise MeasuringStopped(
+                "failed", f"exceeded the time limit of {limit} s (DNNPROF_TASK_SOFT_TIME_LIMIT)"
+            ) from None
+        except BaseException:  # a cancel, a lease in doubt, the hard limit, a worker's stop
+            _stop(child)  # never leave it measuring
+            raise
 
     @property
     def lease_s(self) -> int:
