@@ -113,7 +113,7 @@ def test_a_disk_that_fills_while_measuring_says_so_and_keeps_the_cells(tmp_path)
         settings = dataclasses.replace(
             Settings(), redis_url=url, data_dir=data, min_free_mb=1, measure_start="fresh", quiet_wait_s=0
         )
-        job = ProfileJob(store, settings, "cpu", "test-worker", "test-device", target="cpu/test")
+        job = ProfileJob(store, settings, "test-worker", "test-device", target="cpu/test")
         ended: list[str] = []
         runner = threading.Thread(target=lambda: ended.append(job.run(record.id)))
         runner.start()
