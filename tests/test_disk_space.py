@@ -8,11 +8,15 @@ import dataclasses
 import os
 import shutil
 import signal
+import subprocess
+import threading
+
+import pytest
 
 from dnnprof.config import Settings
 from dnnprof.store import ProfileStore
 from tests.factories import profile
-from tests.helpers import throwaway_redis
+from tests.helpers import throwaway_redis, until
 from workers.jobs import ProfileJob
 
 
@@ -78,3 +82,53 @@ def test_a_killed_process_reason_holds_no_unrelated_log_lines():
     assert death_reason(-11, warning + fatal) == f"{died} (signal 11): Fatal Python error: Segmentation fault"
     exited = death_reason(2, warning + "runner: no such profile\n")
     assert exited == f"{died} (exit code 2): runner: no such profile"
+
+
+def fill(folder) -> None:
+    """Write zeros into ``folder`` until its filesystem refuses (ENOSPC)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 2**16):
+            pass
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs as the data disk (root only)")
+def test_a_disk_that_fills_while_measuring_says_so_and_keeps_the_cells(tmp_path):
+    """Issue 44 (4): a data disk that filled while a job measured failed it with "reading the
+    measuring process's outcome failed: Input data was truncated" or "died (exit code 1)" and no
+    reason. A real measuring process on a 64 MB tmpfs, filled once its batch 1 is stored."""
+    server, url = throwaway_redis(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(data)], check=True)
+    try:
+        store = ProfileStore.from_url(url)
+        record = profile("squeezenet1_1", device="cpu", cells={1: (1.0, 1.0), 2: (1.0, 1.0)})
+        record.status, record.result = "queued", None
+        store.create_or_get(record)
+        settings = dataclasses.replace(
+            Settings(), redis_url=url, data_dir=data, min_free_mb=1, measure_start="fresh", quiet_wait_s=0
+        )
+        job = ProfileJob(store, settings, "test-worker", "test-device", target="cpu/test")
+        ended: list[str] = []
+        runner = threading.Thread(target=lambda: ended.append(job.run(record.id)))
+        runner.start()
+        def batch_one_stored() -> bool:
+            progress = store.get(record.id).progress
+            return progress is not None and progress.batches_done >= 1
+
+        until(batch_one_stored, 600, "batch 1 stored")
+        fill(data)
+        runner.join(timeout=600)
+        assert ended == ["failed"]
+        done = store.get(record.id)
+        assert done.error.startswith("no space left on the data disk"), done.error
+        assert [(b.batch_size, b.status) for b in done.result.batches][:1] == [(1, "ok")]  # kept
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

@@ -19,6 +19,7 @@ from dnnprof.paper import PAPER_QUOTED_TOP1
 from dnnprof.selection import GroupKey, is_noisy, may_count, quality
 from dnnprof.targets import target_of
 from service.deps import Services
+from service.errors import error_responses
 
 
 class ModelDetail(ModelInfo, kw_only=True):
@@ -176,6 +177,7 @@ class ModelController(Controller):
         summary="How a model name resolves: source, input size, preprocessing, "
         "parameter count and published accuracy where known",
         sync_to_thread=True,
+        responses=error_responses(404, 422, 503),
     )
     def resolve(self, name: FromPath[str], services: NamedDependency[Services]) -> ModelDetail:
         return detail(services.resolve(model_name(name)), services)
@@ -186,6 +188,7 @@ class ModelController(Controller):
         description="Shows drift between measurements, and which profile the analyses use "
         "(counts: the best under select=best).",
         sync_to_thread=True,
+        responses=error_responses(404, 422, 503),
     )
     def history(self, name: FromPath[str], services: NamedDependency[Services]) -> list[TargetHistory]:
         return history(services.resolve(model_name(name)).qualified, services)
