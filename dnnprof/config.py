@@ -84,6 +84,13 @@ class Settings:
     runtime_cache_mb: int = 2048
     #: uvicorn's line per request; off, a 304 costs a third less (docs/benchmarks.md).
     access_log: bool = True
+    #: Uploaded ONNX files (issue 42): the largest file, the most graph nodes, and what one
+    #: client (an API key, else an address) and everyone together may keep in the store.
+    max_upload_mb: int = 600
+    max_upload_nodes: int = 8000
+    max_uploads_per_client: int = 20
+    max_upload_client_mb: int = 2048
+    max_uploads_total_mb: int = 8192
 
     @property
     def visibility_timeout_s(self) -> int:
@@ -133,6 +140,11 @@ class Settings:
             access_log=_env_int("DNNPROF_ACCESS_LOG", 1) != 0,
             runtime_cache_mb=_env_int("DNNPROF_RUNTIME_CACHE_MB", 2048),
             min_free_mb=_env_int("DNNPROF_MIN_FREE_MB", 256),
+            max_upload_mb=_env_int("DNNPROF_MAX_UPLOAD_MB", 600),
+            max_upload_nodes=_env_int("DNNPROF_MAX_UPLOAD_NODES", 8000),
+            max_uploads_per_client=_env_int("DNNPROF_MAX_UPLOADS_PER_CLIENT", 20),
+            max_upload_client_mb=_env_int("DNNPROF_MAX_UPLOAD_CLIENT_MB", 2048),
+            max_uploads_total_mb=_env_int("DNNPROF_MAX_UPLOADS_TOTAL_MB", 8192),
         )
 
 

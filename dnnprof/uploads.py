@@ -1,0 +1,211 @@
+"""Uploaded models (issue 42), as a service the API provides to its controller: name, caps,
+ownership, the entry, and how ``upload:<name>`` resolves for a profile. Torch-free.
+
+A name belongs to the client that uploaded it (its API key, else its address, as the rate limit
+and the active-job cap identify a client): another client's upload under it is a 409, and where
+keys are set only its uploader may delete it. The same bytes are stored once, whatever their names.
+A profile of ``upload:<name>`` is stored under ``upload:<name>.<first 12 hex of its sha256>``, as a
+timm tag names its weights: another file under the same name is another model.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import msgspec
+
+from dnnprof.catalogue import Resolved, UnknownModelError
+from dnnprof.config import Settings
+from dnnprof.contract import ModelInfo
+from dnnprof.onnx_check import OnnxSummary, TensorInfo, UploadRefused
+from dnnprof.store import ProfileStore
+from dnnprof.store.uploads import NameTaken, UploadRecord
+
+PREFIX = "upload:"
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+TAG_HEX = 12
+MB = 1024 * 1024
+#: The runtimes that run an uploaded file as it is (eager and compile need a torch module).
+UPLOAD_RUNTIMES = ("onnxruntime", "openvino")
+
+
+class UploadedModel(ModelInfo, kw_only=True):
+    """An uploaded model's entry: a catalogue entry (so it is profiled, listed and analysed as one)
+    with what its graph says: the input, outputs, opset, parameters, FLOPs per image, file size."""
+
+    size_bytes: int
+    uploaded_at: float
+    input: TensorInfo
+    outputs: list[TensorInfo]
+    opset: int
+    ir_version: int
+    producer: str
+    nodes: int
+    params: int
+    flops: int
+    flops_note: str | None = None
+    #: The runtimes that can profile it.
+    runtimes: list[str] = msgspec.field(default_factory=lambda: list(UPLOAD_RUNTIMES))
+
+
+_entry_decoder = msgspec.json.Decoder(UploadedModel)
+
+
+def is_upload_name(name: str) -> bool:
+    return name.strip().lower().startswith(PREFIX)
+
+
+def check_name(name: str) -> str:
+    """The bare name (``mynet`` for ``upload:mynet`` or ``mynet``), or a 422 saying what is taken."""
+    bare = name.strip()
+    bare = bare[len(PREFIX) :] if bare.lower().startswith(PREFIX) else bare
+    if not re.fullmatch(NAME_PATTERN, bare):
+        raise UploadRefused(422, "name: 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+    return bare
+
+
+def entry_for(name: str, summary: OnnxSummary, sha256: str, size: int) -> UploadedModel:
+    return UploadedModel(
+        name=PREFIX + name,
+        source="upload",
+        architecture=name,
+        input_size=int(summary.input.shape[2]),
+        num_classes=summary.num_classes or 0,
+        published_params=summary.params,
+        published_gmacs=summary.flops / 2e9,
+        notes=f"uploaded ONNX file ({summary.producer or 'unknown producer'}); FLOPs counted from its graph",
+        sha256=sha256,
+        size_bytes=size,
+        uploaded_at=time.time(),
+        **{f: getattr(summary, f) for f in OnnxSummary.__struct_fields__ if f != "num_classes"},
+    )
+
+
+@dataclass
+class UploadService:
+    store: ProfileStore
+    settings: Settings
+
+    def precheck(self, client: str) -> None:
+        """Before the body is read: a client at its count cap uploads nothing more."""
+        cap = self.settings.max_uploads_per_client
+        if cap > 0 and len(self.store.uploads_of(client)) >= cap:
+            raise self._count_refusal(cap)
+
+    def create(
+        self, name: str, summary: OnnxSummary, data: bytes, sha256: str, client: str
+    ) -> tuple[UploadedModel, bool]:
+        """Store the file (once per hash) and its entry: (entry, created). Refusals: 409 for a name
+        taken, 429 for a client's caps, 507 for the total cap."""
+        entry = entry_for(name, summary, sha256, len(data))
+        record = UploadRecord(
+            name=name,
+            sha256=sha256,
+            size_bytes=len(data),
+            owner=client,
+            entry=msgspec.Raw(msgspec.json.encode(entry)),
+        )
+        existing = self.store.upload(name)
+        if existing is not None:
+            self._taken_or_same(existing, record)
+        self._check_caps(self.store.uploads_of(client), record)
+        for _ in range(3):
+            written = self.store.put_blob(sha256, data)
+            try:
+                stored, created = self.store.register_upload(
+                    record, lambda mine: self._check_caps(mine, record)
+                )
+            except LookupError:  # the file was deleted between the two: store it again
+                continue
+            except (NameTaken, UploadRefused) as exc:
+                if written:
+                    self.store.drop_blob_if_unused(sha256)
+                if isinstance(exc, NameTaken):
+                    self._taken_or_same(exc.existing, record)
+                raise
+            return _entry_decoder.decode(stored.entry), created
+        raise UploadRefused(409, "the file was deleted while it was uploaded; send it again")
+
+    def _taken_or_same(self, existing: UploadRecord, record: UploadRecord) -> None:
+        if existing.owner == record.owner and existing.sha256 == record.sha256:
+            return
+        whose = "yours, with another file" if existing.owner == record.owner else "another client's"
+        raise UploadRefused(
+            409,
+            f"the name {PREFIX}{record.name} is taken ({whose}, sha256 {existing.sha256[:12]}…): "
+            "choose another name" + (", or delete it first" if existing.owner == record.owner else ""),
+        )
+
+    def _count_refusal(self, cap: int) -> UploadRefused:
+        return UploadRefused(
+            429,
+            f"you have {cap} uploaded models, the most one client may keep "
+            "(DNNPROF_MAX_UPLOADS_PER_CLIENT): delete one (DELETE /v1/models/upload:<name>) first",
+        )
+
+    def _check_caps(self, mine: list[UploadRecord], record: UploadRecord) -> None:
+        """The client's count and bytes (its distinct files), and the store's total (every distinct
+        file): what the new file would add where it is not stored already."""
+        s = self.settings
+        if any(r.name == record.name for r in mine):
+            return  # the same name and file again: nothing is added
+        if s.max_uploads_per_client > 0 and len(mine) >= s.max_uploads_per_client:
+            raise self._count_refusal(s.max_uploads_per_client)
+        files = {r.sha256: r.size_bytes for r in mine}
+        if record.sha256 not in files and s.max_upload_client_mb > 0:
+            total = sum(files.values()) + record.size_bytes
+            if total > s.max_upload_client_mb * MB:
+                raise UploadRefused(
+                    429,
+                    f"your uploads would hold {total / MB:.1f} MB, over the {s.max_upload_client_mb} MB "
+                    "one client may keep (DNNPROF_MAX_UPLOAD_CLIENT_MB): delete some first",
+                )
+        stored = self.store.blob_sizes()
+        if record.sha256 not in stored and s.max_uploads_total_mb > 0:
+            total = sum(stored.values()) + record.size_bytes
+            if total > s.max_uploads_total_mb * MB:
+                raise UploadRefused(
+                    507,
+                    f"the store would hold {total / MB:.1f} MB of uploaded files, over its "
+                    f"{s.max_uploads_total_mb} MB (DNNPROF_MAX_UPLOADS_TOTAL_MB): nothing was stored",
+                )
+
+    def get(self, name: str) -> UploadedModel:
+        record = self.store.upload(check_name(name))
+        if record is None:
+            raise UploadRefused(
+                404, f"no uploaded model {PREFIX}{check_name(name)} (GET /v1/models?source=upload)"
+            )
+        return _entry_decoder.decode(record.entry)
+
+    def list(self) -> list[UploadedModel]:
+        return [_entry_decoder.decode(r.entry) for r in self.store.uploads()]
+
+    def delete(self, name: str, client: str) -> UploadedModel:
+        """Forget a name; where API keys are set only its uploader may."""
+        bare = check_name(name)
+        record = self.store.upload(bare)
+        if record is None:
+            raise UploadRefused(404, f"no uploaded model {PREFIX}{bare}")
+        if self.settings.api_keys and record.owner != client:
+            raise UploadRefused(
+                403, f"{PREFIX}{bare} was uploaded by another client: only its uploader may delete it"
+            )
+        if not self.store.delete_upload(record):
+            raise UploadRefused(409, f"{PREFIX}{bare} changed while it was deleted; retry")
+        return _entry_decoder.decode(record.entry)
+
+    def resolve(self, name: str) -> Resolved:
+        """``upload:<name>`` (or ``upload:<name>.<tag>``, the stored form) as a profile request sees
+        it: the entry as a catalogue entry, tagged with its file's hash."""
+        bare, _, tag = name.strip()[len(PREFIX) :].partition(".")
+        record = self.store.upload(bare) if re.fullmatch(NAME_PATTERN, bare) else None
+        if record is None or (tag and not record.sha256.startswith(tag)):
+            raise UnknownModelError(name, [f"{PREFIX}{r.name}" for r in self.store.uploads()][:5])
+        return Resolved(_entry_decoder.decode(record.entry), record.sha256[:TAG_HEX])
+
+
+def resolve_upload(store: ProfileStore, settings: Settings, name: str) -> Resolved:
+    return UploadService(store, settings).resolve(name)

@@ -1,0 +1,244 @@
+"""Uploading an ONNX file to profile (issue 42): validation without running it, one refusal per
+hostile or unusable file (each built here) with the store unchanged after it, and the entries:
+content-addressed by sha256, chunked, names per uploader, caps. The real API (Litestar's test
+client over the app ``dnnprof api`` serves) on a real embedded Redis; no worker is needed."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+from litestar.testing import TestClient
+from onnx import TensorProto
+
+from dnnprof.config import Settings
+from dnnprof.embedded import EmbeddedRedis
+from dnnprof.onnx_check import Limits, inspect_onnx
+from dnnprof.store import ProfileStore
+from dnnprof.store.uploads import CHUNK_BYTES
+from service.app import create_app
+from tests import uploads_helpers as files
+from tests.helpers import until
+
+ONNX = {"content-type": "application/onnx"}
+#: A 1 MB cap: the files here are kilobytes, one test sends a larger one.
+SETTINGS = Settings(max_upload_mb=1, max_uploads_per_client=3, rate_limit_per_minute=0)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def store(redis_url):
+    store = ProfileStore.from_url(redis_url)
+    store.redis.flushall()
+    return store
+
+
+@contextlib.contextmanager
+def api(redis_url: str, **changes) -> Iterator[TestClient]:
+    """The app, once it has indexed the store at its start (a write of its own, in a thread)."""
+    settings = dataclasses.replace(SETTINGS, redis_url=redis_url, **changes)
+    with TestClient(create_app(settings)) as client:
+        probe = ProfileStore.from_url(redis_url).redis
+        until(
+            lambda: probe.exists("dnnprof:idx:version") and not probe.exists("dnnprof:lock:reindex"),
+            what="the API indexing the store",
+        )
+        yield client
+
+
+@pytest.fixture
+def client(store, redis_url):
+    with api(redis_url) as client:
+        yield client
+
+
+def snapshot(store: ProfileStore) -> dict[bytes, bytes]:
+    """Every key and its serialised value (DUMP), so that any change shows."""
+    return {key: store.redis.dump(key) for key in store.redis.keys("*")}
+
+
+def upload(client, body: bytes, name: str = "mynet", headers=ONNX, **kw):
+    return client.post("/v1/models", params={"name": name}, content=body, headers=headers, **kw)
+
+
+REFUSALS = [
+    (files.pickled(), 415, "pickle"),
+    (files.zip_archive(), 415, "zip archive"),
+    (files.truncated(), 415, "does not parse as an ONNX ModelProto"),
+    (b"\x00" * 64 + b"not onnx at all", 415, "ONNX"),
+    (files.external_data(), 422, "'../../etc/passwd'"),
+    (files.many_nodes(10_000), 422, "10000 nodes, more than the 8000"),
+    (files.checker_fails(), 422, "onnx.checker refuses the model"),
+    (files.custom_domain(), 422, "com.example.evil::Secret"),
+    (files.two_inputs(), 422, "2 inputs"),
+    (files.one_input(TensorProto.FLOAT, ["batch", 3, 8]), 422, "rank-3 FLOAT"),
+    (files.one_input(TensorProto.INT64, ["batch", 3, 8, 8]), 422, "rank-4 INT64"),
+    (files.one_input(TensorProto.FLOAT, ["batch", 3, "h", "w"]), 422, "must be fixed numbers"),
+    (files.classifier_bytes(weights=300_000), 422, "over the upload cap of 1 MB"),  # 1.2 MB
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    REFUSALS,
+    ids=[
+        "pickle",
+        "zip-pt2",
+        "truncated-protobuf",
+        "not-protobuf",
+        "external-data-passwd",
+        "10000-nodes",
+        "checker",
+        "custom-domain",
+        "two-inputs",
+        "rank-3",
+        "int-input",
+        "symbolic-image-size",
+        "over-size-cap",
+    ],
+)
+def test_each_refusal_says_why_and_stores_nothing(client, store, body, status, says):
+    before = snapshot(store)
+    response = upload(client, body)
+    assert response.status_code == status, response.text
+    assert says in response.json()["detail"]
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
+def test_a_body_sent_as_another_type_is_a_415_naming_the_accepted_ones(client, store, content_type):
+    before = snapshot(store)
+    headers = {"content-type": content_type} if content_type else {}
+    response = upload(client, files.classifier_bytes(), headers=headers)
+    assert response.status_code == 415, response.text
+    assert "application/onnx or application/octet-stream" in response.json()["detail"]
+    assert snapshot(store) == before
+
+
+def test_a_bad_name_is_a_422_and_stores_nothing(client, store):
+    before = snapshot(store)
+    for name in ("../etc", "a b", "x" * 65, "my.net"):
+        response = upload(client, files.classifier_bytes(), name=name)
+        assert response.status_code == 422, (name, response.text)
+    assert snapshot(store) == before
+
+
+def test_the_classifier_is_summarised_from_its_graph(client, store):
+    body = files.classifier_bytes()
+    response = upload(client, body, headers={"content-type": "application/octet-stream"})
+    assert response.status_code == 201, response.text
+    assert response.headers["location"] == "/v1/models/upload:mynet"
+    entry = response.json()
+    assert entry["name"] == "upload:mynet" and entry["source"] == "upload"
+    assert entry["sha256"] == hashlib.sha256(body).hexdigest() and entry["size_bytes"] == len(body)
+    assert entry["input"] == {"name": "x", "shape": ["batch", 3, 8, 8], "type": "FLOAT"}
+    assert entry["num_classes"] == 10 and entry["opset"] == 18 and entry["input_size"] == 8
+    # By hand (tests/uploads_helpers.classifier): 4·3·3·3 + 4 + 10·4 + 10 parameters, and
+    # 2 × (256 outputs × 27 + 10 × 4) FLOPs per image.
+    assert entry["params"] == 162
+    assert entry["flops"] == 13_904 and entry["flops_note"] is None
+    assert entry["runtimes"] == ["onnxruntime", "openvino"]
+    assert client.get("/v1/models/upload:mynet").json() == entry
+    listed = client.get("/v1/models", params={"source": "upload"}).json()
+    assert [e["name"] for e in listed] == ["upload:mynet"]
+
+
+def test_the_same_bytes_are_one_file_and_come_back_whole(client, store, monkeypatch):
+    """Content-addressed: two names, one stored file; chunked, read back byte for byte."""
+    monkeypatch.setattr("dnnprof.store.uploads.CHUNK_BYTES", 1000)  # several chunks from a small file
+    body = files.classifier_bytes(weights=2000)  # ~8.7 kB
+    assert upload(client, body, name="a").status_code == 201
+    assert upload(client, body, name="b").status_code == 201
+    again = upload(client, body, name="a")
+    assert again.status_code == 200  # the same client, name and file: the entry as it is
+    sha = hashlib.sha256(body).hexdigest()
+    assert store.blob_sizes() == {sha: len(body)}
+    assert store.redis.hlen(f"dnnprof:blob:{sha}") == -(-len(body) // 1000)
+    assert b"".join(store.blob_chunks(sha)) == body
+    assert CHUNK_BYTES < 512 * 1024 * 1024
+    # The file goes with its last name.
+    assert client.delete("/v1/models/upload:a").status_code == 200
+    assert store.has_blob(sha)
+    assert client.delete("/v1/models/upload:b").status_code == 200
+    assert not store.has_blob(sha) and store.redis.keys("dnnprof:blob*") == []
+    assert client.get("/v1/models/upload:b").status_code == 404
+
+
+def test_names_belong_to_their_uploader_where_keys_are_set(store, redis_url):
+    keys = frozenset({"alice-key", "bob-key"})
+    alice, bob = {**ONNX, "x-api-key": "alice-key"}, {**ONNX, "x-api-key": "bob-key"}
+    with api(redis_url, api_keys=keys) as client:
+        assert upload(client, files.classifier_bytes()).status_code == 401  # writes need a key
+        assert upload(client, files.classifier_bytes(), headers=alice).status_code == 201
+        taken = upload(client, files.classifier_bytes(classes=5), headers=bob)
+        assert taken.status_code == 409 and "another client's" in taken.json()["detail"]
+        mine = upload(client, files.classifier_bytes(classes=5), headers=alice)
+        assert mine.status_code == 409 and "delete it first" in mine.json()["detail"]
+        assert client.delete("/v1/models/upload:mynet", headers={"x-api-key": "bob-key"}).status_code == 403
+        assert client.get("/v1/models/upload:mynet").status_code == 200
+        assert client.delete("/v1/models/upload:mynet", headers={"x-api-key": "alice-key"}).status_code == 200
+
+
+def test_caps_per_client_and_in_total_say_so(store, redis_url):
+    with api(redis_url) as client:
+        for i in range(3):
+            assert upload(client, files.classifier_bytes(classes=10 + i), name=f"n{i}").status_code == 201
+        before = snapshot(store)
+        count = upload(client, files.classifier_bytes(classes=20), name="n3")
+        assert count.status_code == 429 and "DNNPROF_MAX_UPLOADS_PER_CLIENT" in count.json()["detail"]
+        assert snapshot(store) == before
+    store.redis.flushall()
+    small = len(files.classifier_bytes(weights=200_000))  # ~0.8 MB each
+    with api(redis_url, max_upload_client_mb=1) as client:
+        assert upload(client, files.classifier_bytes(weights=200_000), name="a").status_code == 201
+        before = snapshot(store)
+        over = upload(client, files.classifier_bytes(weights=200_001), name="b")
+        assert over.status_code == 429 and "DNNPROF_MAX_UPLOAD_CLIENT_MB" in over.json()["detail"]
+        assert snapshot(store) == before
+    with api(redis_url, max_uploads_total_mb=1) as client:
+        before = snapshot(store)
+        full = upload(client, files.classifier_bytes(weights=200_002), name="c")
+        assert full.status_code == 507 and "DNNPROF_MAX_UPLOADS_TOTAL_MB" in full.json()["detail"]
+        assert snapshot(store) == before
+    assert small < 1024 * 1024
+
+
+def test_resnet18_exported_from_torchvision_counts_as_the_catalogue_does(tmp_path):
+    """torchvision's resnet18 (random weights) through torch.onnx.export, as the worker exports
+    (dynamo, dynamic batch, opset 18, no external data), but unoptimised: the optimiser folds each
+    BatchNormalization into its convolution, another set of parameters (11,679,912)."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = torchvision.models.resnet18().eval()
+    path = tmp_path / "resnet18.onnx"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(
+        model,
+        (torch.randn(2, 3, 224, 224),),
+        str(path),
+        dynamo=True,
+        dynamic_shapes=({0: batch},),
+        opset_version=18,
+        external_data=False,
+        optimize=False,
+    )
+    summary = inspect_onnx(path.read_bytes(), Limits(max_bytes=1 << 30, max_nodes=8000))
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 224, 224))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    assert summary.params == weights.meta["num_params"] == 11_689_512
+    assert summary.flops == pytest.approx(counter.get_total_flops(), rel=0.005)
+    assert summary.flops / 2e9 == pytest.approx(weights.meta["_ops"], rel=0.005)  # torchvision's GMACs
+    assert summary.flops_note is None and summary.num_classes == 1000
+    assert summary.input.shape == ["batch", 3, 224, 224]
