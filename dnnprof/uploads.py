@@ -18,10 +18,10 @@ import msgspec
 
 from dnnprof.catalogue import Resolved, UnknownModelError
 from dnnprof.config import Settings
-from dnnprof.contract import ModelInfo
-from dnnprof.onnx_check import OnnxSummary, TensorInfo, UploadRefused
+from dnnprof.contract import DEFAULT_BATCH_SIZES, ModelInfo, ProfileRequest
 from dnnprof.store import ProfileStore
 from dnnprof.store.uploads import NameTaken, UploadRecord
+from dnnprof.upload_contract import OnnxSummary, TensorInfo, UploadRefused
 
 PREFIX = "upload:"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
@@ -205,6 +205,32 @@ class UploadService:
         if record is None or (tag and not record.sha256.startswith(tag)):
             raise UnknownModelError(name, [f"{PREFIX}{r.name}" for r in self.store.uploads()][:5])
         return Resolved(_entry_decoder.decode(record.entry), record.sha256[:TAG_HEX])
+
+
+def upload_refusal(info: ModelInfo, data: ProfileRequest) -> tuple[str, str] | None:
+    """(field, why) where an uploaded model cannot be profiled as ``data`` asks, else None (and
+    None for a catalogue model)."""
+    if not isinstance(info, UploadedModel):
+        return None
+    if data.runtime not in info.runtimes:
+        return "runtime", (
+            f"{info.name} is an uploaded ONNX file: it can be profiled in {', '.join(info.runtimes)}, "
+            f"not {data.runtime} (that needs a torch module, which an ONNX file does not convert to here)"
+        )
+    if data.accuracy:
+        return "accuracy", (
+            f"{info.name} carries no preprocessing (input size, mean/std, crop, interpolation, colour "
+            "order): its top-1 on ImageNet cannot be measured without it"
+        )
+    if data.input_size is not None and data.input_size != info.input_size:
+        return (
+            "input_size",
+            f"{info.name} takes {info.input_size}×{info.input_size} images only (input {info.input.shape})",
+        )
+    batch = info.input.shape[0]
+    if isinstance(batch, int) and any(b != batch for b in (data.batch_sizes or DEFAULT_BATCH_SIZES)):
+        return "batch_sizes", f"{info.name}'s batch axis is fixed at {batch}: ask for batch_sizes [{batch}]"
+    return None
 
 
 def resolve_upload(store: ProfileStore, settings: Settings, name: str) -> Resolved:

@@ -242,3 +242,45 @@ def test_resnet18_exported_from_torchvision_counts_as_the_catalogue_does(tmp_pat
     assert summary.flops / 2e9 == pytest.approx(weights.meta["_ops"], rel=0.005)  # torchvision's GMACs
     assert summary.flops_note is None and summary.num_classes == 1000
     assert summary.input.shape == ["batch", 3, 224, 224]
+
+
+def test_an_oversized_body_without_a_length_is_refused_as_it_streams(client, store):
+    """No Content-Length (chunked): the cap is applied to what has arrived, not to a declaration."""
+    before = snapshot(store)
+    body = files.classifier_bytes(weights=300_000)  # 1.2 MB against the 1 MB cap
+
+    def chunks():
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    response = upload(client, chunks())
+    assert response.status_code == 422 and "over the upload cap of 1 MB" in response.json()["detail"]
+    assert snapshot(store) == before
+
+
+def test_an_upload_is_profiled_only_in_the_runtimes_that_take_an_onnx_file(client, store):
+    body = files.classifier_bytes()
+    assert upload(client, body).status_code == 201
+    for asked, field, says in (
+        ({"runtime": "eager"}, "runtime", "it can be profiled in onnxruntime, openvino"),
+        ({"runtime": "compile"}, "runtime", "it can be profiled in onnxruntime, openvino"),
+        ({"runtime": "onnxruntime", "accuracy": True}, "accuracy", "carries no preprocessing"),
+        ({"runtime": "onnxruntime", "input_size": 224}, "input_size", "takes 8×8 images only"),
+    ):
+        before = snapshot(store)
+        response = client.post("/v1/profiles", json={"model": "upload:mynet", **asked})
+        assert response.status_code == 422, response.text
+        error = response.json()["errors"][0]
+        assert error["field"] == field and says in error["message"]
+        assert snapshot(store) == before
+    job = client.post(
+        "/v1/profiles", json={"model": "upload:mynet", "runtime": "onnxruntime", "batch_sizes": [1]}
+    )
+    assert job.status_code == 202, job.text
+    profile = job.json()["profile"]
+    sha = hashlib.sha256(body).hexdigest()
+    # Stored under the name and its file's hash, as a timm tag names its weights.
+    assert profile["settings"]["model"] == f"upload:mynet.{sha[:12]}"
+    assert profile["model"]["sha256"] == sha and profile["model"]["published_params"] == 162
+    unknown = client.post("/v1/profiles", json={"model": "upload:nosuch", "runtime": "onnxruntime"})
+    assert unknown.status_code == 404 and unknown.json()["suggestions"] == ["upload:mynet"]

@@ -20,7 +20,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from dnnprof.onnx_check import ACCEPTED, Limits, UploadRefused, inspect_onnx
+from dnnprof.upload_contract import ACCEPTED, Limits, UploadRefused
 from dnnprof.uploads import MB, PREFIX, UploadedModel, UploadService, check_name
 from service.bodies import media_type
 from service.deps import Services
@@ -101,6 +101,8 @@ class UploadRoutes:
             await anyio.to_thread.run_sync(uploads.precheck, client)
             data, sha256 = await read_capped(request, settings.max_upload_mb * MB)
             limits = Limits(max_bytes=settings.max_upload_mb * MB, max_nodes=settings.max_upload_nodes)
+            from dnnprof.onnx_check import inspect_onnx  # onnx and numpy: loaded at the first upload
+
             summary = await anyio.to_thread.run_sync(inspect_onnx, data, limits)
             entry, created = await anyio.to_thread.run_sync(
                 uploads.create, bare, summary, data, sha256, client
