@@ -1,0 +1,76 @@
+"""An uploaded ONNX export of resnet18 profiled end to end (issue 42): the real `dnnprof serve`
+(embedded Redis, a CPU worker, the API over HTTP), in ONNX Runtime and OpenVINO, beside the
+catalogue's resnet18 in Table 1 and the metrics."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def resnet18_onnx(tmp_path_factory) -> bytes:
+    """torchvision's resnet18 with random weights, exported as the worker exports (dynamo, dynamic
+    batch, opset 18, no external data), unoptimised: the optimiser folds BatchNormalization into
+    the convolutions, another set of parameters."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    path = tmp_path_factory.mktemp("upload") / "resnet18.onnx"
+    torch.onnx.export(
+        torchvision.models.resnet18().eval(),
+        (torch.randn(2, 3, 224, 224),),
+        str(path),
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+        opset_version=18,
+        external_data=False,
+        optimize=False,
+    )
+    return path.read_bytes()
+
+
+def test_an_uploaded_resnet18_profiles_in_both_onnx_runtimes_beside_the_catalogues(client, resnet18_onnx):
+    from torchvision.models import ResNet18_Weights
+
+    meta = ResNet18_Weights.IMAGENET1K_V1.meta
+    response = client.post(
+        "/v1/models",
+        params={"name": "myresnet"},
+        content=resnet18_onnx,
+        headers={"content-type": "application/onnx"},
+    )
+    assert response.status_code in (200, 201), response.text
+    entry = response.json()
+    sha = hashlib.sha256(resnet18_onnx).hexdigest()
+    assert entry["sha256"] == sha and entry["params"] == meta["num_params"]
+    assert entry["flops"] / 2e9 == pytest.approx(meta["_ops"], rel=0.005)  # torchvision's GMACs
+
+    for runtime in ("onnxruntime", "openvino"):
+        body = {
+            "model": "upload:myresnet",
+            "runtime": runtime,
+            "batch_sizes": [1, 2],
+            "runs": 3,
+            "repeats": 1,
+        }
+        job = client.post("/v1/profiles", json=body)
+        assert job.status_code in (200, 202), job.text
+        done = wait_for(client, job.json()["id"])
+        assert done["status"] == "succeeded", done.get("error")
+        result = done["result"]
+        assert result["params"] == meta["num_params"] and result["flops"] == entry["flops"]
+        assert result["param_file_bytes_fp32"] == len(resnet18_onnx)
+        assert [b["status"] for b in result["batches"]] == ["ok", "ok"]
+        assert result["runtime"]["name"] == runtime and result["runtime"]["outputs"]["outputs_match"]
+
+    model = f"upload:myresnet.{sha[:12]}"
+    table = client.get("/v1/analysis/table1", params={"device": "cpu", "runtime": "onnxruntime"}).json()
+    assert model in {row["model"] for row in table}
+    stored = client.get("/v1/profiles", params={"model": "upload:myresnet"}).json()
+    assert {p["settings"]["runtime"] for p in stored} >= {"onnxruntime", "openvino"}
+    assert f'model="{model}"' in client.get("/metrics").text
