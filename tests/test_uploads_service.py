@@ -5,6 +5,7 @@ catalogue's resnet18 in Table 1 and the metrics."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -74,3 +75,26 @@ def test_an_uploaded_resnet18_profiles_in_both_onnx_runtimes_beside_the_catalogu
     stored = client.get("/v1/profiles", params={"model": "upload:myresnet"}).json()
     assert {p["settings"]["runtime"] for p in stored} >= {"onnxruntime", "openvino"}
     assert f'model="{model}"' in client.get("/metrics").text
+
+
+def test_the_cli_uploads_a_file_and_profiles_it(service, tmp_path):
+    from tests import uploads_helpers as files
+    from tests.helpers import dnnprof_env, run_dnnprof
+
+    env = dnnprof_env(DNNPROF_URL=service.base_url)
+    tiny, pickled = tmp_path / "tiny.onnx", tmp_path / "model.pt"
+    tiny.write_bytes(files.classifier_bytes(classes=7))
+    pickled.write_bytes(files.pickled())
+    done = run_dnnprof("upload", str(tiny), "--name", "tiny-cli", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "upload:tiny-cli" in done.stdout and "opset 18" in done.stdout
+    refused = run_dnnprof("upload", str(pickled), "--name", "evil", env=env)
+    assert refused.returncode == 1 and "415" in refused.stderr and "pickle" in refused.stderr
+    missing = run_dnnprof("upload", str(tmp_path / "nothing.onnx"), "--name", "x", env=env)
+    assert missing.returncode == 2 and "is not a file" in missing.stderr
+    settings = ("--runtime", "onnxruntime", "--batch-sizes", "1", "--runs", "3", "--repeats", "1", "--json")
+    profiled = run_dnnprof("profile", "upload:tiny-cli", *settings, "--wait", env=env)
+    assert profiled.returncode == 0, profiled.stderr
+    record = json.loads(profiled.stdout)
+    # tests/uploads_helpers.classifier at 7 classes, by hand: 4·3·3·3 + 4 + 7·4 + 7 parameters.
+    assert record["status"] == "succeeded" and record["result"]["params"] == 147
