@@ -284,3 +284,32 @@ def test_an_upload_is_profiled_only_in_the_runtimes_that_take_an_onnx_file(clien
     assert profile["model"]["sha256"] == sha and profile["model"]["published_params"] == 162
     unknown = client.post("/v1/profiles", json={"model": "upload:nosuch", "runtime": "onnxruntime"})
     assert unknown.status_code == 404 and unknown.json()["suggestions"] == ["upload:mynet"]
+
+
+def test_the_upload_caps_are_read_from_the_environment(monkeypatch):
+    """The README's configuration table: the five DNNPROF_*UPLOAD* variables."""
+    from dnnprof.config import SettingsError
+
+    values = {
+        "DNNPROF_MAX_UPLOAD_MB": "7",
+        "DNNPROF_MAX_UPLOAD_NODES": "100",
+        "DNNPROF_MAX_UPLOADS_PER_CLIENT": "2",
+        "DNNPROF_MAX_UPLOAD_CLIENT_MB": "9",
+        "DNNPROF_MAX_UPLOADS_TOTAL_MB": "11",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    s = Settings.from_env()
+    assert (s.max_upload_mb, s.max_upload_nodes, s.max_uploads_per_client) == (7, 100, 2)
+    assert (s.max_upload_client_mb, s.max_uploads_total_mb) == (9, 11)
+    monkeypatch.setenv("DNNPROF_MAX_UPLOAD_MB", "lots")
+    with pytest.raises(SettingsError, match="DNNPROF_MAX_UPLOAD_MB"):
+        Settings.from_env()
+
+
+def test_the_openapi_document_says_the_upload_body_is_the_file(redis_url):
+    schema = create_app(dataclasses.replace(SETTINGS, redis_url=redis_url)).openapi_schema.to_schema()
+    upload_op = schema["paths"]["/v1/models"]["post"]
+    assert "application/onnx" in upload_op["requestBody"]["content"]
+    assert {"201", "409", "415", "422", "429", "507"} <= set(upload_op["responses"])
+    assert "delete" in schema["paths"]["/v1/models/{name}"]
