@@ -265,9 +265,11 @@ def upload(args: argparse.Namespace) -> int:
         print(json.dumps(entry))
         return 0
     out = console()
+    flops = f"{entry['flops'] / 1e9:.3f} GFLOPs" if entry["flops"] is not None else "FLOPs not counted"
+    shape, kind = entry["input"]["shape"], entry["input"]["type"]
     out.print(
-        f"{entry['name']}: {entry['params']:,} parameters, {entry['flops'] / 1e9:.3f} GFLOPs per image "
-        f"(1 multiply-add = 2), input {entry['input']['shape']} {entry['input']['type']}, "
+        f"{entry['name']}: {entry['params']:,} parameters, {flops} per image (1 multiply-add = 2), "
+        f"input {shape} {kind}, "
         f"{entry['num_classes']} classes, opset {entry['opset']}, sha256 {entry['sha256'][:12]}…; "
         f"profile it with: dnnprof profile {entry['name']} --runtime onnxruntime --wait",
         highlight=False,

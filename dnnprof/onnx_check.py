@@ -34,7 +34,20 @@ def refuse(detail: str) -> UploadRefused:
 
 
 def inspect_onnx(data: bytes, limits: Limits) -> OnnxSummary:
-    """The summary of an uploaded file, or :class:`UploadRefused` saying why it is not taken."""
+    """The summary of an uploaded file, or :class:`UploadRefused` saying why it is not taken. A file
+    that trips anything else in onnx or protobuf is refused too (a 422 naming the error), never a
+    server error: it is hostile input until proven otherwise."""
+    try:
+        return summarise(data, limits)
+    except UploadRefused:
+        raise
+    except Exception as exc:  # whatever a crafted file makes a parser raise
+        raise refuse(
+            f"the file could not be checked as an ONNX model: {type(exc).__name__}: {first_lines(exc)}"
+        ) from exc
+
+
+def summarise(data: bytes, limits: Limits) -> OnnxSummary:
     if len(data) > limits.max_bytes:
         raise refuse(
             f"the file is {len(data)} bytes, over the upload cap of {limits.max_bytes} "
@@ -57,7 +70,10 @@ def inspect_onnx(data: bytes, limits: Limits) -> OnnxSummary:
     check(model)
     check_domains(model)
     image = image_input(model)
-    flops, note = count_graph_flops(model, image.name)
+    try:
+        flops, note = count_graph_flops(model, image.name)
+    except Exception as exc:  # noqa: BLE001 - a model onnx's checker takes is profiled uncounted
+        flops, note = None, f"not counted: inferring the graph's shapes failed ({first_lines(exc)})"
     outputs = [tensor_info(v) for v in model.graph.output]
     last = outputs[0].shape[-1] if outputs and outputs[0].shape else None
     return OnnxSummary(

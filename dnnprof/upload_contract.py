@@ -54,5 +54,5 @@ class OnnxSummary(msgspec.Struct, kw_only=True):
     #: (buffers, which torch does not count as parameters either).
     params: int
     #: Per image (batch 1), one multiply-add = 2 FLOPs (see :mod:`dnnprof.onnx_flops`).
-    flops: int
+    flops: int | None
     flops_note: str | None = None

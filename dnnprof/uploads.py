@@ -44,7 +44,7 @@ class UploadedModel(ModelInfo, kw_only=True):
     producer: str
     nodes: int
     params: int
-    flops: int
+    flops: int | None
     flops_note: str | None = None
     #: The runtimes that can profile it.
     runtimes: list[str] = msgspec.field(default_factory=lambda: list(UPLOAD_RUNTIMES))
@@ -74,7 +74,7 @@ def entry_for(name: str, summary: OnnxSummary, sha256: str, size: int) -> Upload
         input_size=int(summary.input.shape[2]),
         num_classes=summary.num_classes or 0,
         published_params=summary.params,
-        published_gmacs=summary.flops / 2e9,
+        published_gmacs=summary.flops / 2e9 if summary.flops is not None else None,
         notes=f"uploaded ONNX file ({summary.producer or 'unknown producer'}); FLOPs counted from its graph",
         sha256=sha256,
         size_bytes=size,

@@ -313,3 +313,19 @@ def test_the_openapi_document_says_the_upload_body_is_the_file(redis_url):
     assert "application/onnx" in upload_op["requestBody"]["content"]
     assert {"201", "409", "415", "422", "429", "507"} <= set(upload_op["responses"])
     assert "delete" in schema["paths"]["/v1/models/{name}"]
+
+
+def test_an_api_process_receives_two_uploads_at_once_and_asks_a_third_to_retry():
+    """Each upload may hold a few times the size cap while it is parsed: their number bounds the
+    API's memory, whatever the clients send at once."""
+    from dnnprof.upload_contract import UploadRefused
+    from service.controllers.uploads import MAX_CONCURRENT_UPLOADS, one_of_the_uploads
+
+    with contextlib.ExitStack() as held:
+        for _ in range(MAX_CONCURRENT_UPLOADS):
+            held.enter_context(one_of_the_uploads())
+        with pytest.raises(UploadRefused) as third, one_of_the_uploads():
+            pass
+        assert third.value.status == 429 and "retry" in third.value.detail
+    with one_of_the_uploads():  # places are given back
+        pass

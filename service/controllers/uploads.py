@@ -10,7 +10,9 @@ names a path: the store keeps it under its hash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from typing import Annotated
 
 import anyio.to_thread
@@ -29,6 +31,10 @@ from service.security import identity_for
 
 #: The Content-Types an upload may be sent as.
 ONNX_TYPES = ("application/onnx", "application/octet-stream")
+#: Uploads one API process receives and checks at once: each may hold a few times
+#: DNNPROF_MAX_UPLOAD_MB while it is parsed and checked, so their number is what bounds the memory.
+MAX_CONCURRENT_UPLOADS = 2
+_receiving = 0
 
 
 def client_of(request: Request, services: Services) -> str:
@@ -66,6 +72,36 @@ async def read_capped(request: Request, max_bytes: int) -> tuple[bytes, str]:
     return bytes(body), digest.hexdigest()
 
 
+@contextlib.contextmanager
+def one_of_the_uploads() -> Iterator[None]:
+    """A place among the uploads this process handles at once, or a 429 saying to retry (the
+    handlers run on one event loop: the count needs no lock)."""
+    global _receiving
+    if _receiving >= MAX_CONCURRENT_UPLOADS:
+        raise UploadRefused(
+            429,
+            f"this API process is receiving {MAX_CONCURRENT_UPLOADS} uploads already; retry in a few seconds",
+        )
+    _receiving += 1
+    try:
+        yield
+    finally:
+        _receiving -= 1
+
+
+async def receive(
+    request: Request, uploads: UploadService, name: str, client: str
+) -> tuple[UploadedModel, bool]:
+    """Read, check (in a thread: parsing is CPU work) and store one upload."""
+    settings = uploads.settings
+    data, sha256 = await read_capped(request, settings.max_upload_mb * MB)
+    limits = Limits(max_bytes=settings.max_upload_mb * MB, max_nodes=settings.max_upload_nodes)
+    from dnnprof.onnx_check import inspect_onnx  # onnx and numpy: loaded at the first upload
+
+    summary = await anyio.to_thread.run_sync(inspect_onnx, data, limits)
+    return await anyio.to_thread.run_sync(uploads.create, name, summary, data, sha256, client)
+
+
 class UploadRoutes:
     """The writes of ``/v1/models``, mixed into :class:`service.controllers.models.ModelController`
     (one controller a path: Litestar gives each its own OPTIONS handler)."""
@@ -99,14 +135,8 @@ class UploadRoutes:
                 )
             bare = check_name(name)
             await anyio.to_thread.run_sync(uploads.precheck, client)
-            data, sha256 = await read_capped(request, settings.max_upload_mb * MB)
-            limits = Limits(max_bytes=settings.max_upload_mb * MB, max_nodes=settings.max_upload_nodes)
-            from dnnprof.onnx_check import inspect_onnx  # onnx and numpy: loaded at the first upload
-
-            summary = await anyio.to_thread.run_sync(inspect_onnx, data, limits)
-            entry, created = await anyio.to_thread.run_sync(
-                uploads.create, bare, summary, data, sha256, client
-            )
+            with one_of_the_uploads():
+                entry, created = await receive(request, uploads, bare, client)
         except UploadRefused as exc:
             raise refused(exc) from None
         location = f"/v1/models/{PREFIX}{bare}"
