@@ -173,11 +173,12 @@ class UploadService:
                 )
 
     def get(self, name: str) -> UploadedModel:
-        record = self.store.upload(check_name(name))
-        if record is None:
-            raise UploadRefused(
-                404, f"no uploaded model {PREFIX}{check_name(name)} (GET /v1/models?source=upload)"
-            )
+        """The entry of ``upload:<name>``, or of ``upload:<name>.<tag>`` (as profiles name it) while
+        the name holds that file."""
+        bare, _, tag = name.partition(".")
+        record = self.store.upload(check_name(bare))
+        if record is None or not record.sha256.startswith(tag):
+            raise UploadRefused(404, f"no uploaded model {name[:80]} (GET /v1/models?source=upload)")
         return _entry_decoder.decode(record.entry)
 
     def list(self) -> list[UploadedModel]:

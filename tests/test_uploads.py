@@ -148,6 +148,9 @@ def test_the_classifier_is_summarised_from_its_graph(client, store):
     assert entry["flops"] == 13_904 and entry["flops_note"] is None
     assert entry["runtimes"] == ["onnxruntime", "openvino"]
     assert client.get("/v1/models/upload:mynet").json() == entry
+    # As its profiles name it: the name and its file's hash.
+    assert client.get(f"/v1/models/upload:mynet.{entry['sha256'][:12]}").json() == entry
+    assert client.get("/v1/models/upload:mynet.000000000000").status_code == 404
     listed = client.get("/v1/models", params={"source": "upload"}).json()
     assert [e["name"] for e in listed] == ["upload:mynet"]
 
