@@ -19,6 +19,7 @@ import msgspec
 from dnnprof.catalogue import Resolved, UnknownModelError
 from dnnprof.config import Settings
 from dnnprof.contract import DEFAULT_BATCH_SIZES, ModelInfo, ProfileRequest
+from dnnprof.runtimes import RUNTIME_SPECS
 from dnnprof.store import ProfileStore
 from dnnprof.store.uploads import NameTaken, UploadRecord
 from dnnprof.upload_contract import OnnxSummary, TensorInfo, UploadRefused
@@ -27,8 +28,11 @@ PREFIX = "upload:"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 TAG_HEX = 12
 MB = 1024 * 1024
-#: The runtimes that run an uploaded file as it is (eager and compile need a torch module).
-UPLOAD_RUNTIMES = ("onnxruntime", "openvino")
+#: The runtimes that run an uploaded file as it is: those the runtime spec prepares from an ONNX
+#: file and that are offered (eager and compile need a torch module).
+UPLOAD_RUNTIMES = tuple(
+    name for name, spec in RUNTIME_SPECS.items() if spec.prepared_from == "onnx" and spec.unavailable is None
+)
 
 
 class UploadedModel(ModelInfo, kw_only=True):
@@ -217,6 +221,12 @@ def upload_refusal(info: ModelInfo, data: ProfileRequest) -> tuple[str, str] | N
         return "runtime", (
             f"{info.name} is an uploaded ONNX file: it can be profiled in {', '.join(info.runtimes)}, "
             f"not {data.runtime} (that needs a torch module, which an ONNX file does not convert to here)"
+        )
+    opset = data.runtime_options.opset if data.runtime_options is not None else None
+    if opset is not None and opset != info.opset:
+        return (
+            "runtime_options",
+            f"{info.name} is run at its own opset, {info.opset}: it is not exported again",
         )
     if data.accuracy:
         return "accuracy", (

@@ -332,3 +332,12 @@ def test_an_api_process_receives_two_uploads_at_once_and_asks_a_third_to_retry()
         assert third.value.status == 429 and "retry" in third.value.detail
     with one_of_the_uploads():  # places are given back
         pass
+
+
+def test_an_upload_is_run_at_its_own_opset(client, store):
+    assert upload(client, files.classifier_bytes()).status_code == 201
+    asked = {"model": "upload:mynet", "runtime": "openvino", "runtime_options": {"opset": 17}}
+    response = client.post("/v1/profiles", json=asked)
+    assert response.status_code == 422, response.text
+    error = response.json()["errors"][0]
+    assert error["field"] == "runtime_options" and "its own opset, 18" in error["message"]
