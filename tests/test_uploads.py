@@ -341,3 +341,17 @@ def test_an_upload_is_run_at_its_own_opset(client, store):
     assert response.status_code == 422, response.text
     error = response.json()["errors"][0]
     assert error["field"] == "runtime_options" and "its own opset, 18" in error["message"]
+
+
+def test_attention_counts_as_torchs_counter_counts_sdpa():
+    """By hand: Q·Kᵀ and the weights times V, 2 × 3 heads × 8 × 8 positions × 8 features each,
+    6,144 FLOPs; torch.utils.flop_counter's formula for scaled_dot_product_attention agrees."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    summary = inspect_onnx(files.attention(), Limits(max_bytes=1 << 20, max_nodes=10))
+    q = torch.randn(1, 3, 8, 8)
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert summary.flops == counter.get_total_flops() == 6144 and summary.flops_note is None

@@ -126,3 +126,13 @@ def one_input(elem_type: int, shape: list) -> bytes:
     x = helper.make_tensor_value_info("x", elem_type, shape)
     y = helper.make_tensor_value_info("y", elem_type, shape)
     return _model(nodes, [x], [y]).SerializeToString()
+
+
+def attention() -> bytes:
+    """Opset 23's Attention on the image as (batch, 3 heads, 8 positions, 8 features): Q = K = V."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Attention", ["x", "x", "x"], ["y"])], "g", [x], [y])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 23)], ir_version=11
+    ).SerializeToString()
