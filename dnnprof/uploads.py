@@ -10,6 +10,7 @@ timm tag names its weights: another file under the same name is another model.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import msgspec
 
 from dnnprof.catalogue import Resolved, UnknownModelError
 from dnnprof.config import Settings
-from dnnprof.contract import DEFAULT_BATCH_SIZES, ModelInfo, ProfileRequest
+from dnnprof.contract import DEFAULT_BATCH_SIZES, IMAGENET_CLASSES, ModelInfo, ProfileRequest
 from dnnprof.runtimes import RUNTIME_SPECS
 from dnnprof.store import ProfileStore
 from dnnprof.store.uploads import NameTaken, UploadRecord
@@ -33,6 +34,52 @@ MB = 1024 * 1024
 UPLOAD_RUNTIMES = tuple(
     name for name, spec in RUNTIME_SPECS.items() if spec.prepared_from == "onnx" and spec.unavailable is None
 )
+
+
+#: What accuracy needs to know of an upload's preprocessing (with its input size, from the graph):
+#: the query parameters of ``POST /v1/models`` that carry it.
+PREPROCESSING = ("mean", "std", "crop_pct", "interpolation", "input_space")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def parse_preprocessing(given: dict[str, str | None]) -> dict[str, object]:
+    """The preprocessing fields an upload states (``mean=0.485,0.456,0.406`` ...), checked; a 422
+    naming the first that is malformed. Those not stated keep ImageNet's defaults, unmarked."""
+    out: dict[str, object] = {}
+    for field in ("mean", "std"):
+        if (text := given.get(field)) is not None:
+            try:
+                values = tuple(float(v) for v in text.split(","))
+            except ValueError:
+                values = ()
+            if (
+                len(values) != 3
+                or not all(math.isfinite(v) for v in values)
+                or (field == "std" and min(values) <= 0)
+            ):
+                raise UploadRefused(
+                    422, f"{field}: three comma-separated numbers (std above 0), e.g. 0.485,0.456,0.406"
+                )
+            out[field] = values
+    if (text := given.get("crop_pct")) is not None:
+        try:
+            crop = float(text)
+        except ValueError:
+            crop = -1.0
+        if not 0 < crop <= 1:
+            raise UploadRefused(
+                422, "crop_pct: the share of the resized image the centre crop keeps, in (0, 1]"
+            )
+        out["crop_pct"] = crop
+    if (text := given.get("interpolation")) is not None:
+        if text not in INTERPOLATIONS:
+            raise UploadRefused(422, f"interpolation: one of {', '.join(INTERPOLATIONS)}")
+        out["interpolation"] = text
+    if (text := given.get("input_space")) is not None:
+        if text not in ("RGB", "BGR"):
+            raise UploadRefused(422, "input_space: RGB or BGR (the channel order the model expects)")
+        out["input_space"] = text
+    return out
 
 
 class UploadedModel(ModelInfo, kw_only=True):
@@ -50,6 +97,8 @@ class UploadedModel(ModelInfo, kw_only=True):
     params: int
     flops: int | None
     flops_note: str | None = None
+    #: The preprocessing fields the upload stated (:data:`PREPROCESSING`); accuracy needs them all.
+    preprocessing: list[str] = msgspec.field(default_factory=list)
     #: The runtimes that can profile it.
     runtimes: list[str] = msgspec.field(default_factory=lambda: list(UPLOAD_RUNTIMES))
 
@@ -70,8 +119,13 @@ def check_name(name: str) -> str:
     return bare
 
 
-def entry_for(name: str, summary: OnnxSummary, sha256: str, size: int) -> UploadedModel:
+def entry_for(
+    name: str, summary: OnnxSummary, sha256: str, size: int, preprocessing: dict[str, object] | None = None
+) -> UploadedModel:
+    stated = preprocessing or {}
     return UploadedModel(
+        **stated,  # type: ignore[arg-type]
+        preprocessing=[f for f in PREPROCESSING if f in stated],
         name=PREFIX + name,
         source="upload",
         architecture=name,
@@ -99,17 +153,24 @@ class UploadService:
             raise self._count_refusal(cap)
 
     def create(
-        self, name: str, summary: OnnxSummary, data: bytes, sha256: str, client: str
+        self,
+        name: str,
+        summary: OnnxSummary,
+        data: bytes,
+        sha256: str,
+        client: str,
+        preprocessing: dict[str, object] | None = None,
     ) -> tuple[UploadedModel, bool]:
         """Store the file (once per hash) and its entry: (entry, created). Refusals: 409 for a name
         taken, 429 for a client's caps, 507 for the total cap."""
-        entry = entry_for(name, summary, sha256, len(data))
+        entry = entry_for(name, summary, sha256, len(data), preprocessing)
         record = UploadRecord(
             name=name,
             sha256=sha256,
             size_bytes=len(data),
             owner=client,
             entry=msgspec.Raw(msgspec.json.encode(entry)),
+            stated=msgspec.json.encode(dict(sorted((preprocessing or {}).items()))).decode(),
         )
         existing = self.store.upload(name)
         if existing is not None:
@@ -133,13 +194,22 @@ class UploadService:
         raise UploadRefused(409, "the file was deleted while it was uploaded; send it again")
 
     def _taken_or_same(self, existing: UploadRecord, record: UploadRecord) -> None:
-        if existing.owner == record.owner and existing.sha256 == record.sha256:
+        if existing.same_as(record):
             return
-        whose = "yours, with another file" if existing.owner == record.owner else "another client's"
+        mine = existing.owner == record.owner
+        whose = (
+            (
+                "yours, with another file"
+                if existing.sha256 != record.sha256
+                else "yours, with other preprocessing"
+            )
+            if mine
+            else "another client's"
+        )
         raise UploadRefused(
             409,
             f"the name {PREFIX}{record.name} is taken ({whose}, sha256 {existing.sha256[:12]}…): "
-            "choose another name" + (", or delete it first" if existing.owner == record.owner else ""),
+            "choose another name" + (", or delete it first" if mine else ""),
         )
 
     def _count_refusal(self, cap: int) -> UploadRefused:
@@ -228,10 +298,13 @@ def upload_refusal(info: ModelInfo, data: ProfileRequest) -> tuple[str, str] | N
             "runtime_options",
             f"{info.name} is run at its own opset, {info.opset}: it is not exported again",
         )
-    if data.accuracy:
+    missing = [f for f in PREPROCESSING if f not in info.preprocessing]
+    if data.accuracy and missing and info.num_classes == IMAGENET_CLASSES:  # else: not ImageNet's head
         return "accuracy", (
-            f"{info.name} carries no preprocessing (input size, mean/std, crop, interpolation, colour "
-            "order): its top-1 on ImageNet cannot be measured without it"
+            f"{info.name} was uploaded without its preprocessing ({', '.join(missing)} missing; its "
+            f"input size, {info.input_size}, is its graph's): its top-1 on ImageNet cannot be measured "
+            "without it. Upload it with them (POST /v1/models?name=...&mean=...&std=...&crop_pct=...&"
+            "interpolation=...&input_space=...), under another name or after deleting this one"
         )
     if data.input_size is not None and data.input_size != info.input_size:
         return (

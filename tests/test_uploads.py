@@ -66,8 +66,9 @@ def snapshot(store: ProfileStore) -> dict[bytes, bytes]:
     return {key: store.redis.dump(key) for key in store.redis.keys("*")}
 
 
-def upload(client, body: bytes, name: str = "mynet", headers=ONNX, **kw):
-    return client.post("/v1/models", params={"name": name}, content=body, headers=headers, **kw)
+def upload(client, body: bytes, name: str = "mynet", headers=ONNX, params_extra=None):
+    params = {"name": name, **(params_extra or {})}
+    return client.post("/v1/models", params=params, content=body, headers=headers)
 
 
 REFUSALS = [
@@ -267,7 +268,7 @@ def test_an_upload_is_profiled_only_in_the_runtimes_that_take_an_onnx_file(clien
     for asked, field, says in (
         ({"runtime": "eager"}, "runtime", "it can be profiled in onnxruntime, openvino"),
         ({"runtime": "compile"}, "runtime", "it can be profiled in onnxruntime, openvino"),
-        ({"runtime": "onnxruntime", "accuracy": True}, "accuracy", "carries no preprocessing"),
+        ({"runtime": "onnxruntime", "accuracy": True}, "accuracy", "ImageNet-1k"),  # a 10-class head
         ({"runtime": "onnxruntime", "input_size": 224}, "input_size", "takes 8×8 images only"),
     ):
         before = snapshot(store)
@@ -355,3 +356,61 @@ def test_attention_counts_as_torchs_counter_counts_sdpa():
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         torch.nn.functional.scaled_dot_product_attention(q, q, q)
     assert summary.flops == counter.get_total_flops() == 6144 and summary.flops_note is None
+
+
+PREPROCESSING = {
+    "mean": "0.485,0.456,0.406",
+    "std": "0.229,0.224,0.225",
+    "crop_pct": "0.875",
+    "interpolation": "bicubic",
+    "input_space": "RGB",
+}
+
+
+def test_accuracy_needs_the_preprocessing_stated_at_upload(client, store):
+    """With a 1000-class head and the five preprocessing fields, accuracy is asked as for a
+    catalogue model; without them a 422 naming the missing ones."""
+    head = files.classifier_bytes(classes=1000)
+    partial = {"mean": PREPROCESSING["mean"], "std": PREPROCESSING["std"]}
+    assert upload(client, head, name="half", params_extra=partial).status_code == 201
+    asked = {"runtime": "onnxruntime", "accuracy": True, "batch_sizes": [1]}
+    refused = client.post("/v1/profiles", json={"model": "upload:half", **asked})
+    assert refused.status_code == 422, refused.text
+    message = refused.json()["errors"][0]["message"]
+    assert "crop_pct, interpolation, input_space missing" in message and "input size, 8" in message
+
+    whole = upload(client, head, name="whole", params_extra=PREPROCESSING)
+    assert whole.status_code == 201
+    entry = whole.json()
+    assert entry["preprocessing"] == ["mean", "std", "crop_pct", "interpolation", "input_space"]
+    assert entry["mean"] == [0.485, 0.456, 0.406] and entry["interpolation"] == "bicubic"
+    assert entry["crop_pct"] == 0.875 and entry["input_space"] == "RGB"
+    accepted = client.post("/v1/profiles", json={"model": "upload:whole", **asked})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["profile"]["model"]["mean"] == [0.485, 0.456, 0.406]
+    # The same file and name with other preprocessing is another upload: the name holds this one.
+    other = upload(client, head, name="whole", params_extra={**PREPROCESSING, "crop_pct": "1.0"})
+    assert other.status_code == 409 and "other preprocessing" in other.json()["detail"]
+    assert upload(client, head, name="whole", params_extra=PREPROCESSING).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("mean", "0.5,0.5", "three comma-separated numbers"),
+        ("std", "0.2,0,0.2", "std above 0"),
+        ("mean", "nan,0,0", "three comma-separated numbers"),
+        ("crop_pct", "1.5", "in (0, 1]"),
+        ("interpolation", "lanczos9", "bilinear, bicubic, nearest"),
+        ("input_space", "YUV", "RGB or BGR"),
+    ],
+)
+def test_malformed_preprocessing_is_a_422_and_stores_nothing(client, store, field, value, says):
+    before = snapshot(store)
+    response = upload(client, files.classifier_bytes(), params_extra={field: value})
+    assert (
+        response.status_code == 422
+        and says in response.json()["detail"]
+        and field in response.json()["detail"]
+    )
+    assert snapshot(store) == before

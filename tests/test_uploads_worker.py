@@ -73,3 +73,55 @@ def test_an_upload_is_measured_as_uploaded_in_each_onnx_runtime(store, tmp_path,
     report = result.runtime
     assert report is not None and report.name == runtime
     assert report.outputs is not None and report.outputs.outputs_match  # against ORT's CPU run of the file
+
+
+def test_accuracy_of_an_upload_is_its_runtimes_outputs_on_the_validation_set(store, tmp_path):
+    """tests/test_accuracy's model of known answers (top-1 50 %, top-5 90 % on its generated set),
+    exported to ONNX and uploaded with its preprocessing: accuracy measured on ONNX Runtime's
+    outputs of the file, through the same preprocessing as a catalogue model's."""
+    if "onnxruntime" not in available_runtimes("cpu"):
+        pytest.skip("the onnxruntime runtime is not installed here")
+    import torch
+
+    from tests.test_accuracy import CLASSES, EXPECTED_TOP1, EXPECTED_TOP5, KnownAnswers, write_image
+
+    root = tmp_path / "val"
+    for k in range(CLASSES):
+        (root / f"n{k:08d}").mkdir(parents=True)
+        for i in range(2):
+            write_image(root / f"n{k:08d}" / f"img{i}.png", k)
+    path = tmp_path / "known.onnx"
+    torch.onnx.export(
+        KnownAnswers().eval(),
+        (torch.rand(2, 3, 8, 8),),
+        str(path),
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+        opset_version=18,
+        external_data=False,
+    )
+    sha = stored(store, path.read_bytes())
+    info = ModelInfo(
+        name="upload:known",
+        source="upload",
+        architecture="known",
+        input_size=8,
+        crop_pct=1.0,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        num_classes=CLASSES,
+        sha256=sha,
+    )
+    settings = ProfileSettings(
+        model="upload:known." + sha[:12],
+        device="cpu",
+        batch_sizes=(1,),
+        runs=2,
+        precision="fp32",
+        input_size=8,
+        accuracy=True,
+        runtime="onnxruntime",
+    )
+    config = ScenarioConfig(device_class="cpu", imagenet_val=root, loader_workers=0)
+    result = run_profile(info, settings, config, model=load_upload(store, info, tmp_path / "data"))
+    assert (result.top1, result.top5, result.accuracy_images) == (EXPECTED_TOP1, EXPECTED_TOP5, 20)

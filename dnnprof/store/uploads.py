@@ -51,6 +51,12 @@ class UploadRecord(msgspec.Struct, kw_only=True):
     size_bytes: int
     owner: str
     entry: msgspec.Raw
+    #: What else the uploader stated with the file (its preprocessing), canonical: the same file
+    #: and statement again is the same upload.
+    stated: str = ""
+
+    def same_as(self, other: UploadRecord) -> bool:
+        return (self.owner, self.sha256, self.stated) == (other.owner, other.sha256, other.stated)
 
 
 _record_decoder = msgspec.json.Decoder(UploadRecord)
@@ -120,9 +126,10 @@ class UploadsMixin(StoreBase):
         self, record: UploadRecord, check: Callable[[list[UploadRecord]], None], *, attempts: int = 10
     ) -> tuple[UploadRecord, bool]:
         """Name a stored file: (the record, True), or (the existing record, False) where the same
-        uploader already named the same file so. ``check`` sees the uploader's records inside the
-        transaction and raises to refuse (the caps). :class:`NameTaken` where the name is another's
-        or holds another file; LookupError where the file was deleted meanwhile."""
+        uploader already named the same file so, stating the same. ``check`` sees the uploader's
+        records inside the transaction and raises to refuse (the caps). :class:`NameTaken` where
+        the name is another's or holds another upload; LookupError where the file was deleted
+        meanwhile."""
         key, mine = upload_key(record.name), by_client_key(record.owner)
         for _ in range(attempts):
             with self.redis.pipeline() as pipe:
@@ -131,7 +138,7 @@ class UploadsMixin(StoreBase):
                     raw = pipe.get(key)
                     if raw is not None:
                         existing = _record_decoder.decode(raw)
-                        if existing.owner == record.owner and existing.sha256 == record.sha256:
+                        if existing.same_as(record):
                             return existing, False
                         raise NameTaken(existing)
                     if not pipe.exists(blob_key(record.sha256)):

@@ -23,12 +23,22 @@ from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from dnnprof.upload_contract import ACCEPTED, Limits, UploadRefused
-from dnnprof.uploads import MB, PREFIX, UploadedModel, UploadService, check_name
+from dnnprof.uploads import MB, PREFIX, UploadedModel, UploadService, check_name, parse_preprocessing
 from service.bodies import media_type
 from service.deps import Services
 from service.errors import error_responses
 from service.security import identity_for
 
+#: A preprocessing field an upload may state (checked by :func:`dnnprof.uploads.parse_preprocessing`).
+Stated = Annotated[
+    str | None,
+    QueryParameter(
+        max_length=100,
+        description="The model's preprocessing, for accuracy: mean and std (three comma-separated "
+        "numbers each), crop_pct in (0, 1], interpolation (bilinear, bicubic, nearest), input_space "
+        "(RGB, BGR); accuracy needs all five",
+    ),
+]
 #: The Content-Types an upload may be sent as.
 ONNX_TYPES = ("application/onnx", "application/octet-stream")
 #: Uploads one API process receives and checks at once: each may hold a few times
@@ -90,7 +100,7 @@ def one_of_the_uploads() -> Iterator[None]:
 
 
 async def receive(
-    request: Request, uploads: UploadService, name: str, client: str
+    request: Request, uploads: UploadService, name: str, client: str, stated: dict[str, object]
 ) -> tuple[UploadedModel, bool]:
     """Read, check (in a thread: parsing is CPU work) and store one upload."""
     settings = uploads.settings
@@ -99,7 +109,7 @@ async def receive(
     from dnnprof.onnx_check import inspect_onnx  # onnx and numpy: loaded at the first upload
 
     summary = await anyio.to_thread.run_sync(inspect_onnx, data, limits)
-    return await anyio.to_thread.run_sync(uploads.create, name, summary, data, sha256, client)
+    return await anyio.to_thread.run_sync(uploads.create, name, summary, data, sha256, client, stated)
 
 
 class UploadRoutes:
@@ -123,6 +133,11 @@ class UploadRoutes:
         request: Request,
         services: NamedDependency[Services],
         name: Annotated[str, QueryParameter(min_length=1, max_length=80)],
+        mean: Stated = None,
+        std: Stated = None,
+        crop_pct: Stated = None,
+        interpolation: Stated = None,
+        input_space: Stated = None,
     ) -> Response[UploadedModel]:
         got = media_type(request)
         settings = services.settings
@@ -134,9 +149,11 @@ class UploadRoutes:
                     415, f"this endpoint takes {ACCEPTED}; got " + (f"'{got}'" if got else "no Content-Type")
                 )
             bare = check_name(name)
+            given = {"mean": mean, "std": std, "crop_pct": crop_pct, "interpolation": interpolation}
+            stated = parse_preprocessing({**given, "input_space": input_space})
             await anyio.to_thread.run_sync(uploads.precheck, client)
             with one_of_the_uploads():
-                entry, created = await receive(request, uploads, bare, client)
+                entry, created = await receive(request, uploads, bare, client, stated)
         except UploadRefused as exc:
             raise refused(exc) from None
         location = f"/v1/models/{PREFIX}{bare}"
