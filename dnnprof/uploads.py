@@ -10,6 +10,7 @@ timm tag names its weights: another file under the same name is another model.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -19,7 +20,7 @@ import msgspec
 
 from dnnprof.catalogue import Resolved, UnknownModelError
 from dnnprof.config import Settings
-from dnnprof.contract import DEFAULT_BATCH_SIZES, IMAGENET_CLASSES, ModelInfo, ProfileRequest
+from dnnprof.contract import DEFAULT_BATCH_SIZES, IMAGENET_CLASSES, ModelInfo, ProfileRecord, ProfileRequest
 from dnnprof.runtimes import RUNTIME_SPECS
 from dnnprof.store import ProfileStore
 from dnnprof.store.uploads import NameTaken, UploadRecord
@@ -270,7 +271,25 @@ class UploadService:
             )
         if not self.store.delete_upload(record):
             raise UploadRefused(409, f"{PREFIX}{bare} changed while it was deleted; retry")
+        self.mark_gone(record)
         return _entry_decoder.decode(record.entry)
+
+    def mark_gone(self, record: UploadRecord) -> int:
+        """The profiles measured from a deleted upload stay, their model marked ``unavailable``
+        with why (a request for the name now is a 404; these say where their model went)."""
+        qualified = f"{PREFIX}{record.name}.{record.sha256[:TAG_HEX]}"
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        why = f"its uploaded file (sha256 {record.sha256}) was deleted at {when}"
+
+        def mark(profile: ProfileRecord) -> ProfileRecord:
+            profile.model = msgspec.structs.replace(profile.model, unavailable=why)
+            return profile
+
+        marked = self.store.list(model=qualified, limit=100_000)
+        for profile in marked:
+            with contextlib.suppress(KeyError):  # deleted meanwhile
+                self.store.update(profile.id, mark)
+        return len(marked)
 
     def resolve(self, name: str) -> Resolved:
         """``upload:<name>`` (or ``upload:<name>.<tag>``, the stored form) as a profile request sees

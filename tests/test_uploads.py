@@ -414,3 +414,22 @@ def test_malformed_preprocessing_is_a_422_and_stores_nothing(client, store, fiel
         and field in response.json()["detail"]
     )
     assert snapshot(store) == before
+
+
+def test_profiles_of_a_deleted_upload_stay_marked_that_their_model_is_gone(client, store):
+    body = files.classifier_bytes()
+    assert upload(client, body).status_code == 201
+    job = client.post(
+        "/v1/profiles", json={"model": "upload:mynet", "runtime": "onnxruntime", "batch_sizes": [1]}
+    )
+    assert job.status_code == 202, job.text
+    profile_id = job.json()["id"]
+    assert client.delete("/v1/models/upload:mynet").status_code == 200
+    kept = client.get(f"/v1/profiles/{profile_id}").json()
+    sha = hashlib.sha256(body).hexdigest()
+    assert kept["model"]["unavailable"].startswith(f"its uploaded file (sha256 {sha}) was deleted at ")
+    assert client.get("/v1/models/upload:mynet").status_code == 404
+    assert (
+        client.post("/v1/profiles", json={"model": "upload:mynet", "runtime": "onnxruntime"}).status_code
+        == 404
+    )
