@@ -22,7 +22,7 @@ from dnnprof.catalogue import Resolved, UnknownModelError
 from dnnprof.config import Settings
 from dnnprof.contract import DEFAULT_BATCH_SIZES, IMAGENET_CLASSES, ModelInfo, ProfileRecord, ProfileRequest
 from dnnprof.runtimes import RUNTIME_SPECS
-from dnnprof.store import ProfileStore
+from dnnprof.store import ProfileStore, RecordGone
 from dnnprof.store.uploads import NameTaken, UploadRecord
 from dnnprof.upload_contract import OnnxSummary, TensorInfo, UploadRefused
 
@@ -287,7 +287,7 @@ class UploadService:
 
         marked = self.store.list(model=qualified, limit=100_000)
         for profile in marked:
-            with contextlib.suppress(KeyError):  # deleted meanwhile
+            with contextlib.suppress(RecordGone):  # deleted meanwhile
                 self.store.update(profile.id, mark)
         return len(marked)
 

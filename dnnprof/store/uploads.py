@@ -17,29 +17,12 @@ from collections.abc import Callable, Iterable, Iterator
 import msgspec
 import redis
 
-from dnnprof.store.base import PREFIX, StoreBase, encode
+from dnnprof import keys
+from dnnprof.store.base import StoreBase, encode
 
 #: One chunk of a stored file: 8 MiB, so that no Redis value nears its 512 MB limit and a reader
 #: holds one chunk at a time.
 CHUNK_BYTES = 8 * 1024 * 1024
-BLOBS = f"{PREFIX}blobs"
-UPLOADS = f"{PREFIX}uploads"
-
-
-def blob_key(sha256: str) -> str:
-    return f"{PREFIX}blob:{sha256}"
-
-
-def refs_key(sha256: str) -> str:
-    return f"{PREFIX}blob-refs:{sha256}"
-
-
-def upload_key(name: str) -> str:
-    return f"{PREFIX}upload:{name}"
-
-
-def by_client_key(client: str) -> str:
-    return f"{PREFIX}uploads-by:{client}"
 
 
 class UploadRecord(msgspec.Struct, kw_only=True):
@@ -72,13 +55,13 @@ class NameTaken(Exception):
 
 class UploadsMixin(StoreBase):
     def has_blob(self, sha256: str) -> bool:
-        return bool(self.redis.hexists(BLOBS, sha256))
+        return bool(self.redis.hexists(keys.BLOBS, sha256))
 
     def put_blob(self, sha256: str, data: bytes) -> bool:
         """Store a file under its hash, once; True where it was written now."""
         if self.has_blob(sha256):
             return False
-        partial = f"{PREFIX}blob-partial:{uuid.uuid4().hex}"
+        partial = keys.blob_partial(uuid.uuid4().hex)
         try:
             for index, start in enumerate(range(0, len(data), CHUNK_BYTES)):
                 self.redis.hset(partial, str(index), data[start : start + CHUNK_BYTES])
@@ -86,8 +69,8 @@ class UploadsMixin(StoreBase):
                     self.redis.expire(partial, 3600)  # an API process dying mid-write leaves nothing
             with self.redis.pipeline() as pipe:
                 pipe.persist(partial)
-                pipe.rename(partial, blob_key(sha256))
-                pipe.hset(BLOBS, sha256, len(data))
+                pipe.rename(partial, keys.blob(sha256))
+                pipe.hset(keys.BLOBS, sha256, len(data))
                 pipe.execute()
         finally:
             self.redis.delete(partial)
@@ -95,28 +78,28 @@ class UploadsMixin(StoreBase):
 
     def blob_chunks(self, sha256: str) -> Iterator[bytes]:
         """The file's chunks in order (one read each); nothing where it is not stored."""
-        count = int(self.redis.hlen(blob_key(sha256)))
+        count = int(self.redis.hlen(keys.blob(sha256)))
         for index in range(count):
-            chunk = self.redis.hget(blob_key(sha256), str(index))
+            chunk = self.redis.hget(keys.blob(sha256), str(index))
             if chunk is None:
                 raise LookupError(f"the file {sha256} was deleted while it was read")
             yield chunk
 
     def blob_sizes(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.redis.hgetall(BLOBS).items()}
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(keys.BLOBS).items()}
 
     def drop_blob_if_unused(self, sha256: str) -> bool:
         """Delete the file where no name points at it (checked and deleted in one WATCH transaction,
         so a name registered meanwhile keeps it)."""
         with self.redis.pipeline() as pipe:
             try:
-                pipe.watch(refs_key(sha256))
-                if pipe.scard(refs_key(sha256)):
+                pipe.watch(keys.blob_refs(sha256))
+                if pipe.scard(keys.blob_refs(sha256)):
                     pipe.unwatch()
                     return False
                 pipe.multi()
-                pipe.delete(blob_key(sha256))
-                pipe.hdel(BLOBS, sha256)
+                pipe.delete(keys.blob(sha256))
+                pipe.hdel(keys.BLOBS, sha256)
                 pipe.execute()
                 return True
             except redis.exceptions.WatchError:
@@ -130,25 +113,25 @@ class UploadsMixin(StoreBase):
         records inside the transaction and raises to refuse (the caps). :class:`NameTaken` where
         the name is another's or holds another upload; LookupError where the file was deleted
         meanwhile."""
-        key, mine = upload_key(record.name), by_client_key(record.owner)
+        key, mine = keys.upload(record.name), keys.uploads_by(record.owner)
         for _ in range(attempts):
             with self.redis.pipeline() as pipe:
                 try:
-                    pipe.watch(key, mine, blob_key(record.sha256), BLOBS)
+                    pipe.watch(key, mine, keys.blob(record.sha256), keys.BLOBS)
                     raw = pipe.get(key)
                     if raw is not None:
                         existing = _record_decoder.decode(raw)
                         if existing.same_as(record):
                             return existing, False
                         raise NameTaken(existing)
-                    if not pipe.exists(blob_key(record.sha256)):
+                    if not pipe.exists(keys.blob(record.sha256)):
                         raise LookupError(record.sha256)
                     check(self._records_of(pipe, mine))
                     pipe.multi()
                     pipe.set(key, encode(record))
-                    pipe.sadd(UPLOADS, record.name)
+                    pipe.sadd(keys.UPLOADS, record.name)
                     pipe.sadd(mine, record.name)
-                    pipe.sadd(refs_key(record.sha256), record.name)
+                    pipe.sadd(keys.blob_refs(record.sha256), record.name)
                     pipe.execute()
                     return record, True
                 except redis.exceptions.WatchError:
@@ -157,26 +140,28 @@ class UploadsMixin(StoreBase):
 
     def _records_of(self, client: redis.Redis, names_key: str) -> list[UploadRecord]:
         names = sorted(n.decode() for n in client.smembers(names_key))
-        raws = client.mget([upload_key(n) for n in names]) if names else []
+        raws = client.mget([keys.upload(n) for n in names]) if names else []
         return [_record_decoder.decode(r) for r in raws if r is not None]
 
     def upload(self, name: str) -> UploadRecord | None:
-        raw = self.redis.get(upload_key(name))
+        raw = self.redis.get(keys.upload(name))
         return _record_decoder.decode(raw) if raw is not None else None
 
     def uploads(self, names: Iterable[str] | None = None) -> list[UploadRecord]:
         """Every entry (or those of ``names``), by name."""
-        wanted = sorted(names if names is not None else (n.decode() for n in self.redis.smembers(UPLOADS)))
-        raws = self.redis.mget([upload_key(n) for n in wanted]) if wanted else []
+        wanted = sorted(
+            names if names is not None else (n.decode() for n in self.redis.smembers(keys.UPLOADS))
+        )
+        raws = self.redis.mget([keys.upload(n) for n in wanted]) if wanted else []
         return [_record_decoder.decode(r) for r in raws if r is not None]
 
     def uploads_of(self, client: str) -> list[UploadRecord]:
-        return self._records_of(self.redis, by_client_key(client))
+        return self._records_of(self.redis, keys.uploads_by(client))
 
     def delete_upload(self, record: UploadRecord) -> bool:
         """Forget a name (as read: not if it changed meanwhile), then its file if no other name
         points at it. The profiles measured from it stay."""
-        key = upload_key(record.name)
+        key = keys.upload(record.name)
         with self.redis.pipeline() as pipe:
             try:
                 pipe.watch(key)
@@ -186,9 +171,9 @@ class UploadsMixin(StoreBase):
                     return False
                 pipe.multi()
                 pipe.delete(key)
-                pipe.srem(UPLOADS, record.name)
-                pipe.srem(by_client_key(record.owner), record.name)
-                pipe.srem(refs_key(record.sha256), record.name)
+                pipe.srem(keys.UPLOADS, record.name)
+                pipe.srem(keys.uploads_by(record.owner), record.name)
+                pipe.srem(keys.blob_refs(record.sha256), record.name)
                 pipe.execute()
             except redis.exceptions.WatchError:
                 return False
