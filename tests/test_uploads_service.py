@@ -98,3 +98,65 @@ def test_the_cli_uploads_a_file_and_profiles_it(service, tmp_path):
     record = json.loads(profiled.stdout)
     # tests/uploads_helpers.classifier at 7 classes, by hand: 4·3·3·3 + 4 + 7·4 + 7 parameters.
     assert record["status"] == "succeeded" and record["result"]["params"] == 147
+
+
+def test_a_second_worker_with_its_own_data_directory_profiles_an_upload(tmp_path):
+    """No shared files: `dnnprof serve` (its worker cpu/alpha, its data directory) takes the upload;
+    a second `dnnprof worker` (cpu/beta, another data directory) fetches the file from Redis by its
+    hash, caches it in its own directory and profiles it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests import uploads_helpers as files
+    from tests.helpers import ROOT, free_port, start_service, until
+
+    service = start_service(tmp_path / "serve", env={"DNNPROF_DEVICE_TARGET": "cpu/alpha"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
+    beta_dir = tmp_path / "beta"
+    beta_dir.mkdir()
+    env.update(
+        DNNPROF_REDIS_URL=service.redis_url(),
+        DNNPROF_DATA_DIR=str(beta_dir),
+        DNNPROF_DEVICE_TARGET="cpu/beta",
+        DNNPROF_WORKER_METRICS_PORT=str(free_port()),
+    )
+    with open(tmp_path / "beta.log", "wb") as log:
+        beta = subprocess.Popen(
+            [sys.executable, "-m", "dnnprof.cli", "worker", "--device", "cpu"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            with service.client() as client:
+
+                def beta_live() -> bool:
+                    listed = {d["target"]: d for d in client.get("/v1/devices").json()}
+                    return listed.get("cpu/beta", {}).get("status") == "live"
+
+                until(beta_live, ceiling_s=900, what="the second worker live")
+                body = files.classifier_bytes(classes=3)
+                sha = hashlib.sha256(body).hexdigest()
+                uploaded = client.post(
+                    "/v1/models",
+                    params={"name": "beta"},
+                    content=body,
+                    headers={"content-type": "application/onnx"},
+                )
+                assert uploaded.status_code == 201, uploaded.text
+                asked = {"model": "upload:beta", "runtime": "onnxruntime", "device": "cpu/beta"}
+                job = client.post("/v1/profiles", json={**asked, "batch_sizes": [1], "runs": 2, "repeats": 1})
+                done = wait_for(client, job.json()["id"])
+                assert done["status"] == "succeeded", done.get("error")
+                assert done["result"]["fingerprint"]["device_target"] == "cpu/beta"
+            assert (beta_dir / "uploads" / f"{sha}.onnx").read_bytes() == body
+            assert not (tmp_path / "serve" / "uploads").exists()  # the first never had it on disk
+        finally:
+            if beta.poll() is None:
+                os.killpg(beta.pid, signal.SIGKILL)
+                beta.wait()
+            service.stop()
