@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=doctor)
 
     args = parser.parse_args(argv)
-    if args.func in (client.profile, client.ls, client.show):
+    if args.func in (client.profile, client.ls, client.show, client.upload):
         return client.run(args)
     try:
         return int(args.func(args) or 0)

@@ -1,4 +1,4 @@
-"""``dnnprof profile | ls | show``: the command-line client of a running service.
+"""``dnnprof profile | ls | show | upload``: the command-line client of a running service.
 
 Talks to ``DNNPROF_URL`` (default http://127.0.0.1:8000) with ``DNNPROF_API_KEY`` as ``X-API-Key``
 when set. ``profile --wait`` follows the job batch size by batch size (a progress bar on a terminal,
@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,8 @@ from dnnprof.contract import PRECISIONS, RUNTIMES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
+#: ``dnnprof upload`` sends the file in pieces of this size as it reads it.
+UPLOAD_CHUNK = 1 << 20
 
 
 class ApiError(Exception):
@@ -90,6 +93,18 @@ class Client:
 
     def list(self, **params: Any) -> list[dict]:
         return self._call("GET", "/v1/profiles", params={k: v for k, v in params.items() if v is not None})
+
+    def upload(self, path: Path, name: str) -> dict:
+        """Send an ONNX file as it is read (streamed, never whole in memory); its entry."""
+        with open(path, "rb") as fh:
+            return self._call(
+                "POST",
+                "/v1/models",
+                params={"name": name},
+                content=iter(lambda: fh.read(UPLOAD_CHUNK), b""),
+                headers={"Content-Type": "application/onnx"},
+                timeout=httpx.Timeout(self.http.timeout.connect, read=600, write=600),
+            )
 
 
 def console(*, stderr: bool = False, quiet: bool = False) -> Console:
@@ -237,7 +252,40 @@ def ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
+    return path
+
+
+def upload(args: argparse.Namespace) -> int:
+    entry = Client.from_env().upload(args.file, args.name)
+    if args.json:
+        print(json.dumps(entry))
+        return 0
+    out = console()
+    flops = f"{entry['flops'] / 1e9:.3f} GFLOPs" if entry["flops"] is not None else "FLOPs not counted"
+    shape, kind = entry["input"]["shape"], entry["input"]["type"]
+    out.print(
+        f"{entry['name']}: {entry['params']:,} parameters, {flops} per image (1 multiply-add = 2), "
+        f"input {shape} {kind}, "
+        f"{entry['num_classes']} classes, opset {entry['opset']}, sha256 {entry['sha256'][:12]}…; "
+        f"profile it with: dnnprof profile {entry['name']} --runtime onnxruntime --wait",
+        highlight=False,
+    )
+    if entry.get("flops_note"):
+        out.print(f"FLOPs {entry['flops_note']}", highlight=False)
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upload", help="upload an ONNX file to profile (as upload:NAME)")
+    p.add_argument("file", type=readable_file, help="the ONNX file (every tensor inside it)")
+    p.add_argument("--name", required=True, help="its name: upload:NAME (letters, digits, _ and -)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(func=upload)
+
     p = sub.add_parser("profile", help="ask the service for a profile (and --wait for it)")
     p.add_argument("model", help="a model name: resnet50, 'SE-ResNeXt-50 (32x4d)', timm:convnext_tiny, ...")
     p.add_argument("--device", help="a class (cpu, cuda, jetson) or a device target")

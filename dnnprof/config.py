@@ -93,6 +93,13 @@ class Settings:
     #: A worker's device target where it is not derived from the device (``cpu/lab-box`` or
     #: ``lab-box``, its class added).
     device_target: str | None = None
+    #: Uploaded ONNX files (issue 42): the largest file, the most graph nodes, and what one
+    #: client (an API key, else an address) and everyone together may keep in the store.
+    max_upload_mb: int = 600
+    max_upload_nodes: int = 8000
+    max_uploads_per_client: int = 20
+    max_upload_client_mb: int = 2048
+    max_uploads_total_mb: int = 8192
 
     @property
     def visibility_timeout_s(self) -> int:
@@ -151,6 +158,11 @@ class Settings:
             device_target=(env("DNNPROF_DEVICE_TARGET") or "").strip() or None,
             runtime_cache_mb=_env_int("DNNPROF_RUNTIME_CACHE_MB", 2048),
             min_free_mb=_env_int("DNNPROF_MIN_FREE_MB", 256),
+            max_upload_mb=_env_int("DNNPROF_MAX_UPLOAD_MB", 600),
+            max_upload_nodes=_env_int("DNNPROF_MAX_UPLOAD_NODES", 8000),
+            max_uploads_per_client=_env_int("DNNPROF_MAX_UPLOADS_PER_CLIENT", 20),
+            max_upload_client_mb=_env_int("DNNPROF_MAX_UPLOAD_CLIENT_MB", 2048),
+            max_uploads_total_mb=_env_int("DNNPROF_MAX_UPLOADS_TOTAL_MB", 8192),
         )
 
 

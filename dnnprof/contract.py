@@ -189,7 +189,7 @@ class ModelInfo(Struct, kw_only=True):
     """A catalogue entry: how a model name resolves and how the model is fed."""
 
     name: str  # qualified: "tv:resnet18", "timm:legacy_seresnext50_32x4d", "dnnprof:shufflenet_v1_g3"
-    source: Literal["tv", "timm", "dnnprof"]
+    source: Literal["tv", "timm", "dnnprof", "upload"]
     architecture: str
     input_size: int
     interpolation: str = "bilinear"
@@ -218,6 +218,8 @@ class ModelInfo(Struct, kw_only=True):
     #: Why this model cannot be profiled here (found by ``bench/catalogue_sweep.py``); requests
     #: for it are refused with this reason instead of failing minutes later.
     unavailable: str | None = None
+    #: An uploaded ONNX file's sha256 (source "upload"): what a worker fetches from the store.
+    sha256: str | None = None
 
     def for_tag(self, tag: str) -> ModelInfo:
         """This entry as the pretrained tag ``tag`` feeds it: its input size, crop, normalisation,

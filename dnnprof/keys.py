@@ -94,3 +94,29 @@ def worker(device_class: str, hostname: str) -> str:
 def device_lock(name: str) -> str:
     """The device lease: one measurement at a time on one device (``workers.lease``)."""
     return f"{PREFIX}lock:{name}"
+
+
+# Uploaded ONNX files (issue 42; dnnprof.store.uploads says what each holds).
+BLOBS = f"{PREFIX}blobs"
+UPLOADS = f"{PREFIX}uploads"
+
+
+def blob(sha256: str) -> str:
+    return f"{PREFIX}blob:{sha256}"
+
+
+def blob_partial(token: str) -> str:
+    """A file being written, renamed to :func:`blob` once whole."""
+    return f"{PREFIX}blob-partial:{token}"
+
+
+def blob_refs(sha256: str) -> str:
+    return f"{PREFIX}blob-refs:{sha256}"
+
+
+def upload(name: str) -> str:
+    return f"{PREFIX}upload:{name}"
+
+
+def uploads_by(client: str) -> str:
+    return f"{PREFIX}uploads-by:{client}"

@@ -41,6 +41,7 @@ from dnnprof.queue import queue_for, route_of
 from dnnprof.runtimes import canonical_options, runtime_refusal
 from dnnprof.store import ConflictError, ProfileStore, now
 from dnnprof.targets import class_of, is_target, target_of
+from dnnprof.uploads import upload_refusal
 
 
 class Refusal(Exception):
@@ -112,6 +113,10 @@ class ProfileService:
     def profilable(self, data: ProfileRequest) -> Resolved:
         """The model asked for, where it can be profiled as asked."""
         resolved = self.resolve(data.model)
+        if refusal := upload_refusal(resolved.info, data):  # an uploaded ONNX file (issue 42)
+            raise FieldRefused(
+                f"{resolved.qualified} cannot be profiled as asked", key=refusal[0], message=refusal[1]
+            )
         if resolved.info.unavailable:
             raise FieldRefused(
                 f"{resolved.qualified} cannot be profiled", key="model", message=resolved.info.unavailable

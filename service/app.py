@@ -114,4 +114,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "text/csv",
         "A results table in timm's shape (model,img_size,top1,top5,param_count,...), UTF-8",
     )
+    raw_body(app, "/v1/models", "post", "application/onnx", "The ONNX file (a serialised ModelProto)")
     return app

@@ -11,6 +11,7 @@ from dnnprof.config import Settings
 from dnnprof.contract import ProfileRecord
 from dnnprof.queue import send_profile
 from dnnprof.store import AsyncRecordReader, ProfileStore
+from dnnprof.uploads import is_upload_name, resolve_upload
 from service.caching import FinishedETags
 
 
@@ -36,6 +37,8 @@ class Services:
         return catalogue
 
     def resolve(self, name: str) -> Resolved:
+        if is_upload_name(name):  # an uploaded ONNX file (issue 42), not in the catalogue
+            return resolve_upload(self.store, self.settings, name)
         return self.catalogue().resolve(name)
 
     def try_resolve(self, name: str) -> str:

@@ -35,14 +35,15 @@ class ErrorBody(Struct, kw_only=True):
 ERROR_MEANINGS = {
     400: "Malformed body: not UTF-8, not JSON, nested too deep, or empty",
     401: "An API key is needed (X-API-Key or Authorization: Bearer)",
-    403: "Read-only: a published table shipped with dnnprof",
+    403: "Read-only: a published table shipped with dnnprof, or another client's upload",
     404: "No such model (with close matches) or profile",
+    409: "The name is taken: another client's upload, or another file of yours",
     413: "The body is larger than this endpoint takes",
     415: "The body's Content-Type is not the one this endpoint takes",
-    422: "A field is invalid: each error names it and what it accepts",
-    429: "Too many requests, or too many failed authentications, from this client",
+    422: "A field is invalid: each error names it and what it accepts; an upload refused, saying why",
+    429: "Too many requests, failed authentications, active jobs or uploads from this client",
     503: "The store (Redis) is unreachable, or no worker has published the catalogue yet",
-    507: "The store (Redis) is full (maxmemory) and refuses writes: nothing was changed",
+    507: "The store (Redis) is full (maxmemory), or holds all the uploaded bytes it may: nothing changed",
 }
 
 

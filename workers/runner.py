@@ -143,6 +143,7 @@ def measure(
     profile_id: str, process: int, store: ProfileStore, settings: Settings, outcome: ProcessOutcome
 ) -> None:
     from workers.engine.scenario import ProcessPlan, ScenarioConfig, measure_process
+    from workers.engine.uploaded import load_upload
 
     gc.freeze()  # the imports live as long as this process: no gc.collect walks them (template.py)
 
@@ -182,7 +183,9 @@ def measure(
     )
     try:
         start_s = seconds_since_launch()  # the interpreter's start or the fork, imports, the job read
-        end = measure_process(record.model, s, config, plan, sink, tag=tag or None)
+        uploaded = record.model.source == "upload"  # an uploaded ONNX file (issue 42), from the store
+        model = load_upload(store, record.model, settings.data_dir) if uploaded else None
+        end = measure_process(record.model, s, config, plan, sink, model=model, tag=tag or None)
         end.phases = {"start": start_s, **end.phases}
         outcome.add(end)
         writer.put(end)

@@ -7,6 +7,7 @@
 - :mod:`~dnnprof.store.jobs`      per-client active jobs, cancels, job counters, kombu's messages
 - :mod:`~dnnprof.store.registry`  live workers and the devices seen
 - :mod:`~dnnprof.store.published` published tables and the model catalogue
+- :mod:`~dnnprof.store.uploads`   uploaded ONNX files (chunked, by sha256) and their named entries
 - :mod:`~dnnprof.store.base`      the client, its timeouts, compare-and-delete, retries
 
 Keys (all under ``dnnprof:``, each built in :mod:`dnnprof.keys`):
@@ -25,6 +26,8 @@ Keys (all under ``dnnprof:``, each built in :mod:`dnnprof.keys`):
 - ``active-by:<client>``  set of the jobs one client created that may still be queued or running
 - ``stats:jobs``        hash "<status>:count" / "<status>:seconds" of ended jobs
 - ``catalogue``         hash name -> JSON :class:`ModelInfo`; ``catalogue:version`` its version
+- ``blob:*``, ``blobs``, ``blob-refs:*``, ``upload:<name>``, ``uploads``, ``uploads-by:<client>``
+                        uploaded files and their entries (see :mod:`dnnprof.store.uploads`)
 - ``published:<source>`` hash model -> JSON :class:`PublishedResult`; ``published:sources`` the set
 """
 
@@ -37,6 +40,7 @@ from dnnprof.store.parts import Parts, PartsMixin
 from dnnprof.store.published import PublishedMixin
 from dnnprof.store.records import AsyncRecordReader, RecordsMixin
 from dnnprof.store.registry import RegistryMixin
+from dnnprof.store.uploads import UploadsMixin
 
 __all__ = [
     "FULL_ERRORS",
@@ -52,5 +56,5 @@ __all__ = [
 ]
 
 
-class ProfileStore(RecordsMixin, PartsMixin, JobsMixin, RegistryMixin, PublishedMixin):
+class ProfileStore(RecordsMixin, PartsMixin, JobsMixin, RegistryMixin, PublishedMixin, UploadsMixin):
     """Everything dnnprof keeps in Redis (see the module list above for which part is where)."""

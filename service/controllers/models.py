@@ -3,7 +3,7 @@ the paper's zoo), searched without torch."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, get
@@ -18,6 +18,8 @@ from dnnprof.contract import ModelInfo, ModelName, PublishedResult
 from dnnprof.paper import PAPER_QUOTED_TOP1
 from dnnprof.selection import GroupKey, is_noisy, may_count, quality
 from dnnprof.targets import target_of
+from dnnprof.uploads import UploadedModel, is_upload_name
+from service.controllers.uploads import UploadRoutes, uploaded, uploaded_list
 from service.deps import Services
 from service.errors import error_responses
 
@@ -158,7 +160,7 @@ def model_name(name: str) -> str:
         ) from exc
 
 
-class ModelController(Controller):
+class ModelController(UploadRoutes, Controller):
     path = "/v1/models"
     tags = ("models",)  # type: ignore[assignment]
 
@@ -169,7 +171,10 @@ class ModelController(Controller):
         q: Annotated[str, QueryParameter(max_length=120)] = "",
         paper: Annotated[bool, QueryParameter()] = False,
         limit: Annotated[int, QueryParameter(ge=1, le=2000)] = 50,
+        source: Annotated[Literal["upload"] | None, QueryParameter()] = None,
     ) -> list[ModelInfo]:
+        if source == "upload":  # uploaded ONNX files (issue 42)
+            return uploaded_list(services, q, limit)
         return services.catalogue().search(q, paper_only=paper, limit=limit)
 
     @get(
@@ -179,8 +184,13 @@ class ModelController(Controller):
         sync_to_thread=True,
         responses=error_responses(404, 422, 503),
     )
-    def resolve(self, name: FromPath[str], services: NamedDependency[Services]) -> ModelDetail:
-        return detail(services.resolve(model_name(name)), services)
+    def resolve(
+        self, name: FromPath[str], services: NamedDependency[Services]
+    ) -> ModelDetail | UploadedModel:
+        name = model_name(name)
+        if is_upload_name(name):  # an uploaded ONNX file's entry (issue 42)
+            return uploaded(services, name)
+        return detail(services.resolve(name), services)
 
     @get(
         "/{name:str}/history",

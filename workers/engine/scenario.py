@@ -59,6 +59,7 @@ from workers.engine.models import build_model, count_params, deployed_form, para
 from workers.engine.runtimes import check_outputs, runtime_for
 from workers.engine.runtimes.base import CHECK_BATCH
 from workers.engine.timing import WarmupPolicy
+from workers.engine.uploaded import UploadedOnnx, upload_statics
 from workers.phases import PhaseClock
 
 __all__ = [
@@ -262,12 +263,14 @@ def static_figures(
 ) -> ProcessStatic:
     """Parameters, parameter-file size, FLOPs (counted on the fp32 model) and the fingerprint."""
     model, size = built.model, settings.input_size
-    file_bytes_fp32 = parameter_file_bytes(model.float())
-    flops = plan.flops or counted_flops(model, info, settings, plan.flop_cache)
+    # An uploaded ONNX file (issue 42): counted from its graph; its file is its parameter file.
+    uploaded = upload_statics(model) if isinstance(model, UploadedOnnx) else None
+    file_bytes_fp32 = uploaded[1] if uploaded else parameter_file_bytes(model.float())
+    flops = plan.flops or (uploaded[2] if uploaded else counted_flops(model, info, settings, plan.flop_cache))
     dtype = DTYPES[settings.precision]
     return ProcessStatic(
         process=plan.process,
-        params=count_params(model),
+        params=uploaded[0] if uploaded else count_params(model),
         param_file_bytes_fp32=file_bytes_fp32,
         param_file_bytes=parameter_file_bytes(model.to(dtype=dtype))
         if dtype != torch.float32

@@ -32,7 +32,10 @@ def export_onnx(
     """The model's ONNX file (exported now, or found in the cache and checked: see
     :mod:`workers.engine.runtimes.cache`), the export's seconds, and whether it came from the
     cache. The key is what determines the export: the model, its form, input size, opset, torch's
-    version and the weights' content. ``limit_bytes`` bounds the cache (least recently used out)."""
+    version and the weights' content. ``limit_bytes`` bounds the cache (least recently used out).
+    An uploaded file is run as it is (issue 42)."""
+    if hasattr(model, "onnx_path"):  # workers.engine.uploaded.UploadedOnnx: its hash checked again
+        return model.verified_path(), 0.0, True
     identity = export_cache.weights_identity(model)
     form = "deployed" if settings.reparameterize else "built"
     name = f"{settings.model.replace(':', '_').replace('/', '_')}-{form}-{settings.input_size}-opset{opset}"
