@@ -13,7 +13,7 @@ from typing import Annotated, Literal, get_args
 import msgspec
 from msgspec import Meta, Struct
 
-from dnnprof.runtimes import OPTIONS, RUNTIME_NAMES, accepted_options
+from dnnprof.runtimes import OPTIONS, RUNTIME_NAMES, accepted_options, layer_profilers
 
 SCHEMA_VERSION = 2  # 2: repeats over fresh processes, per-process statistics, FLOP provenance
 
@@ -80,6 +80,7 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:()+=,\-]*(?!\n)$"
 ModelName = Annotated[str, Meta(min_length=1, max_length=120, pattern=MODEL_NAME_PATTERN)]
 
 BatchSize = Annotated[int, Meta(ge=1, le=MAX_BATCH_SIZE)]
+BatchSizes = Annotated[list[BatchSize], Meta(min_length=1, max_length=MAX_BATCH_SIZE_COUNT)]
 
 #: What each request field accepts, for 422 bodies.
 ACCEPTED_VALUES: dict[str, str] = {
@@ -102,6 +103,10 @@ ACCEPTED_VALUES: dict[str, str] = {
     "reparameterize": "true or false (the fused form deployed for inference, where the model has one)",
     "runtime": "one of " + ", ".join(RUNTIME_NAMES) + " (default eager; GET /v1/devices lists each device's)",
     "runtime_options": accepted_options(),
+    "layers": "true or false (a per-layer profile from a separate profiled pass after the timed runs, "
+    "where the runtime has a layer profiler on the device: " + layer_profilers() + ")",
+    "layers_batch_sizes": "batch sizes among the requested ones (default: the smallest requested); "
+    "only with layers: true",
 }
 
 
@@ -127,6 +132,10 @@ class ProfileRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     any_target: bool = False
     runtime: Runtime = "eager"
     runtime_options: RuntimeOptions | None = None
+    #: A per-layer profile (:class:`LayerProfile`) from a separate profiled pass after the timed
+    #: runs, at ``layers_batch_sizes`` (default: the smallest requested batch size).
+    layers: bool = False
+    layers_batch_sizes: BatchSizes | None = None
 
 
 class ProfileSettings(Struct, kw_only=True, frozen=True):
@@ -154,13 +163,18 @@ class ProfileSettings(Struct, kw_only=True, frozen=True):
     #: What runs the model ("eager" for every profile stored before runtimes existed).
     runtime: Runtime = "eager"
     runtime_options: RuntimeOptions | None = None
+    #: The batch sizes profiled layer by layer after the timed runs (empty: no layer profile).
+    layers_batch_sizes: tuple[int, ...] = ()
 
     def dedupe_key(self) -> str:
-        """Equal settings, equal key; ``target`` only where set and the runtime only where it is
-        not eager, so keys stored before targets and runtimes existed stay what they were."""
+        """Equal settings, equal key; ``target`` only where set, the runtime only where it is
+        not eager and the layer batch sizes only where asked, so keys stored before targets,
+        runtimes and layer profiles existed stay what they were."""
         fields = msgspec.structs.asdict(self)
         if fields["target"] is None:
             del fields["target"]
+        if not fields["layers_batch_sizes"]:
+            del fields["layers_batch_sizes"]
         if fields["runtime"] == "eager" and fields["runtime_options"] is None:
             del fields["runtime"], fields["runtime_options"]
         elif fields["runtime_options"] is not None:
@@ -641,3 +655,87 @@ class DeviceSeen(Struct, kw_only=True):
     last_seen: float
     hostnames: list[str] = []
     runtimes: dict[str, str] = {}
+
+
+# -- a per-layer profile (issue 41): stored apart from the record, one per batch size --------------
+
+#: The op-type classes a layer profile shares time and FLOPs over.
+OP_TYPES: tuple[str, ...] = (
+    "convolution",
+    "depthwise convolution",
+    "matmul/linear",
+    "normalisation",
+    "activation",
+    "pooling",
+    "attention",
+    "elementwise",
+    "data movement",
+    "other",
+)
+
+
+class LayerTime(Struct, kw_only=True, omit_defaults=True):
+    """One module of the eager model and what the runtime spent in it: its *own* time, FLOPs and
+    parameters (its children's are theirs), so the rows add up to the model and a tree collapsed
+    to a depth sums them (:func:`dnnprof.layers.collapse`)."""
+
+    #: The module path in the eager model (``layer3.4.conv2``); ``""`` is the model's own forward
+    #: (a flatten, an addition written in it).
+    path: str
+    #: Its class (``Conv2d``, ``Bottleneck``).
+    type: str
+    #: Where it first ran in the forward (topological order).
+    order: int
+    #: Per image, mean over the profiled runs.
+    ms_per_image: float = 0.0
+    #: Of the profiled forward.
+    share: float = 0.0
+    #: Per image, one multiply-add = 2 FLOPs (``FlopCounterMode.get_flop_counts()``, fp32, batch 1).
+    flops: int = 0
+    params: int = 0
+    #: flops / time: what this layer achieved in the profiled pass (None where it has no time).
+    flops_per_s: float | None = None
+    #: The op-type class of most of its time (its FLOPs' where it has no time).
+    op_type: str = "other"
+    #: The runtime's own node, op or kernel names attributed to it.
+    nodes: list[str] = []
+
+
+class OpTypeShare(Struct, kw_only=True):
+    """One op-type class: its share of the attributed time beside its share of the FLOPs."""
+
+    op_type: str
+    ms_per_image: float
+    time_share: float
+    flops: int
+    flop_share: float
+
+
+class LayerProfile(Struct, kw_only=True):
+    """Where the time of one batch size went, module by module, in the runtime's own profiler.
+
+    The times come from a separate profiled pass after the timed runs (never inside them, so the
+    profile's latency figures are those without ``layers``); the profiler's overhead is in them,
+    which ``forward_ms_per_image`` against ``timed_ms_per_image`` shows."""
+
+    batch_size: int
+    runtime: str
+    #: How the times were read, in the runtime's terms.
+    source: str = ""
+    note: str = ""
+    runs: int = 0
+    #: The profiled forward, per image (mean over ``runs``), and the timed one of the same process.
+    forward_ms_per_image: float = 0.0
+    timed_ms_per_image: float | None = None
+    attributed_ms_per_image: float = 0.0
+    #: Time no module could be given (between ops, nodes the runtime inserted): never spread.
+    unattributed_ms_per_image: float = 0.0
+    unattributed_nodes: list[str] = []
+    #: True where the runtime runs nodes in parallel, so node times may overlap (OpenVINO).
+    overlapping: bool = False
+    #: The model's FLOPs per image as the per-module count found them (the layers' sum).
+    flops: int | None = None
+    layers: list[LayerTime] = []
+    op_types: list[OpTypeShare] = []
+    #: Why this batch size has no layer profile (its profiled pass failed; the profile stands).
+    error: str | None = None

@@ -38,7 +38,7 @@ from dnnprof.contract import (
 )
 from dnnprof.cost import GB, too_costly, too_slow
 from dnnprof.queue import queue_for, route_of
-from dnnprof.runtimes import canonical_options, runtime_refusal
+from dnnprof.runtimes import canonical_options, layer_profiler_refusal, runtime_refusal
 from dnnprof.store import ConflictError, ProfileStore, now
 from dnnprof.targets import class_of, is_target, target_of
 from dnnprof.uploads import upload_refusal
@@ -98,6 +98,7 @@ class ProfileService:
             )
         here = serving_workers(workers, device, target)
         check_runtime(data, device, target, here)
+        check_layers(data, device)
         settings = settings_for(data, resolved, device, target)
         self.check_cost(resolved.info, settings, here)
         stored = None if data.force else self.stored_elsewhere(settings, any_target=data.any_target)
@@ -302,6 +303,37 @@ def check_runtime(data: ProfileRequest, device: str, target: str | None, serving
         )
 
 
+def check_layers(data: ProfileRequest, device: str) -> None:
+    """``layers`` where the runtime has a layer profiler on the device, at requested batch sizes."""
+    if data.layers_batch_sizes is not None and not data.layers:
+        raise FieldRefused(
+            "layers_batch_sizes needs layers: true",
+            key="layers_batch_sizes",
+            message="set layers: true to profile layer by layer, or leave layers_batch_sizes out",
+        )
+    if not data.layers:
+        return
+    if refusal := layer_profiler_refusal(data.runtime, device):
+        detail = f"no layer profile for the {data.runtime} runtime here"
+        raise FieldRefused(detail, key="layers", message=refusal)
+    requested = set(data.batch_sizes or DEFAULT_BATCH_SIZES)
+    outside = sorted(set(data.layers_batch_sizes or ()) - requested)
+    if outside:
+        raise FieldRefused(
+            f"layers_batch_sizes {outside} are not among the requested batch sizes",
+            key="layers_batch_sizes",
+            message=f"batch sizes among the requested ones ({sorted(requested)}): a layer profile "
+            "follows the timed runs of its batch size",
+        )
+
+
+def layer_batch_sizes(data: ProfileRequest) -> tuple[int, ...]:
+    """The batch sizes profiled layer by layer: those asked for, else the smallest requested."""
+    if not data.layers:
+        return ()
+    return tuple(sorted(set(data.layers_batch_sizes or [min(data.batch_sizes or DEFAULT_BATCH_SIZES)])))
+
+
 def pick_device(requested: str | None, live: dict[str, int]) -> str:
     if requested is not None:
         return class_of(requested)
@@ -332,6 +364,7 @@ def settings_for(
         target=target,
         runtime=data.runtime,
         runtime_options=RuntimeOptions(**options) if options else None,
+        layers_batch_sizes=layer_batch_sizes(data),
     )
 
 

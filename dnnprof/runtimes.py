@@ -73,6 +73,8 @@ class RuntimeSpec(Struct, frozen=True, kw_only=True):
     #: Why it is not offered (None: it is): never advertised, and a request for it is refused with
     #: this reason and what the device's workers offer.
     unavailable: str | None = None
+    #: Device classes where it has a layer profiler (``layers: true``; ``workers.engine.layer_profilers``).
+    layer_profiler_on: tuple[str, ...] = ()
 
 
 RUNTIME_SPECS: dict[str, RuntimeSpec] = {
@@ -84,6 +86,8 @@ RUNTIME_SPECS: dict[str, RuntimeSpec] = {
             device_classes=("cuda", "jetson", "cpu"),
             precisions=ALL_PRECISIONS,
             implementation="workers.engine.runtimes.eager:EagerRuntime",
+            # torch.profiler: the ops' CPU time; on CUDA the kernels' device time (CUPTI).
+            layer_profiler_on=("cuda", "jetson", "cpu"),
         ),
         RuntimeSpec(
             name="compile",
@@ -104,6 +108,7 @@ RUNTIME_SPECS: dict[str, RuntimeSpec] = {
             distributions=("onnx", "onnxscript", "onnxruntime"),
             prepared_from="onnx",
             implementation="workers.engine.runtimes.onnx:OnnxRuntime",
+            layer_profiler_on=("cpu",),  # its profiling JSON, one event per node
         ),
         RuntimeSpec(
             name="openvino",
@@ -114,6 +119,7 @@ RUNTIME_SPECS: dict[str, RuntimeSpec] = {
             distributions=("onnx", "onnxscript", "openvino"),
             prepared_from="onnx",
             implementation="workers.engine.runtimes.onnx:OpenVinoRuntime",
+            layer_profiler_on=("cpu",),  # PERF_COUNT: get_profiling_info() per executed node
         ),
         RuntimeSpec(
             name="tensorrt",
@@ -174,6 +180,22 @@ def runtime_refusal(
         measured = ", ".join(spec.precisions)
         return "precision", f"the {runtime} runtime is measured in {measured} here, not {precision}"
     return None
+
+
+def layer_profiler_refusal(runtime: str, device_class: str) -> str | None:
+    """Why ``layers: true`` cannot be served for this runtime on this device class (None: it can)."""
+    where = RUNTIME_SPECS[runtime].layer_profiler_on
+    if device_class in where:
+        return None
+    on = f"on {' and '.join(where)} devices only" if where else "on no device yet"
+    return f"the {runtime} runtime has a layer profiler {on}, not on {device_class}: {layer_profilers()}"
+
+
+def layer_profilers() -> str:
+    """Which runtimes have a layer profiler on which devices, for 422 bodies and the docs."""
+    return "; ".join(
+        f"{s.name} on {'/'.join(s.layer_profiler_on)}" for s in RUNTIME_SPECS.values() if s.layer_profiler_on
+    )
 
 
 def canonical_options(runtime: str, options: object | None, device_class: str) -> dict[str, object]:
