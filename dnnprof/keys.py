@@ -21,6 +21,11 @@ def parts(profile_id: str) -> str:
     return f"{PREFIX}parts:{profile_id}"
 
 
+def layers(profile_id: str) -> str:
+    """The profile's layer profiles, one per batch size (kept apart from its record)."""
+    return f"{PREFIX}layers:{profile_id}"
+
+
 def cancel(profile_id: str) -> str:
     return f"{PREFIX}cancel:{profile_id}"
 

@@ -25,7 +25,7 @@ import traceback
 import msgspec
 
 from dnnprof.config import Settings, require_redis_url
-from dnnprof.contract import FlopCount, ProcessCell, ProcessStatic, Progress
+from dnnprof.contract import FlopCount, LayerProfile, ProcessCell, ProcessStatic, Progress
 from dnnprof.process import PARENT_PID_ENV, die_with_parent, measuring_name, name_this_process
 from dnnprof.store import ConflictError, ProfileStore, RecordGone, with_retries
 from workers.launch import seconds_since_launch
@@ -121,6 +121,9 @@ class StoreSink:
         self.outcome.add(cell)
         self.writer.put(cell)
 
+    def layers(self, profile: LayerProfile) -> None:
+        self.writer.put(profile)  # stored apart from the parts and the record (store.put_part)
+
 
 class StoreFlopCache:
     """The engine's FLOP cache in the store (one count per model, input size and counting
@@ -180,6 +183,7 @@ def measure(
         flops=flops,
         flop_cache=StoreFlopCache(store),
         accuracy=process == 0,
+        layers=s.layers_batch_sizes if process == 0 else (),
     )
     try:
         start_s = seconds_since_launch()  # the interpreter's start or the fork, imports, the job read

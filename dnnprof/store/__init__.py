@@ -16,6 +16,8 @@ Keys (all under ``dnnprof:``, each built in :mod:`dnnprof.keys`):
 - ``profiles``          sorted set of ids by creation time
 - ``idx:*``, ``counting:*``  secondary indexes and which profile counts (see :mod:`dnnprof.indexes`)
 - ``dedupe:<key>``      id of the job for one set of canonical settings
+- ``layers:<id>``       hash batch size -> JSON :class:`LayerProfile` (``layers: true``), apart
+                        from the record so that reading a profile stays small
 - ``cancel:<id>``       set when a running job must stop
 - ``parts:<id>``        hash of what the measuring processes stored so far, cell by cell:
                         ``static:<p>``, ``cell:<p>:<batch size>``, ``end:<p>`` (see contract.py)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from dnnprof import keys
-from dnnprof.contract import FlopCount, ModelCounts, ProcessCell, ProcessEnd, ProcessStatic
+from dnnprof.contract import FlopCount, LayerProfile, ModelCounts, ProcessCell, ProcessEnd, ProcessStatic
 from dnnprof.store.base import StoreBase, encode
 
 _static_decoder = msgspec.json.Decoder(ProcessStatic)
@@ -14,6 +14,7 @@ _cell_decoder = msgspec.json.Decoder(ProcessCell)
 _end_decoder = msgspec.json.Decoder(ProcessEnd)
 _flops_decoder = msgspec.json.Decoder(FlopCount)
 _counts_decoder = msgspec.json.Decoder(ModelCounts)
+_layers_decoder = msgspec.json.Decoder(LayerProfile)
 
 
 Part = ProcessStatic | ProcessCell | ProcessEnd
@@ -71,9 +72,23 @@ class Parts(msgspec.Struct, kw_only=True):
 
 
 class PartsMixin(StoreBase):
-    def put_part(self, profile_id: str, part: Part) -> None:
-        """Store one piece the moment it is measured (idempotent: a retry overwrites it)."""
+    def put_part(self, profile_id: str, part: Part | LayerProfile) -> None:
+        """Store one piece the moment it is measured (idempotent: a retry overwrites it). A layer
+        profile is kept apart, beside the record, for as long as the record."""
+        if isinstance(part, LayerProfile):
+            self.redis.hset(keys.layers(profile_id), str(part.batch_size), encode(part))
+            return
         self.redis.hset(keys.parts(profile_id), part_field(part), encode(part))
+
+    def layer_profiles(self, profile_id: str) -> dict[int, LayerProfile]:
+        """The profile's layer profiles by batch size (empty: none stored)."""
+        raw = self.redis.hgetall(keys.layers(profile_id))
+        decoded = {int(bs): _layers_decoder.decode(value) for bs, value in raw.items()}
+        return dict(sorted(decoded.items()))
+
+    def layer_profile(self, profile_id: str, batch_size: int) -> LayerProfile | None:
+        raw = self.redis.hget(keys.layers(profile_id), str(batch_size))
+        return _layers_decoder.decode(raw) if raw is not None else None
 
     def parts(self, profile_id: str) -> Parts:
         raw = self.redis.hgetall(keys.parts(profile_id))

@@ -285,6 +285,7 @@ class RecordsMixin(CountingMixin):
                 pipe.zrem(key, rec.id)
             pipe.delete(keys.cancel(rec.id))
             pipe.delete(keys.parts(rec.id))
+            pipe.delete(keys.layers(rec.id))
             pipe.execute()
 
 

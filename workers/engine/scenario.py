@@ -3,7 +3,9 @@
 ``static_figures`` (parameters, parameter-file size, FLOPs, fingerprint) → ``prepare_model`` (to
 the device; a runtime's export or compile and its outputs check) → the cells
 (:class:`workers.engine.cells.CellMeasurer`: per batch size the warm-up, the memory it takes and
-the timed runs) → ``measure_accuracy``.
+the timed runs) → ``profiled_passes`` (where the request asks for layers: each batch size's layer
+profile in the runtime's own profiler, after every timed cell and apart from them) →
+``measure_accuracy``.
 
 Each batch size is handed to a sink the moment it is done (the runner stores it), so a time limit,
 a crash or a cancel keeps what was measured. A batch size that runs out of memory is an ``oom``
@@ -27,6 +29,7 @@ from torch import nn
 
 from dnnprof.contract import (
     FlopCount,
+    LayerProfile,
     ModelInfo,
     ProcessCell,
     ProcessEnd,
@@ -55,6 +58,8 @@ from workers.engine.device import (
 )
 from workers.engine.fingerprint import fingerprint
 from workers.engine.flops import FLOP_METHOD_VERSION, count_model_flops
+from workers.engine.layer_profilers import profiled_passes
+from workers.engine.layers import module_tree
 from workers.engine.models import build_model, count_params, deployed_form, parameter_file_bytes
 from workers.engine.runtimes import check_outputs, runtime_for
 from workers.engine.runtimes.base import CHECK_BATCH
@@ -113,6 +118,9 @@ class ProcessPlan:
     flop_cache: FlopCache | None = None
     #: Accuracy is measured once per profile, by the first process.
     accuracy: bool = True
+    #: The batch sizes profiled layer by layer after the timed cells (once per profile, by the
+    #: first process).
+    layers: tuple[int, ...] = ()
 
 
 class FlopCache(Protocol):
@@ -124,6 +132,7 @@ class Sink(Protocol):
     def progress(self, progress: Progress) -> None: ...
     def static(self, static: ProcessStatic) -> None: ...
     def cell(self, cell: ProcessCell) -> None: ...
+    def layers(self, profile: LayerProfile) -> None: ...
 
 
 class CollectingSink:
@@ -133,6 +142,7 @@ class CollectingSink:
         self.on_progress = on_progress
         self.statics: list[ProcessStatic] = []
         self.cells: list[ProcessCell] = []
+        self.layer_profiles: list[LayerProfile] = []
 
     def progress(self, progress: Progress) -> None:
         self.on_progress(progress)
@@ -142,6 +152,9 @@ class CollectingSink:
 
     def cell(self, cell: ProcessCell) -> None:
         self.cells.append(cell)
+
+    def layers(self, profile: LayerProfile) -> None:
+        self.layer_profiles.append(profile)
 
 
 def run_profile(
@@ -156,7 +169,8 @@ def run_profile(
     """One measuring process, in this process, assembled as the job assembles a profile (for
     tests and benchmarks; the service measures ``settings.repeats`` fresh processes)."""
     sink = CollectingSink(on_progress)
-    end = measure_process(info, settings, config, ProcessPlan(), sink, model=model, tag=tag)
+    plan = ProcessPlan(layers=settings.layers_batch_sizes)
+    end = measure_process(info, settings, config, plan, sink, model=model, tag=tag)
     one = aggregate.assemble(info, settings, sink.statics, sink.cells, [end], noisy_cv=config.noisy_cv)
     assert one is not None  # measure_process stores its static part before it returns
     return one
@@ -187,13 +201,21 @@ def measure_process(
         built = build_for_profile(info, settings, config, model, tag)
     progress("flops")
     with clock.phase("static"):
+        # Per-module FLOPs on the fp32 model, before static_figures casts it to the precision.
+        tree = module_tree(built.model, settings.input_size) if plan.layers else None
         static = static_figures(info, settings, plan, ctx, built)
     with clock.phase("prepare"):
         on_device = prepare_model(built.model, settings, ctx, config.cache_dir)
     static.runtime = on_device.prepared.report
     sink.static(static)
     cells = CellMeasurer(on_device, ctx, settings, config, plan.process, clock)
-    cells.measure_all(measuring, sink, lambda done, bs: progress("batch", done, batch_size=bs))
+    timed = TimedCells(sink)
+    cells.measure_all(measuring, timed, lambda done, bs: progress("batch", done, batch_size=bs))
+    if tree is not None:
+        progress("layers", len(measuring))
+        with clock.phase("layers"):
+            for profile in profiled_passes(on_device, ctx, tree, plan.layers, timed.ms_per_image):
+                sink.layers(profile)
     end = ProcessEnd(process=plan.process, wall_s=0.0)
     if val_set is not None:
         with clock.phase("accuracy"):
@@ -203,6 +225,31 @@ def measure_process(
     end.wall_s = time.perf_counter() - started
     end.phases = clock.seconds
     return end
+
+
+class TimedCells:
+    """Passes the cells on to the sink and keeps each ok cell's mean per image (the profiled
+    passes' run counts and their overhead against it)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.ms_per_image: dict[int, float] = {}
+
+    def progress(self, progress: Progress) -> None:
+        self.sink.progress(progress)
+
+    def static(self, static: ProcessStatic) -> None:
+        self.sink.static(static)
+
+    def cell(self, cell: ProcessCell) -> None:
+        if cell.status == "ok" and cell.run_seconds:
+            self.ms_per_image[cell.batch_size] = (
+                1e3 * sum(cell.run_seconds) / len(cell.run_seconds) / cell.batch_size
+            )
+        self.sink.cell(cell)
+
+    def layers(self, profile: LayerProfile) -> None:
+        self.sink.layers(profile)
 
 
 @dataclass

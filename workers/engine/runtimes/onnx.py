@@ -111,8 +111,9 @@ def _opset(settings: ProfileSettings) -> int:
 
 
 class OnnxPrepared:
-    def __init__(self, session, report: RuntimeReport) -> None:
+    def __init__(self, session, report: RuntimeReport, onnx_path: Path | None = None) -> None:
         self.session = session
+        self.onnx_path = onnx_path  # its own profiled session is made from it (layer profiles)
         self.input_name = session.get_inputs()[0].name
         self.report = report
 
@@ -153,12 +154,13 @@ class OnnxRuntime:
         graph = f"ORT_ENABLE_ALL, {options.intra_op_num_threads} intra-op threads"
         prepared = (export_s + time.perf_counter() - start, cached)
         report = _report(self.name, ort.__version__, "CPUExecutionProvider", settings, opset, graph, prepared)
-        return OnnxPrepared(session, report)
+        return OnnxPrepared(session, report, path)
 
 
 class OpenVinoPrepared:
-    def __init__(self, compiled, report: RuntimeReport) -> None:
+    def __init__(self, compiled, report: RuntimeReport, onnx_path: Path | None = None) -> None:
         self.compiled = compiled
+        self.onnx_path = onnx_path  # its own profiled model is compiled from it (layer profiles)
         self.output = compiled.output(0)
         self.report = report
 
@@ -194,4 +196,4 @@ class OpenVinoRuntime:
         graph = f"f32, {config['INFERENCE_NUM_THREADS']} threads"
         prepared = (export_s + time.perf_counter() - start, cached)
         report = _report(self.name, installed("openvino"), "CPU", settings, opset, graph, prepared)
-        return OpenVinoPrepared(compiled, report)
+        return OpenVinoPrepared(compiled, report, path)

@@ -1,0 +1,171 @@
+"""Per-layer profiles (issue 41): each runtime's own profiler mapped onto the eager model's module
+tree, each layer's time beside its FLOPs, from a profiled pass apart from the timed cells."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dnnprof.contract import ModelInfo, ProcessCell, ProfileRequest, ProfileSettings
+from dnnprof.profiling import FieldRefused, check_layers, layer_batch_sizes
+from dnnprof.runtimes import layer_profiler_refusal
+from workers.engine.scenario import CollectingSink, ProcessPlan, ScenarioConfig, measure_process
+from workers.engine.timing import WarmupPolicy
+from workers.runtime_support import available_runtimes
+
+SIZE = 64
+#: body.0's FLOPs per image by hand: 2 x (3 inputs x 16 x 16) x 1024 outputs x 16 x 16 positions
+#: ((64 + 2 x 6 padding - 16) / stride 4 + 1 = 16). Many multiply-adds per output element, so the
+#: memory-bound ops after it (ReLU, pooling: no FLOPs) have little to read.
+HEAVY_FLOPS = 2 * 3 * 256 * 1024 * 16 * 16
+#: The rest: the head's 2 x 1024 x 10 (the counter counts addmm as its matmul). body.0 holds
+#: 99.995% of the FLOPs.
+OTHER_FLOPS = 2 * 1024 * 10
+
+
+class OneHeavyLayer(nn.Module):
+    """A model with a known answer: one convolution (``body.0``) holds >= 95% of the FLOPs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 1024, 16, stride=4, padding=6), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(1024, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.body(x)), 1))
+
+
+INFO = ModelInfo(name="dnnprof:one_heavy", source="dnnprof", architecture="one_heavy", input_size=SIZE)
+
+
+def settings(runtime: str = "eager", layers: tuple[int, ...] = (2,)) -> ProfileSettings:
+    return ProfileSettings(
+        model=INFO.name,
+        device="cpu",
+        batch_sizes=(1, 2),
+        runs=3,
+        precision="fp32",
+        input_size=SIZE,
+        runtime=runtime,
+        layers_batch_sizes=layers,
+    )
+
+
+class OrderSink(CollectingSink):
+    """Records what arrives in which order, and at each timed cell whether anything of the
+    profiled pass was live: a profiler, or a hook on any module of the model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.order, self.live_at_cells = model, [], []
+
+    def cell(self, cell: ProcessCell) -> None:
+        hooks = any(m._forward_hooks or m._forward_pre_hooks for m in self.model.modules())
+        self.live_at_cells.append(hooks or torch._C._autograd._profiler_enabled())
+        self.order.append(("cell", cell.batch_size))
+        super().cell(cell)
+
+    def layers(self, profile) -> None:
+        self.order.append(("layers", profile.batch_size))
+        super().layers(profile)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One measuring thread: on a small shared host a tiny op waiting for a busy thread pool takes
+    as long as the scheduler makes it, which says nothing about the layer."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DNNPROF_CPU_THREADS", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return OneHeavyLayer().eval()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("runtimes")  # one export for onnxruntime and openvino
+
+
+def profile_in(runtime: str, model: nn.Module, cache) -> OrderSink:
+    if runtime not in available_runtimes("cpu"):
+        pytest.skip(f"the {runtime} runtime is not installed here")
+    config = ScenarioConfig(
+        device_class="cpu", warmup=WarmupPolicy(min_seconds=0.05), min_timed_s=0.05, cache_dir=cache
+    )
+    sink = OrderSink(model)
+    s = settings(runtime)
+    measure_process(INFO, s, config, ProcessPlan(layers=s.layers_batch_sizes), sink, model=model)
+    return sink
+
+
+@pytest.mark.parametrize("runtime", ["eager", "onnxruntime", "openvino"])
+def test_the_layer_holding_the_flops_holds_the_time_in_every_runtime(runtime, model, cache):
+    sink = profile_in(runtime, model, cache)
+    [profile] = sink.layer_profiles
+    assert profile.error is None and profile.runtime == runtime and profile.batch_size == 2
+    by_path = {layer.path: layer for layer in profile.layers}
+    heavy = by_path["body.0"]
+    assert heavy.type == "Conv2d" and heavy.op_type == "convolution" and heavy.nodes
+    assert heavy.share >= 0.85, [(x.path, round(x.share, 3)) for x in profile.layers]
+    assert max(profile.layers, key=lambda x: x.ms_per_image).path == "body.0"
+    # FLOPs per layer: the hand count, and they add up exactly to the profile's FLOPs.
+    assert heavy.flops == HEAVY_FLOPS and heavy.params == 3 * 256 * 1024 + 1024
+    assert sum(x.flops for x in profile.layers) == HEAVY_FLOPS + OTHER_FLOPS
+    assert profile.flops == sink.statics[0].flops.flops == HEAVY_FLOPS + OTHER_FLOPS
+    assert heavy.flops_per_s == pytest.approx(HEAVY_FLOPS / (heavy.ms_per_image / 1e3))
+    # Unattributed time is reported, never spread: the forward is the layers plus it.
+    assert profile.unattributed_ms_per_image >= 0
+    assert profile.unattributed_ms_per_image == pytest.approx(
+        max(0.0, profile.forward_ms_per_image - profile.attributed_ms_per_image)
+    )
+    assert profile.attributed_ms_per_image == pytest.approx(sum(x.ms_per_image for x in profile.layers))
+    conv = next(o for o in profile.op_types if o.op_type == "convolution")
+    assert conv.flop_share > 0.99 and conv.time_share >= 0.85
+    assert "separate profiled pass" in profile.note and profile.timed_ms_per_image
+    # The profiled pass came after every timed cell, none of which ran with it.
+    assert sink.order == [("cell", 1), ("cell", 2), ("layers", 2)]
+    assert sink.live_at_cells == [False, False]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_eager_layer_times_add_up_to_the_profiled_forward(model, cache):
+    [profile] = profile_in("eager", model, cache).layer_profiles
+    assert profile.attributed_ms_per_image == pytest.approx(profile.forward_ms_per_image, rel=0.10)
+    assert "aten::conv2d" in {n for x in profile.layers for n in x.nodes}
+
+
+def test_a_profile_without_layers_runs_no_profiled_pass(model, cache):
+    config = ScenarioConfig(device_class="cpu", warmup=WarmupPolicy(min_seconds=0.05), min_timed_s=0.05)
+    sink = OrderSink(model)
+    measure_process(INFO, settings(layers=()), config, ProcessPlan(), sink, model=model)
+    assert sink.layer_profiles == [] and sink.order == [("cell", 1), ("cell", 2)]
+
+
+def test_layers_key_apart_only_when_asked_and_bad_requests_name_the_field():
+    plain, asked = settings(layers=()), settings(layers=(2,))
+    fields = {f: getattr(plain, f) for f in plain.__struct_fields__ if f != "layers_batch_sizes"}
+    before = ProfileSettings(**fields)
+    assert plain.dedupe_key() == before.dedupe_key() != asked.dedupe_key()
+    assert layer_batch_sizes(ProfileRequest(model="resnet18", batch_sizes=[8, 2], layers=True)) == (2,)
+    assert layer_batch_sizes(ProfileRequest(model="resnet18", batch_sizes=[8, 2])) == ()
+    bad = [
+        (ProfileRequest(model="resnet18", batch_sizes=[1, 2], layers=True, layers_batch_sizes=[4]), "cpu"),
+        (ProfileRequest(model="resnet18", layers_batch_sizes=[1]), "cpu"),
+        (ProfileRequest(model="resnet18", layers=True, runtime="compile"), "cpu"),
+        (ProfileRequest(model="resnet18", layers=True, runtime="onnxruntime"), "cuda"),
+    ]
+    keys = []
+    for request, device in bad:
+        with pytest.raises(FieldRefused) as refused:
+            check_layers(request, device)
+        keys.append(refused.value.key)
+    assert keys == ["layers_batch_sizes", "layers_batch_sizes", "layers", "layers"]
+    assert layer_profiler_refusal("eager", "cuda") is None and "eager on cuda/jetson/cpu" in (
+        layer_profiler_refusal("compile", "cpu") or ""
+    )
