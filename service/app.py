@@ -21,6 +21,7 @@ from service.controllers.analysis import AnalysisController, FiguresController
 from service.controllers.devices import DeviceController
 from service.controllers.exports import ExportController
 from service.controllers.health import HealthController
+from service.controllers.layers import LayersController
 from service.controllers.models import ModelController
 from service.controllers.profiles import ProfileController
 from service.controllers.report import ReportController, static_router, vendor_router
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     config = AppConfig(
         route_handlers=[
             ProfileController,
+            LayersController,
             ModelController,
             DeviceController,
             PublishedResultsController,
