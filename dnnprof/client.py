@@ -91,6 +91,11 @@ class Client:
             self._seen[profile_id] = (response.headers["etag"], body)
         return body
 
+    def layers(self, profile_id: str, batch_size: int | None = None, depth: int | None = None) -> dict:
+        """The profile's layer profile (``layers: true``), its tree collapsed to ``depth``."""
+        params = {k: v for k, v in (("batch_size", batch_size), ("depth", depth)) if v is not None}
+        return self._call("GET", f"/v1/profiles/{profile_id}/layers", params=params)
+
     def list(self, **params: Any) -> list[dict]:
         return self._call("GET", "/v1/profiles", params={k: v for k, v in params.items() if v is not None})
 
@@ -190,6 +195,49 @@ def result_table(record: dict) -> Table:
     return table
 
 
+def layers_table(profile: dict, most: int = 15) -> Table:
+    """The layers that took the most time, with their FLOPs beside (the profiled pass's figures)."""
+    timed = profile.get("timed_ms_per_image")
+    title = (
+        f"{profile['runtime']}, batch size {profile['batch_size']}: profiled forward "
+        f"{profile['forward_ms_per_image']:.3f} ms/image"
+        + (f" (timed {timed:.3f})" if timed else "")
+        + f", unattributed {profile['unattributed_ms_per_image']:.3f}"
+    )
+    table = Table(title=title, caption=profile.get("note"))
+    for column in ("layer", "type", "op type", "ms/image", "share", "MFLOPs", "GFLOP/s", "runtime nodes"):
+        table.add_column(
+            column, justify="left" if column in ("layer", "type", "op type", "runtime nodes") else "right"
+        )
+    ranked = sorted(profile["layers"], key=lambda layer: -layer["ms_per_image"])[:most]
+    for layer in ranked:
+        rate = layer.get("flops_per_s")
+        table.add_row(
+            layer["path"] or "(model)",
+            layer["type"],
+            layer.get("op_type", ""),
+            f"{layer['ms_per_image']:.3f}",
+            f"{layer['share']:.1%}",
+            f"{layer.get('flops', 0) / 1e6:.1f}",
+            f"{rate / 1e9:.1f}" if rate else "",
+            ", ".join(layer.get("nodes", [])[:2]),
+        )
+    return table
+
+
+def show_layers(client: Client, profile_id: str, args: argparse.Namespace, out: Console) -> int:
+    answer = client.layers(profile_id, getattr(args, "layers_batch_size", None), getattr(args, "depth", None))
+    if args.json:
+        print(json.dumps(answer))
+    elif answer.get("error"):
+        out.print(
+            f"no layer profile at batch size {answer['batch_size']}: {answer['error']}", highlight=False
+        )
+    else:
+        out.print(layers_table(answer))
+    return 0
+
+
 def profile(args: argparse.Namespace) -> int:
     client, out = Client.from_env(), console()
     body: dict[str, Any] = {"model": args.model}
@@ -198,6 +246,8 @@ def profile(args: argparse.Namespace) -> int:
             body[field] = getattr(args, field)
     if args.force:
         body["force"] = True
+    if args.layers:
+        body["layers"] = True
     submitted = client.submit(body)
     if not args.wait:
         if args.json:
@@ -208,7 +258,10 @@ def profile(args: argparse.Namespace) -> int:
             )
         return 0
     record = follow(client, submitted["id"], console(stderr=True, quiet=args.json))
-    return show_record(record, args.json, out)
+    code = show_record(record, args.json, out)
+    if args.layers and record["status"] == "succeeded" and not args.json:
+        return show_layers(client, record["id"], args, out)
+    return code
 
 
 def show_record(record: dict, as_json: bool, out: Console) -> int:
@@ -225,7 +278,10 @@ def show_record(record: dict, as_json: bool, out: Console) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    return show_record(Client.from_env().get(args.id), args.json, console())
+    client = Client.from_env()
+    if args.layers:
+        return show_layers(client, args.id, args, console())
+    return show_record(client.get(args.id), args.json, console())
 
 
 def ls(args: argparse.Namespace) -> int:
@@ -297,6 +353,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--runtime", choices=RUNTIMES, help="what runs the model (default eager; GET /v1/devices lists them)"
     )
     p.add_argument("--force", action="store_true", help="measure again even if an equal profile is stored")
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="a per-layer profile after the timed runs (smallest batch size); with --wait, its top layers",
+    )
     p.add_argument("--wait", action="store_true", help="follow the job and print its result")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     p.set_defaults(func=profile)
@@ -312,6 +373,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="one profile and its result")
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--layers", action="store_true", help="its layer profile: the layers that took the most time"
+    )
+    p.add_argument("--depth", type=int, help="with --layers: the module tree collapsed to this depth")
+    p.add_argument(
+        "--batch-size",
+        dest="layers_batch_size",
+        type=int,
+        help="with --layers: which batch size (default smallest)",
+    )
     p.set_defaults(func=show)
 
 

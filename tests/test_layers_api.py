@@ -138,3 +138,21 @@ def test_bad_layer_requests_are_a_422_naming_the_field(app, body, field):
     assert answer.status_code == 422, answer.text
     assert answer.json()["errors"][0]["field"] == field
 
+
+
+def test_dnnprof_show_layers_prints_the_top_layers_collapsed_to_a_depth(app, capsys):
+    import argparse
+
+    from dnnprof.client import Client, console, show_layers
+
+    client, store = app
+    profile_id = stored(store, "eager", conv_ms=4.0)
+    cli = Client()
+    cli.http = client  # the in-process app's httpx client, as DNNPROF_URL would reach the service
+    args = argparse.Namespace(json=False, depth=1, layers_batch_size=None)
+    assert show_layers(cli, profile_id, args, console()) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("│")]
+    # layer1 (7.4 ms) first, then conv1 (2.0), fc (0.5), the model's own (0.1); by hand from the tree.
+    assert [r.split("│")[1].strip() for r in rows] == ["layer1", "conv1", "fc", "(model)"]
+    assert "74.0%" in rows[0] and "profiled forward 10.000 ms/image" in "\n".join(lines)
