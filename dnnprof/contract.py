@@ -731,6 +731,8 @@ class LayerProfile(Struct, kw_only=True):
     #: Time no module could be given (between ops, nodes the runtime inserted): never spread.
     unattributed_ms_per_image: float = 0.0
     unattributed_nodes: list[str] = []
+    #: Of the time the runtime's nodes (ops, kernels) took, the share given a module.
+    node_coverage: float | None = None
     #: True where the runtime runs nodes in parallel, so node times may overlap (OpenVINO).
     overlapping: bool = False
     #: The model's FLOPs per image as the per-module count found them (the layers' sum).

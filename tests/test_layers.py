@@ -125,6 +125,7 @@ def test_the_layer_holding_the_flops_holds_the_time_in_every_runtime(runtime, mo
         max(0.0, profile.forward_ms_per_image - profile.attributed_ms_per_image)
     )
     assert profile.attributed_ms_per_image == pytest.approx(sum(x.ms_per_image for x in profile.layers))
+    assert profile.node_coverage is not None and profile.node_coverage >= 0.95
     conv = next(o for o in profile.op_types if o.op_type == "convolution")
     assert conv.flop_share > 0.99 and conv.time_share >= 0.85
     assert "separate profiled pass" in profile.note and profile.timed_ms_per_image

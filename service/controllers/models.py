@@ -111,6 +111,8 @@ class HistoryEntry(Struct, kw_only=True):
     runtime: str
     ms_per_image: dict[int, float | None]
     memory_mb: dict[int, float | None]
+    #: The batch sizes with a layer profile asked for (GET /v1/profiles/{id}/layers).
+    layers_batch_sizes: list[int] = []
 
 
 class TargetHistory(Struct, kw_only=True):
@@ -144,6 +146,7 @@ def history(qualified: str, services: Services) -> list[TargetHistory]:
                     else None
                     for b in result.batches
                 },
+                layers_batch_sizes=list(record.settings.layers_batch_sizes),
             )
         )
     return [TargetHistory(target=t, profiles=p) for t, p in sorted(by_target.items())]

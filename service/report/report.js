@@ -228,7 +228,56 @@ async function openModel(name) {
         String(p.repeats), p.noisy ? "yes" : "", p.counts ? "✓" : "", ms]);
     }
   }
+  showLayerProfiles(history);
   $("model-panel").scrollIntoView({ block: "nearest" });
+}
+
+// The model's layer profiles (layers: true): one runtime's at a time, chosen in a selector.
+function showLayerProfiles(history) {
+  const select = $("layers-profile");
+  select.replaceChildren();
+  for (const t of history) {
+    for (const p of t.profiles) {
+      for (const bs of p.layers_batch_sizes || []) {
+        const option = document.createElement("option");
+        option.value = JSON.stringify({ id: p.profile_id, bs });
+        option.textContent = `${p.runtime} · ${t.target} · batch ${bs} · ${p.profile_id.slice(0, 8)}`;
+        select.append(option);
+      }
+    }
+  }
+  $("layers-box").hidden = select.options.length === 0;
+  if (select.options.length) drawLayers().catch((e) => { $("layers-note").textContent = e.message; });
+}
+
+async function drawLayers() {
+  const { id, bs } = JSON.parse($("layers-profile").value);
+  const depth = $("layers-depth").value;
+  const q = new URLSearchParams({ batch_size: bs });
+  if (depth) q.set("depth", depth);
+  const lp = await getJSON(`/v1/profiles/${id}/layers?${q}`);
+  if (lp.error) { $("layers-note").textContent = `no layer profile: ${lp.error}`; return; }
+  const flops = lp.layers.reduce((s, l) => s + (l.flops || 0), 0) || 1;
+  const layers = lp.layers.filter((l) => l.ms_per_image > 0 || l.flops > 0); // topological order
+  const names = layers.map((l) => l.path || "(model)");
+  const hover = layers.map((l) => `${l.path || "(model)"} (${l.type})<br>${fmt(l.ms_per_image)} ms/image` +
+    `<br>${(l.nodes || []).slice(0, 4).join("<br>")}`);
+  const bar = (name, y) => ({ type: "bar", name, x: names, y, hovertext: hover, hoverinfo: "text+name" });
+  Plotly.react("layers-chart", [
+    bar("time share", layers.map((l) => l.share)),
+    bar("FLOP share", layers.map((l) => (l.flops || 0) / flops)),
+  ], { barmode: "group", yaxis: { tickformat: ".0%", title: "share" }, height: 360,
+    margin: { t: 10, b: 120 }, legend: { orientation: "h" } }, { displaylogo: false, responsive: true });
+  const ops = lp.op_types;
+  Plotly.react("layers-ops", [
+    { type: "bar", name: "time share", x: ops.map((o) => o.op_type), y: ops.map((o) => o.time_share) },
+    { type: "bar", name: "FLOP share", x: ops.map((o) => o.op_type), y: ops.map((o) => o.flop_share) },
+  ], { barmode: "group", yaxis: { tickformat: ".0%", title: "share" }, height: 300, margin: { t: 10 },
+    legend: { orientation: "h" } }, { displaylogo: false, responsive: true });
+  $("layers-note").textContent = `${lp.runtime}: profiled forward ${fmt(lp.forward_ms_per_image)} ms/image` +
+    (lp.timed_ms_per_image ? ` (timed ${fmt(lp.timed_ms_per_image)})` : "") +
+    `, unattributed ${fmt(lp.unattributed_ms_per_image)}` + (lp.overlapping ? " (node times overlap)" : "") +
+    `. ${lp.note}.`;
 }
 
 // -- tables ------------------------------------------------------------------------------------
@@ -538,6 +587,9 @@ async function addTargets() {
 async function start() {
   await load();
   $("chart").on("plotly_click", (ev) => { if (ev.points.length && ev.points[0].customdata) openModel(ev.points[0].customdata); });
+  for (const id of ["layers-profile", "layers-depth"]) {
+    $(id).addEventListener("change", () => drawLayers().catch((e) => { $("layers-note").textContent = e.message; }));
+  }
 }
 addTargets().catch(() => {});
 addPrecisions().catch(() => {});

@@ -205,6 +205,7 @@ def build_profile(tree: ModuleTree, measured: ProfiledPass, timed_ms: float | No
         attributed_ms_per_image=attributed,
         unattributed_ms_per_image=max(0.0, forward_ms - attributed),
         unattributed_nodes=_top(unattributed_names),
+        node_coverage=attributed / sum(op_ms.values()) if op_ms else None,
         overlapping=measured.overlapping,
         flops=tree.total_flops,
         layers=layers,
