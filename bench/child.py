@@ -45,7 +45,7 @@ def engine(request: dict, *, staged: bool = False) -> bytes:
     if "warmup" in config:  # a warm-up policy to compare, as its fields
         config["warmup"] = WarmupPolicy(**config["warmup"])
     config = ScenarioConfig(device_class=settings.device, **config)
-    plan = ProcessPlan(process=request.get("process", 0))
+    plan = ProcessPlan(process=request.get("process", 0), layers=settings.layers_batch_sizes)
     model = None
     if staged:  # the host-side work first, then wait for the device to be ours
         model = build_model(info, input_size=settings.input_size)

@@ -1,0 +1,180 @@
+"""Layer profiles (issue 41): what ``layers: true`` costs, and the eager layer times against an
+independent timer.
+
+``cost``: the same profile with and without ``layers: true`` in fresh measuring processes
+(``bench.child engine``), the order alternating round by round so a drift of the host hits both;
+the figure is each round's wall time with layers over without (the process's ``wall_s``), and
+the median of those ratios (target <= 1.15).
+
+``check``: the eager layer profile of a model (random weights, batch size 1), then each of its top
+layers (leaf modules, by time) timed alone on the input shape it was called with, by
+``torch.utils.benchmark.Timer.blocked_autorange`` in a fresh process of its own with the same
+thread count: the ratio of the layer's profiled time to the Timer's median (target 0.8-1.25).
+
+    python -m bench.layers cost [--model resnet18] [--batch-sizes 1,2] [--rounds 3]
+    python -m bench.layers check [--model resnet18] [--top 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from bench.common import engine_process, environment, stamp, write
+from dnnprof.contract import ModelInfo, ProfileSettings
+
+MODELS = {
+    "resnet18": ModelInfo(name="tv:resnet18", source="tv", architecture="resnet18", input_size=224),
+    "mobilenet_v3_small": ModelInfo(
+        name="tv:mobilenet_v3_small", source="tv", architecture="mobilenet_v3_small", input_size=224
+    ),
+}
+
+
+def cost(model: str, batch_sizes: tuple[int, ...], rounds: int) -> dict:
+    info = MODELS[model]
+    base = ProfileSettings(
+        model=info.name, device="cpu", batch_sizes=batch_sizes, runs=10, precision="fp32", input_size=224
+    )
+    rows = []
+    for r in range(rounds):
+        order = (False, True) if r % 2 == 0 else (True, False)
+        walls = {}
+        for layers in order:
+            settings = ProfileSettings(
+                **{f: getattr(base, f) for f in base.__struct_fields__ if f != "layers_batch_sizes"},
+                layers_batch_sizes=(min(batch_sizes),) if layers else (),
+            )
+            out = engine_process(info, settings)
+            walls[layers] = out.end.wall_s
+            stamp(f"round {r + 1}: layers={layers} wall {out.end.wall_s:.2f} s, phases {out.end.phases}")
+        rows.append({"without_s": walls[False], "with_s": walls[True], "ratio": walls[True] / walls[False]})
+    ratios = [row["ratio"] for row in rows]
+    return {
+        "model": model,
+        "batch_sizes": list(batch_sizes),
+        "rounds": rows,
+        "median_ratio": statistics.median(ratios),
+    }
+
+
+def check(model: str, top: int) -> dict:
+    from workers.engine.host import choose_threads
+    from workers.engine.layer_profilers import profile_layers
+    from workers.engine.layers import module_tree
+    from workers.engine.models import build_model
+
+    info = MODELS[model]
+    threads = choose_threads()[0]
+    torch.set_num_threads(threads)
+    net = build_model(info).eval()
+    tree = module_tree(net, info.input_size)
+    shapes: dict[str, list[int]] = {}
+
+    def record(path: str):
+        def hook(module, args) -> None:  # returns None: the input stays as it is
+            shapes.setdefault(path, list(args[0].shape))
+
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(p)) for p, m in net.named_modules()]
+    x = torch.randn(1, 3, info.input_size, info.input_size)
+    with torch.inference_mode():
+        net(x)
+        for h in hooks:
+            h.remove()
+        warm = []
+        for _ in range(5):
+            start = time.perf_counter()
+            net(x)
+            warm.append((time.perf_counter() - start) * 1e3)
+        # Its median as the timed figure: the profiled pass runs as many runs as it would after it.
+        profile = profile_layers("eager", None, net, x, tree, timed_ms=statistics.median(warm))
+    leaves = {p for p, m in net.named_modules() if not list(m.children())}
+    ranked = sorted((x for x in profile.layers if x.path in leaves), key=lambda x: -x.ms_per_image)[:top]
+    request = {
+        "model": model,
+        "threads": threads,
+        "layers": [{"path": x.path, "shape": shapes[x.path]} for x in ranked],
+    }
+    timed = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "bench.layers", "timer", json.dumps(request)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    rows = [
+        {
+            "path": x.path,
+            "type": x.type,
+            "shape": shapes[x.path],
+            "profiled_ms": x.ms_per_image,
+            "timer_ms": timed[x.path],
+            "ratio": x.ms_per_image / timed[x.path],
+        }
+        for x in ranked
+    ]
+    return {
+        "model": model,
+        "threads": threads,
+        "profiled_runs": profile.runs,
+        "forward_ms": profile.forward_ms_per_image,
+        "loadavg_1m": os.getloadavg()[0],
+        "unattributed_ms": profile.unattributed_ms_per_image,
+        "layers": rows,
+    }
+
+
+def timer(request: dict) -> dict[str, float]:
+    """Each layer alone on its recorded shape (a fresh process: ``check`` starts it)."""
+    from torch.utils import benchmark
+
+    from workers.engine.models import build_model
+
+    torch.set_num_threads(request["threads"])
+    net = build_model(MODELS[request["model"]]).eval()
+    out = {}
+    with torch.inference_mode():
+        for layer in request["layers"]:
+            module, x = net.get_submodule(layer["path"]), torch.randn(layer["shape"])
+            t = benchmark.Timer(stmt="m(x)", globals={"m": module, "x": x}, num_threads=request["threads"])
+            t.timeit(5)
+            out[layer["path"]] = t.blocked_autorange(min_run_time=1.0).median * 1e3
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.layers")
+    parser.add_argument("what", choices=("cost", "check", "timer"))
+    parser.add_argument("payload", nargs="?")
+    parser.add_argument("--model", default="resnet18", choices=sorted(MODELS))
+    parser.add_argument("--batch-sizes", default="1,2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--top", type=int, default=5)
+    args = parser.parse_args()
+    if args.what == "timer":
+        print(json.dumps(timer(json.loads(args.payload))))
+        return 0
+    if args.what == "cost":
+        sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+        result = cost(args.model, sizes, args.rounds)
+    else:
+        result = check(args.model, args.top)
+    result["environment"] = environment()
+    path = write(f"layers-{args.what}-{args.model}-cpu", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=1))
+    stamp(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
