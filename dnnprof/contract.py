@@ -677,7 +677,8 @@ OP_TYPES: tuple[str, ...] = (
 class LayerTime(Struct, kw_only=True, omit_defaults=True):
     """One module of the eager model and what the runtime spent in it: its *own* time, FLOPs and
     parameters (its children's are theirs), so the rows add up to the model and a tree collapsed
-    to a depth sums them (:func:`dnnprof.layers.collapse`)."""
+    to a depth sums them (:func:`dnnprof.layers.collapse`). Zeros and empty lists are left out of
+    the JSON (a ReLU has no ``flops`` key)."""
 
     #: The module path in the eager model (``layer3.4.conv2``); ``""`` is the model's own forward
     #: (a flatten, an addition written in it).

@@ -139,7 +139,6 @@ def test_bad_layer_requests_are_a_422_naming_the_field(app, body, field):
     assert answer.json()["errors"][0]["field"] == field
 
 
-
 def test_dnnprof_show_layers_prints_the_top_layers_collapsed_to_a_depth(app, capsys):
     import argparse
 
@@ -156,3 +155,40 @@ def test_dnnprof_show_layers_prints_the_top_layers_collapsed_to_a_depth(app, cap
     # layer1 (7.4 ms) first, then conv1 (2.0), fc (0.5), the model's own (0.1); by hand from the tree.
     assert [r.split("│")[1].strip() for r in rows] == ["layer1", "conv1", "fc", "(model)"]
     assert "74.0%" in rows[0] and "profiled forward 10.000 ms/image" in "\n".join(lines)
+
+
+@pytest.mark.slow  # the session's service: the embedded default's API, worker and Redis
+def test_a_profile_with_layers_through_the_service_in_eager_and_onnxruntime(client):
+    """The whole path: the worker's first measuring process profiles the layers after its timed
+    cells, the runner stores them apart, the API reads them and compares the two runtimes."""
+    from tests.helpers import wait_for
+
+    body = {
+        "model": "resnet18",
+        "batch_sizes": [1, 2],
+        "runs": 3,
+        "repeats": 2,
+        "input_size": 64,
+        "layers": True,
+    }
+    ids = {
+        rt: client.post("/v1/profiles", json={**body, "runtime": rt}).json()["id"]
+        for rt in ("eager", "onnxruntime")
+    }
+    for runtime, profile_id in ids.items():
+        record = wait_for(client, profile_id)
+        assert record["status"] == "succeeded", record.get("error")
+        assert record["settings"]["layers_batch_sizes"] == [1] and "layers" not in record["result"]
+        answer = client.get(f"/v1/profiles/{profile_id}/layers", params={"depth": 1}).json()
+        assert answer["error"] is None and answer["runtime"] == runtime and answer["batch_size"] == 1
+        paths = [x["path"] for x in answer["layers"]]
+        assert {"conv1", "layer1", "layer4", "fc"} <= set(paths) and paths.index("conv1") < paths.index("fc")
+        assert sum(x.get("flops", 0) for x in answer["layers"]) == record["result"]["flops"]
+        assert answer["node_coverage"] >= 0.95
+        assert "layers" in record["result"]["phases"]
+    table = client.get(
+        "/v1/analysis/layers",
+        params={"model": "resnet18", "a_runtime": "eager", "b_runtime": "onnxruntime", "depth": 1},
+    ).json()
+    assert (table["a_profile"], table["b_profile"]) == (ids["eager"], ids["onnxruntime"])
+    assert {r["path"] for r in table["layers"]} >= {"conv1", "layer1", "fc"}

@@ -260,11 +260,11 @@ async function drawLayers() {
   const flops = lp.layers.reduce((s, l) => s + (l.flops || 0), 0) || 1;
   const layers = lp.layers.filter((l) => l.ms_per_image > 0 || l.flops > 0); // topological order
   const names = layers.map((l) => l.path || "(model)");
-  const hover = layers.map((l) => `${l.path || "(model)"} (${l.type})<br>${fmt(l.ms_per_image)} ms/image` +
+  const hover = layers.map((l) => `${l.path || "(model)"} (${l.type})<br>${fmt(l.ms_per_image || 0)} ms/image` +
     `<br>${(l.nodes || []).slice(0, 4).join("<br>")}`);
   const bar = (name, y) => ({ type: "bar", name, x: names, y, hovertext: hover, hoverinfo: "text+name" });
   Plotly.react("layers-chart", [
-    bar("time share", layers.map((l) => l.share)),
+    bar("time share", layers.map((l) => l.share || 0)),
     bar("FLOP share", layers.map((l) => (l.flops || 0) / flops)),
   ], { barmode: "group", yaxis: { tickformat: ".0%", title: "share" }, height: 360,
     margin: { t: 10, b: 120 }, legend: { orientation: "h" } }, { displaylogo: false, responsive: true });
