@@ -13,7 +13,9 @@ An ONNX node is given the module whose parameter it reads (the exporter names in
 their parameter's name, and a batch norm folded into a convolution keeps the convolution's
 weight), else the innermost module of its ``pkg.torch.onnx.name_scopes``. A node a runtime made
 (ORT's NCHWc ``relu_nchwc``, named after a tensor) is traced to the original node of its op type
-that produced that tensor; a node no original one explains (a reorder) stays unattributed.
+that produced that tensor; a layout conversion ORT inserted (``ReorderInput``/``ReorderOutput``)
+goes whole to the node it serves, through the edges of ORT's optimised graph; a node nothing
+explains (OpenVINO's reorders, a node an optimiser made) stays unattributed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from torch import nn
 
 from dnnprof.contract import LayerProfile
 from workers.engine.device import autocast_for
-from workers.engine.layers import ModuleTree, NodeTime, ProfiledPass, build_profile
+from workers.engine.layers import ModuleTree, NodeTime, ProfiledPass, build_profile, op_class
 
 #: Profiled runs last about this long in all, between these counts.
 PROFILED_S = 0.5
@@ -149,15 +151,26 @@ def _eager_nodes(events, cuda: bool, skip_runs: int) -> list[NodeTime]:
 
 
 class OnnxOrigins:
-    """The exported graph's nodes and the module each came from."""
+    """The exported graph's nodes and the module each came from; with ``runtime_graph`` (the graph
+    as the runtime optimised it), its edges too, for the layout conversions it inserted."""
 
-    def __init__(self, onnx_path: Path, tree: ModuleTree) -> None:
+    def __init__(self, onnx_path: Path, tree: ModuleTree, runtime_graph: Path | None = None) -> None:
         import onnx
 
         graph = onnx.load(str(onnx_path), load_external_data=False).graph
         self.tree = tree
         self.nodes = {n.name: n for n in graph.node}
         self.producer = {out: n for n in graph.node for out in n.output}
+        self.runtime_nodes: dict = {}
+        self.runtime_producer: dict = {}
+        self.runtime_consumers: dict[str, list] = {}
+        if runtime_graph is not None and runtime_graph.exists():
+            optimised = onnx.load(str(runtime_graph), load_external_data=False).graph
+            self.runtime_nodes = {n.name: n for n in optimised.node}
+            self.runtime_producer = {out: n for n in optimised.node for out in n.output}
+            for n in optimised.node:
+                for tensor in n.input:
+                    self.runtime_consumers.setdefault(tensor, []).append(n)
 
     def module_of(self, node) -> str | None:
         for name in node.input:
@@ -173,8 +186,26 @@ class OnnxOrigins:
         return None
 
     def resolve(self, name: str, op_type: str | None = None) -> str | None:
-        """The module of a runtime's node ``name`` (an ONNX node's name, or a node the runtime
-        made, named after a tensor: the original node of ``op_type`` that produced it)."""
+        """The module of a runtime's node ``name``: an ONNX node's, or that of a node the runtime
+        made, named after a tensor (the original node of ``op_type`` that produced it); a layout
+        conversion the runtime inserted goes whole to the node it serves (an input reorder to its
+        consumer, any other to its producer)."""
+        path = self._original(name, op_type)
+        inserted = name in self.runtime_nodes and name not in self.nodes
+        if path is not None or not inserted or op_class(op_type or "") != "data movement":
+            return path
+        node = self.runtime_nodes[name]
+        producers = [self.runtime_producer[i] for i in node.input if i in self.runtime_producer]
+        consumers = [c for out in node.output for c in self.runtime_consumers.get(out, [])]
+        serves = (
+            consumers + producers if (op_type or "").startswith("ReorderInput") else producers + consumers
+        )
+        for neighbour in serves:
+            if (path := self._original(neighbour.name, neighbour.op_type)) is not None:
+                return path
+        return None
+
+    def _original(self, name: str, op_type: str | None) -> str | None:
         node = self.nodes.get(name) or self.nodes.get(name.split("/")[0])  # OV: "<node>/WithoutBiases"
         if node is None:
             base = name
@@ -202,7 +233,6 @@ class OnnxOrigins:
 def profile_onnxruntime(onnx_path: Path, x: torch.Tensor, runs: int, tree: ModuleTree) -> ProfiledPass:
     import onnxruntime as ort
 
-    origins = OnnxOrigins(onnx_path, tree)
     feed_x = x.detach().float().cpu().numpy()
     with tempfile.TemporaryDirectory(prefix="dnnprof-ort-profile-") as tmp:
         options = ort.SessionOptions()
@@ -211,7 +241,11 @@ def profile_onnxruntime(onnx_path: Path, x: torch.Tensor, runs: int, tree: Modul
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
+        optimised = Path(tmp) / "optimised.onnx"  # its edges place the reorders it inserts
+        options.optimized_model_filepath = str(optimised)
+        options.log_severity_level = 3  # not the warning that an NCHWc graph is machine-specific
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        origins = OnnxOrigins(onnx_path, tree, optimised)
         feed = {session.get_inputs()[0].name: feed_x}
         for _ in range(runs + 1):  # the first run is not counted
             session.run(None, feed)
