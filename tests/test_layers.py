@@ -127,6 +127,8 @@ def test_the_layer_holding_the_flops_holds_the_time_in_every_runtime(runtime, mo
     )
     assert profile.attributed_ms_per_image == pytest.approx(sum(x.ms_per_image for x in profile.layers))
     assert profile.node_coverage is not None and profile.node_coverage >= 0.95
+    if runtime != "eager":  # the layout conversion the runtime inserted for body.0 is body.0's
+        assert any("Reorder" in name for name in heavy.nodes), heavy.nodes
     conv = next(o for o in profile.op_types if o.op_type == "convolution")
     assert conv.flop_share > 0.99 and conv.time_share >= 0.85
     assert "separate profiled pass" in profile.note and profile.timed_ms_per_image

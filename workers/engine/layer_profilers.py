@@ -13,9 +13,10 @@ An ONNX node is given the module whose parameter it reads (the exporter names in
 their parameter's name, and a batch norm folded into a convolution keeps the convolution's
 weight), else the innermost module of its ``pkg.torch.onnx.name_scopes``. A node a runtime made
 (ORT's NCHWc ``relu_nchwc``, named after a tensor) is traced to the original node of its op type
-that produced that tensor; a layout conversion ORT inserted (``ReorderInput``/``ReorderOutput``)
-goes whole to the node it serves, through the edges of ORT's optimised graph; a node nothing
-explains (OpenVINO's reorders, a node an optimiser made) stays unattributed.
+that produced that tensor; a layout conversion a runtime inserted (ORT's ``ReorderInput`` and
+``ReorderOutput``, OpenVINO's ``Reorder``) goes whole to the node it serves, through the edges of
+the graph the runtime runs; a node nothing explains (one an optimiser made, one the exporter left
+without a scope) stays unattributed.
 """
 
 from __future__ import annotations
@@ -150,27 +151,22 @@ def _eager_nodes(events, cuda: bool, skip_runs: int) -> list[NodeTime]:
 # -- ONNX: one map from a runtime's node names to module paths -----------------------------------
 
 
-class OnnxOrigins:
-    """The exported graph's nodes and the module each came from; with ``runtime_graph`` (the graph
-    as the runtime optimised it), its edges too, for the layout conversions it inserted."""
+#: A runtime node's neighbours in the runtime's own graph, the node it serves first: (name, op type).
+Serves = dict[str, list[tuple[str, str | None]]]
 
-    def __init__(self, onnx_path: Path, tree: ModuleTree, runtime_graph: Path | None = None) -> None:
+
+class OnnxOrigins:
+    """The exported graph's nodes and the module each came from; with ``serves`` (from the graph as
+    the runtime runs it), where each layout conversion it inserted belongs."""
+
+    def __init__(self, onnx_path: Path, tree: ModuleTree, serves: Serves | None = None) -> None:
         import onnx
 
         graph = onnx.load(str(onnx_path), load_external_data=False).graph
         self.tree = tree
         self.nodes = {n.name: n for n in graph.node}
         self.producer = {out: n for n in graph.node for out in n.output}
-        self.runtime_nodes: dict = {}
-        self.runtime_producer: dict = {}
-        self.runtime_consumers: dict[str, list] = {}
-        if runtime_graph is not None and runtime_graph.exists():
-            optimised = onnx.load(str(runtime_graph), load_external_data=False).graph
-            self.runtime_nodes = {n.name: n for n in optimised.node}
-            self.runtime_producer = {out: n for n in optimised.node for out in n.output}
-            for n in optimised.node:
-                for tensor in n.input:
-                    self.runtime_consumers.setdefault(tensor, []).append(n)
+        self.serves = serves or {}
 
     def module_of(self, node) -> str | None:
         for name in node.input:
@@ -191,17 +187,11 @@ class OnnxOrigins:
         conversion the runtime inserted goes whole to the node it serves (an input reorder to its
         consumer, any other to its producer)."""
         path = self._original(name, op_type)
-        inserted = name in self.runtime_nodes and name not in self.nodes
+        inserted = name in self.serves and name not in self.nodes
         if path is not None or not inserted or op_class(op_type or "") != "data movement":
             return path
-        node = self.runtime_nodes[name]
-        producers = [self.runtime_producer[i] for i in node.input if i in self.runtime_producer]
-        consumers = [c for out in node.output for c in self.runtime_consumers.get(out, [])]
-        serves = (
-            consumers + producers if (op_type or "").startswith("ReorderInput") else producers + consumers
-        )
-        for neighbour in serves:
-            if (path := self._original(neighbour.name, neighbour.op_type)) is not None:
+        for neighbour, kind in self.serves[name]:
+            if (path := self._original(neighbour, kind)) is not None:
                 return path
         return None
 
@@ -245,7 +235,7 @@ def profile_onnxruntime(onnx_path: Path, x: torch.Tensor, runs: int, tree: Modul
         options.optimized_model_filepath = str(optimised)
         options.log_severity_level = 3  # not the warning that an NCHWc graph is machine-specific
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        origins = OnnxOrigins(onnx_path, tree, optimised)
+        origins = OnnxOrigins(onnx_path, tree, _ort_serves(optimised))
         feed = {session.get_inputs()[0].name: feed_x}
         for _ in range(runs + 1):  # the first run is not counted
             session.run(None, feed)
@@ -261,6 +251,28 @@ def profile_onnxruntime(onnx_path: Path, x: torch.Tensor, runs: int, tree: Modul
         forward_s=forward_s,
         nodes=nodes,
     )
+
+
+def _ort_serves(optimised: Path) -> Serves:
+    """Each node of ORT's optimised graph with its neighbours: an input reorder serves its
+    consumer, any other node its producer first."""
+    import onnx
+
+    if not optimised.exists():
+        return {}
+    nodes = onnx.load(str(optimised), load_external_data=False).graph.node
+    producer = {out: n for n in nodes for out in n.output}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for tensor in n.input:
+            consumers.setdefault(tensor, []).append(n)
+    serves: Serves = {}
+    for n in nodes:
+        before = [producer[i] for i in n.input if i in producer]
+        after = [c for out in n.output for c in consumers.get(out, [])]
+        ordered = after + before if n.op_type.startswith("ReorderInput") else before + after
+        serves[n.name] = [(m.name, m.op_type) for m in ordered]
+    return serves
 
 
 def _ort_nodes(events: list[dict], origins: OnnxOrigins) -> tuple[float, list[NodeTime]]:
@@ -288,14 +300,15 @@ def _ort_nodes(events: list[dict], origins: OnnxOrigins) -> tuple[float, list[No
 def profile_openvino(onnx_path: Path, x: torch.Tensor, runs: int, tree: ModuleTree) -> ProfiledPass:
     import openvino as ov
 
-    origins = OnnxOrigins(onnx_path, tree)
     core = ov.Core()
     config = {  # as the timed model (workers.engine.runtimes.onnx), with the counters on
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         "INFERENCE_PRECISION_HINT": "f32",
         "PERF_COUNT": True,
     }
-    request = core.compile_model(core.read_model(str(onnx_path)), "CPU", config).create_infer_request()
+    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+    origins = OnnxOrigins(onnx_path, tree, _openvino_serves(compiled))
+    request = compiled.create_infer_request()
     array = x.detach().float().cpu().numpy()
     request.infer({0: array})  # not counted
     forward_s = 0.0
@@ -309,7 +322,7 @@ def profile_openvino(onnx_path: Path, x: torch.Tensor, runs: int, tree: ModuleTr
                 continue  # OPTIMIZED_OUT, NOT_RUN: fused into another node, or nothing to do
             if info.node_name not in nodes:
                 kind = f"{info.node_type}/{info.exec_type}"
-                path = origins.resolve(info.node_name)
+                path = origins.resolve(info.node_name, info.node_type)
                 nodes[info.node_name] = NodeTime(f"{info.node_name} ({kind})", info.node_type, 0.0, path)
             nodes[info.node_name].seconds += info.real_time.total_seconds()
     return ProfiledPass(
@@ -322,6 +335,17 @@ def profile_openvino(onnx_path: Path, x: torch.Tensor, runs: int, tree: ModuleTr
         nodes=list(nodes.values()),
         overlapping=True,
     )
+
+
+def _openvino_serves(compiled) -> Serves:
+    """Each node of the graph OpenVINO runs with its neighbours, its consumers first (a reorder it
+    inserts converts a tensor for the node that reads it)."""
+    serves: Serves = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        after = [t.get_node() for out in op.outputs() for t in out.get_target_inputs()]
+        before = [value.get_node() for value in op.input_values()]
+        serves[op.get_friendly_name()] = [(n.get_friendly_name(), None) for n in after + before]
+    return serves
 
 
 # -- the profiled passes of one measuring process ----------------------------------------------
