@@ -192,3 +192,13 @@ def test_a_profile_with_layers_through_the_service_in_eager_and_onnxruntime(clie
     ).json()
     assert (table["a_profile"], table["b_profile"]) == (ids["eager"], ids["onnxruntime"])
     assert {r["path"] for r in table["layers"]} >= {"conv1", "layer1", "fc"}
+
+
+def test_the_openapi_document_describes_the_layer_endpoints_and_fields(app):
+    client, _ = app
+    document = client.get("/schema/openapi.json")
+    assert document.status_code == 200, document.text
+    spec = document.json()
+    assert {"/v1/profiles/{profile_id}/layers", "/v1/analysis/layers"} <= set(spec["paths"])
+    request = spec["components"]["schemas"]["ProfileRequest"]["properties"]
+    assert {"layers", "layers_batch_sizes"} <= set(request)
