@@ -57,7 +57,7 @@ def profile_layers(
     and in the dtype the cells ran; ``prepared`` what the runtime prepared)."""
     runs = profiled_runs(timed_ms, x.shape[0])
     if runtime == "eager":
-        measured = profile_eager(model, x, runs, tree)
+        measured = profile_eager(model, x, runs)
     elif runtime == "onnxruntime":
         measured = profile_onnxruntime(prepared.onnx_path, x, runs, tree)
     elif runtime == "openvino":
@@ -96,16 +96,16 @@ def module_ranges(model: nn.Module) -> Iterator[None]:
             handle.remove()
 
 
-def profile_eager(model: nn.Module, x: torch.Tensor, runs: int, tree: ModuleTree) -> ProfiledPass:
+def profile_eager(model: nn.Module, x: torch.Tensor, runs: int) -> ProfiledPass:
     cuda = x.device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU]
     if cuda:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
-    model(x)  # one call with the ranges before the profiled ones
+    model(x)  # warm, before the ranges
     forward_s = 0.0
     with module_ranges(model), torch.profiler.profile(activities=activities) as prof:
-        model(x)
+        model(x)  # the first forward under the profiler is not counted (skip_runs=1 below)
         sync()
         for _ in range(runs):
             start = time.perf_counter()
