@@ -28,6 +28,7 @@ import time
 import torch
 
 from bench.common import engine_process, environment, stamp, write
+from dnnprof.config import Settings
 from dnnprof.contract import ModelInfo, ProfileSettings
 
 MODELS = {
@@ -52,7 +53,7 @@ def cost(model: str, batch_sizes: tuple[int, ...], rounds: int) -> dict:
                 **{f: getattr(base, f) for f in base.__struct_fields__ if f != "layers_batch_sizes"},
                 layers_batch_sizes=(min(batch_sizes),) if layers else (),
             )
-            out = engine_process(info, settings)
+            out = engine_process(info, settings, cpu_threads=Settings.from_env().cpu_threads)
             walls[layers] = out.end.wall_s
             cells[layers] = {
                 c.batch_size: statistics.mean(c.run_seconds) * 1e3 / c.batch_size for c in out.cells
@@ -84,7 +85,7 @@ def check(model: str, top: int) -> dict:
     from workers.engine.models import build_model
 
     info = MODELS[model]
-    threads = choose_threads()[0]
+    threads = choose_threads(Settings.from_env().cpu_threads)[0]  # DNNPROF_CPU_THREADS, as the engine
     torch.set_num_threads(threads)
     net = build_model(info).eval()
     tree = module_tree(net, info.input_size)

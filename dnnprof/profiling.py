@@ -98,7 +98,7 @@ class ProfileService:
             )
         here = serving_workers(workers, device, target)
         check_runtime(data, device, target, here)
-        check_layers(data, device)
+        check_layers(data, device, resolved.info)
         settings = settings_for(data, resolved, device, target)
         self.check_cost(resolved.info, settings, here)
         stored = None if data.force else self.stored_elsewhere(settings, any_target=data.any_target)
@@ -303,8 +303,9 @@ def check_runtime(data: ProfileRequest, device: str, target: str | None, serving
         )
 
 
-def check_layers(data: ProfileRequest, device: str) -> None:
-    """``layers`` where the runtime has a layer profiler on the device, at requested batch sizes."""
+def check_layers(data: ProfileRequest, device: str, info: ModelInfo | None = None) -> None:
+    """``layers`` where the runtime has a layer profiler on the device, for a model with a module
+    tree (not an uploaded ONNX file), at requested batch sizes."""
     if data.layers_batch_sizes is not None and not data.layers:
         raise FieldRefused(
             "layers_batch_sizes needs layers: true",
@@ -313,6 +314,13 @@ def check_layers(data: ProfileRequest, device: str) -> None:
         )
     if not data.layers:
         return
+    if info is not None and info.source == "upload":
+        raise FieldRefused(
+            f"no layer profile for {info.name}",
+            key="layers",
+            message="an uploaded ONNX file has no torch module here, and a layer profile maps the "
+            "runtime's nodes onto the module tree of one (profile it without layers)",
+        )
     if refusal := layer_profiler_refusal(data.runtime, device):
         detail = f"no layer profile for the {data.runtime} runtime here"
         raise FieldRefused(detail, key="layers", message=refusal)

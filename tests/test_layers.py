@@ -15,11 +15,12 @@ from workers.engine.timing import WarmupPolicy
 from workers.runtime_support import available_runtimes
 
 SIZE = 128
-#: body.0's FLOPs per image by hand: 2 x (3 inputs x 16 x 16) x 1024 outputs x 32 x 32 positions
-#: ((128 + 2 x 6 padding - 16) / stride 4 + 1 = 32). Many multiply-adds per output element, so the
-#: memory-bound ops after it (ReLU, pooling: no FLOPs) have little to read, and a forward long
-#: enough (~1.6 GFLOPs an image) that a runtime's fixed cost per call is small beside it.
-HEAVY_FLOPS = 2 * 3 * 256 * 1024 * 32 * 32
+#: body.0's FLOPs per image by hand: 2 x (3 inputs x 32 x 32) x 1024 outputs x 16 x 16 positions
+#: ((128 + 2 x 12 padding - 32) / stride 8 + 1 = 16). 3,072 multiply-adds per output element, so
+#: the memory-bound ops after it (ReLU, pooling: no FLOPs) have little to read (on a host whose
+#: memory other processes share, they slow the most), and a forward long enough (~1.6 GFLOPs an
+#: image) that a runtime's fixed cost per call is small beside it.
+HEAVY_FLOPS = 2 * 3 * 1024 * 1024 * 16 * 16
 #: The rest: the head's 2 x 1024 x 10 (the counter counts addmm as its matmul). body.0 holds
 #: 99.999% of the FLOPs.
 OTHER_FLOPS = 2 * 1024 * 10
@@ -30,7 +31,7 @@ class OneHeavyLayer(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 1024, 16, stride=4, padding=6), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(3, 1024, 32, stride=8, padding=12), nn.ReLU())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(1024, 10)
 
@@ -73,15 +74,6 @@ class OrderSink(CollectingSink):
         super().layers(profile)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One measuring thread: on a small shared host a tiny op waiting for a busy thread pool takes
-    as long as the scheduler makes it, which says nothing about the layer."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DNNPROF_CPU_THREADS", "1")
-        yield
-
-
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     torch.manual_seed(0)
@@ -97,7 +89,14 @@ def profile_in(runtime: str, model: nn.Module, cache) -> OrderSink:
     if runtime not in available_runtimes("cpu"):
         pytest.skip(f"the {runtime} runtime is not installed here")
     config = ScenarioConfig(
-        device_class="cpu", warmup=WarmupPolicy(min_seconds=0.05), min_timed_s=0.05, cache_dir=cache
+        device_class="cpu",
+        warmup=WarmupPolicy(min_seconds=0.05),
+        min_timed_s=0.05,
+        cache_dir=cache,
+        # One measuring thread: on a small shared host a tiny op waiting at the barrier for a
+        # descheduled pool thread takes as long as the scheduler makes it, which says nothing
+        # about the layer (the ReLU and the pooling read 3 ms an image with 2 threads, 0.1 alone).
+        cpu_threads=1,
     )
     sink = OrderSink(model)
     s = settings(runtime)
@@ -116,7 +115,7 @@ def test_the_layer_holding_the_flops_holds_the_time_in_every_runtime(runtime, mo
     assert heavy.share >= 0.85, [(x.path, round(x.share, 3)) for x in profile.layers]
     assert max(profile.layers, key=lambda x: x.ms_per_image).path == "body.0"
     # FLOPs per layer: the hand count, and they add up exactly to the profile's FLOPs.
-    assert heavy.flops == HEAVY_FLOPS and heavy.params == 3 * 256 * 1024 + 1024
+    assert heavy.flops == HEAVY_FLOPS and heavy.params == 3 * 1024 * 1024 + 1024
     assert sum(x.flops for x in profile.layers) == HEAVY_FLOPS + OTHER_FLOPS
     assert profile.flops == sink.statics[0].flops.flops == HEAVY_FLOPS + OTHER_FLOPS
     assert heavy.flops_per_s == pytest.approx(HEAVY_FLOPS / (heavy.ms_per_image / 1e3))
@@ -170,6 +169,10 @@ def test_layers_key_apart_only_when_asked_and_bad_requests_name_the_field():
             check_layers(request, device)
         keys.append(refused.value.key)
     assert keys == ["layers_batch_sizes", "layers_batch_sizes", "layers", "layers"]
+    upload = ModelInfo(name="upload:mynet", source="upload", architecture="mynet", input_size=224)
+    with pytest.raises(FieldRefused) as refused:  # no module tree to map an ONNX file's nodes onto
+        check_layers(ProfileRequest(model="upload:mynet", layers=True, runtime="onnxruntime"), "cpu", upload)
+    assert refused.value.key == "layers" and "uploaded ONNX file" in (refused.value.message or "")
     assert layer_profiler_refusal("eager", "cuda") is None and "eager on cuda/jetson/cpu" in (
         layer_profiler_refusal("compile", "cpu") or ""
     )

@@ -202,7 +202,9 @@ def measure_process(
     progress("flops")
     with clock.phase("static"):
         # Per-module FLOPs on the fp32 model, before static_figures casts it to the precision.
-        tree = module_tree(built.model, settings.input_size) if plan.layers else None
+        # (An uploaded ONNX file has no module tree: the API refuses layers for it.)
+        layered = plan.layers and isinstance(built.model, nn.Module)
+        tree = module_tree(built.model, settings.input_size) if layered else None
         static = static_figures(info, settings, plan, ctx, built)
     with clock.phase("prepare"):
         on_device = prepare_model(built.model, settings, ctx, config.cache_dir)
