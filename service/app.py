@@ -116,5 +116,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "text/csv",
         "A results table in timm's shape (model,img_size,top1,top5,param_count,...), UTF-8",
     )
-    raw_body(app, "/v1/models", "post", "application/onnx", "The ONNX file (a serialised ModelProto)")
+    raw_body(  # application/onnx is taken too; the document names the type every client can send
+        app,
+        "/v1/models",
+        "post",
+        "application/octet-stream",
+        "The ONNX file (a serialised ModelProto), as application/octet-stream or application/onnx",
+    )
     return app
