@@ -163,8 +163,8 @@ def test_a_profile_with_layers_through_the_service_in_eager_and_onnxruntime(clie
     cells, the runner stores them apart, the API reads them and compares the two runtimes."""
     from tests.helpers import wait_for
 
-    body = {
-        "model": "resnet18",
+    body = {  # resnet34 (resnet18's module names): test_runtimes counts the session's resnet18 in ORT
+        "model": "resnet34",
         "batch_sizes": [1, 2],
         "runs": 3,
         "repeats": 2,
@@ -188,7 +188,7 @@ def test_a_profile_with_layers_through_the_service_in_eager_and_onnxruntime(clie
         assert "layers" in record["result"]["phases"]
     table = client.get(
         "/v1/analysis/layers",
-        params={"model": "resnet18", "a_runtime": "eager", "b_runtime": "onnxruntime", "depth": 1},
+        params={"model": "resnet34", "a_runtime": "eager", "b_runtime": "onnxruntime", "depth": 1},
     ).json()
     assert (table["a_profile"], table["b_profile"]) == (ids["eager"], ids["onnxruntime"])
     assert {r["path"] for r in table["layers"]} >= {"conv1", "layer1", "fc"}
