@@ -75,6 +75,7 @@ cleanup() {
     podman rm -f "$c" >/dev/null 2>&1
   done
   "${COMPOSE[@]}" down >/dev/null 2>&1 || true
+  podman ps -aq --filter label=io.podman.compose.project=dnnprof-jetson-smoke | xargs -r podman rm -f >/dev/null 2>&1
   say "torn down (exit $code); the store stays in $OUT/storage (rm -rf it to free the space)"
 }
 COMPOSE=(var/smoke-venv/bin/podman-compose -p dnnprof-jetson-smoke -f deploy/compose.jetson.yml -f "$OUT/compose.smoke.yml")
@@ -94,6 +95,7 @@ say "3. the Jetson image (arm64, emulated build)"
 start=$(date +%s)
 podman build --platform linux/arm64 "${BUILD_FLAGS[@]}" -f Dockerfile.l4t -t dnnprof-worker-jetson . > "$OUT/build-jetson.log" 2>&1 \
   || { tail -30 "$OUT/build-jetson.log"; fail "building the Jetson image"; }
+podman image exists dnnprof-worker-jetson || fail "building the Jetson image: no image"
 record "image dnnprof-worker-jetson (linux/arm64): built in $(since "$start") from the stand-in, $(size dnnprof-worker-jetson)"
 
 say "4. run as shipped: no CUDA here"
@@ -183,10 +185,12 @@ services:
       - $ROOT/tests/data/jetson_orin_nano/var/lib/nvpmodel/status:/var/lib/nvpmodel/status:ro
 YAML
 export DNNPROF_REDIS_URL=$REDIS_URL
-start=$(date +%s)
+start=$(date +%s); since=$(date --iso-8601=seconds)
 "${COMPOSE[@]}" up -d --no-build > "$OUT/compose-up.log" 2>&1 || { cat "$OUT/compose-up.log"; fail "compose up"; }
 container=$(podman ps -a --filter label=io.podman.compose.project=dnnprof-jetson-smoke --format '{{.Names}}' | head -1)
-exited_2() { [ "$(podman inspect "$container" --format '{{.State.ExitCode}}')" = 2 ]; }
+# restart: unless-stopped starts it again at once (its State then says 0): its exits are podman's events.
+exited_2() { podman events --since "$since" --stream=false --filter event=died --filter "container=$container" \
+  --format '{{.ContainerExitCode}}' 2>/dev/null | grep -qx 2; }
 until_ok 300 "the compose worker exiting 2" exited_2
 record "compose.jetson.yml as shipped: $container exited 2 in $(since "$start") (restart: unless-stopped restarts it): $(podman logs "$container" 2>&1 | grep 'dnnprof worker:' | tail -1)"
 "${COMPOSE[@]}" down > /dev/null 2>&1
@@ -234,6 +238,7 @@ if [ -z "${SMOKE_SKIP_ARM64_WORKER:-}" ]; then
   podman build --platform linux/arm64 "${BUILD_FLAGS[@]}" --build-arg CUDA_IMAGE=localhost/cuda-arm64:stand-in \
     --target worker -t dnnprof-worker-arm64 . > "$OUT/build-worker-arm64.log" 2>&1 \
     || { tail -30 "$OUT/build-worker-arm64.log"; fail "building the arm64 CPU worker"; }
+  podman image exists dnnprof-worker-arm64 || fail "building the arm64 CPU worker: no image (the build was stopped)"
   record "image dnnprof-worker (linux/arm64, CPU): built in $(since "$start"), $(size dnnprof-worker-arm64)"
   set +e; podman run --rm dnnprof-worker-arm64 dnnprof doctor --json > "$OUT/doctor-worker-arm64.json"; set -e
   record "dnnprof doctor in it: $(json '"target %s, runtimes %s" % (d.get("target"), ",".join(d["runtimes"]))' < "$OUT/doctor-worker-arm64.json")"
