@@ -11,6 +11,9 @@ from pathlib import Path
 #: How a measuring process starts (workers/launch.py): forked from a template that has imported
 #: the libraries, or a fresh interpreter.
 MEASURE_STARTS = ("template", "fresh")
+#: Every ``DNNPROF_*_MB`` setting counts MiB (2^20 bytes, as nvidia-smi and df -m do); the
+#: analyses' MB are 10^6 bytes, as the paper's tables (``dnnprof.analysis.MEGABYTE``).
+MIB = 1024 * 1024
 
 
 class SettingsError(ValueError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgspec
 
 from dnnprof.catalogue import Resolved, UnknownModelError
-from dnnprof.config import Settings
+from dnnprof.config import MIB, Settings
 from dnnprof.contract import DEFAULT_BATCH_SIZES, IMAGENET_CLASSES, ModelInfo, ProfileRecord, ProfileRequest
 from dnnprof.runtimes import RUNTIME_SPECS
 from dnnprof.store import ProfileStore, RecordGone
@@ -29,7 +29,6 @@ from dnnprof.upload_contract import OnnxSummary, TensorInfo, UploadRefused
 PREFIX = "upload:"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 TAG_HEX = 12
-MB = 1024 * 1024
 #: The runtimes that run an uploaded file as it is: those the runtime spec prepares from an ONNX
 #: file and that are offered (eager and compile need a torch module).
 UPLOAD_RUNTIMES = tuple(
@@ -231,19 +230,19 @@ class UploadService:
         files = {r.sha256: r.size_bytes for r in mine}
         if record.sha256 not in files and s.max_upload_client_mb > 0:
             total = sum(files.values()) + record.size_bytes
-            if total > s.max_upload_client_mb * MB:
+            if total > s.max_upload_client_mb * MIB:
                 raise UploadRefused(
                     429,
-                    f"your uploads would hold {total / MB:.1f} MB, over the {s.max_upload_client_mb} MB "
+                    f"your uploads would hold {total / MIB:.1f} MB, over the {s.max_upload_client_mb} MB "
                     "one client may keep (DNNPROF_MAX_UPLOAD_CLIENT_MB): delete some first",
                 )
         stored = self.store.blob_sizes()
         if record.sha256 not in stored and s.max_uploads_total_mb > 0:
             total = sum(stored.values()) + record.size_bytes
-            if total > s.max_uploads_total_mb * MB:
+            if total > s.max_uploads_total_mb * MIB:
                 raise UploadRefused(
                     507,
-                    f"the store would hold {total / MB:.1f} MB of uploaded files, over its "
+                    f"the store would hold {total / MIB:.1f} MB of uploaded files, over its "
                     f"{s.max_uploads_total_mb} MB (DNNPROF_MAX_UPLOADS_TOTAL_MB): nothing was stored",
                 )
 

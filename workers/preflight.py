@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dnnprof.config import MIB
+
 #: The oldest Linux driver of each CUDA major version's line (minor version compatibility: any
 #: CUDA 12.x runtime runs on >= 525.60.13, any 13.x on >= 580), from NVIDIA's CUDA Toolkit release
 #: notes, table "CUDA Toolkit and Minimum Required Driver Version for CUDA Minor Version
@@ -45,7 +47,7 @@ def data_disk_short(data_dir: Path, min_free_mb: int) -> str | None:
     import shutil
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    free_mb = shutil.disk_usage(data_dir).free // 2**20
+    free_mb = shutil.disk_usage(data_dir).free // MIB
     if free_mb >= min_free_mb:
         return None
     return (

@@ -22,8 +22,9 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from dnnprof.config import MIB
 from dnnprof.upload_contract import ACCEPTED, Limits, UploadRefused
-from dnnprof.uploads import MB, PREFIX, UploadedModel, UploadService, check_name, parse_preprocessing
+from dnnprof.uploads import PREFIX, UploadedModel, UploadService, check_name, parse_preprocessing
 from service.bodies import media_type
 from service.deps import Services
 from service.errors import error_responses
@@ -65,7 +66,7 @@ async def read_capped(request: Request, max_bytes: int) -> tuple[bytes, str]:
     """The body and its sha256, read as it streams in; refused once it passes ``max_bytes``."""
     too_large = UploadRefused(
         422,
-        f"the file is over the upload cap of {max_bytes // MB} MB (DNNPROF_MAX_UPLOAD_MB); "
+        f"the file is over the upload cap of {max_bytes // MIB} MB (DNNPROF_MAX_UPLOAD_MB); "
         "nothing was stored",
     )
     declared = request.headers.get("content-length", "")
@@ -104,8 +105,8 @@ async def receive(
 ) -> tuple[UploadedModel, bool]:
     """Read, check (in a thread: parsing is CPU work) and store one upload."""
     settings = uploads.settings
-    data, sha256 = await read_capped(request, settings.max_upload_mb * MB)
-    limits = Limits(max_bytes=settings.max_upload_mb * MB, max_nodes=settings.max_upload_nodes)
+    data, sha256 = await read_capped(request, settings.max_upload_mb * MIB)
+    limits = Limits(max_bytes=settings.max_upload_mb * MIB, max_nodes=settings.max_upload_nodes)
     from dnnprof.onnx_check import inspect_onnx  # onnx and numpy: loaded at the first upload
 
     summary = await anyio.to_thread.run_sync(inspect_onnx, data, limits)

@@ -24,12 +24,11 @@ from typing import Any, Protocol
 
 import torch
 
+from dnnprof.config import MIB
 from dnnprof.contract import MemoryStats
 from workers import nvml
 
 PROC_SELF = Path("/proc/self")
-#: DNNPROF_MEMORY_LIMIT_MB counts MiB (2^20 bytes); the analyses' MB are 10^6 bytes (dnnprof.analysis).
-MIB = 1024 * 1024
 
 
 def _status_kib(field: str, status_file: Path = PROC_SELF / "status") -> int | None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnnprof.config import Settings
+from dnnprof.config import MIB, Settings
 from dnnprof.contract import ProfileSettings, RuntimeReport
 from dnnprof.runtimes import OPTIONS
 from workers.engine.device import DeviceContext
@@ -73,7 +73,7 @@ def export_onnx(
 
 def cache_limit_bytes() -> int:
     """``DNNPROF_RUNTIME_CACHE_MB`` of the worker's settings, in bytes."""
-    return Settings.from_env().runtime_cache_mb * 2**20
+    return Settings.from_env().runtime_cache_mb * MIB
 
 
 def _first_line(exc: BaseException) -> str:
