@@ -12,7 +12,9 @@ layers (leaf modules, by time) timed alone on the input shape it was called with
 thread count: the ratio of the layer's profiled time to the Timer's median (target 0.8-1.25).
 
     python -m bench.layers cost [--model resnet18] [--batch-sizes 1,2] [--rounds 3]
+    python -m bench.layers cost --model resnet18 --batch-sizes 1,2,4,8,16,32,64   # a default profile
     python -m bench.layers check [--model resnet18] [--top 5]
+    python -m bench.layers check --model resnet50 --top 10                        # the issue's check
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from dnnprof.contract import ModelInfo, ProfileSettings
 
 MODELS = {
     "resnet18": ModelInfo(name="tv:resnet18", source="tv", architecture="resnet18", input_size=224),
+    # The issue's own check: resnet50's top ten layers against Timer.
+    "resnet50": ModelInfo(name="tv:resnet50", source="tv", architecture="resnet50", input_size=224),
     "mobilenet_v3_small": ModelInfo(
         name="tv:mobilenet_v3_small", source="tv", architecture="mobilenet_v3_small", input_size=224
     ),
