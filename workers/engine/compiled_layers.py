@@ -18,7 +18,10 @@ deepest common ancestor (``body`` for ``body.1`` and ``body.2``; the model's own
 invented: the fused kernels are the memory-bound ops (a ReLU, a pooling, a batch norm's
 arithmetic), which count no FLOPs, and their time is not in proportion to anyone's FLOPs. A kernel
 the provenance does not name, and the time around the kernels (dynamo's guards, the compiled
-graph's wrapper), stay unattributed.
+graph's wrapper), stay unattributed. A kernel's origins are inductor's: every FX node its IR
+came from, wider at times than what it computes (resnet18's kernel copying the input and weights
+to channels-last also names the batch norm and ReLU beside them), and its op type is read from its
+name, which inductor makes of those origins' ops.
 """
 
 from __future__ import annotations
