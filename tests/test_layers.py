@@ -120,8 +120,8 @@ def profile_in(runtime: str, model: nn.Module, cache, batch_sizes: tuple[int, ..
 def test_the_layer_holding_the_flops_holds_the_time_in_every_runtime(
     runtime, model, cache, tmp_path, monkeypatch
 ):
-    # A cold compile (inductor reads the variable on each compile); one batch size timed, as
-    # each is compiled anew (the outputs check, the timed cell, the profiled pass: ~25 s each here).
+    # A cold compile (inductor reads the variable on each compile); in compile one batch size, as
+    # each is compiled anew (the outputs check, the timed cell, the profiled pass: ~30 s in all here).
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     batch_sizes = (2,) if runtime == "compile" else (1, 2)
     sink = profile_in(runtime, model, cache, batch_sizes)
