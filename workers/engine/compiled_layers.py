@@ -30,7 +30,9 @@ import ast
 import re
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch._inductor import config as inductor_config
@@ -38,6 +40,11 @@ from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch._inductor.debug import get_kernel_information_jsons
 
 from workers.engine.layers import ModuleTree, NodeTime, ProfiledPass
+
+if TYPE_CHECKING:
+    from torch.autograd.profiler_util import FunctionEvent
+
+    from workers.engine.runtimes.compiled import CompiledPrepared
 
 REGION = "Torch-Compiled Region: "
 GRAPH_CALL = "## Call CompiledFxGraph"
@@ -99,7 +106,7 @@ class Kernel:
     modules: list[str]  # the modules its origins lie in
 
 
-def region_kernels(info: dict, modules: NodeModules) -> dict[str, list[Kernel]]:
+def region_kernels(info: dict[str, dict[str, dict]], modules: NodeModules) -> dict[str, list[Kernel]]:
     """Inductor's provenance per compiled region (``('Torch-Compiled Region: 0/0', False)``), each
     kernel given its origins' modules' deepest common ancestor. An origin without a module stack
     serves the ops beside it (a pass made it) or, when none has one, is the model's own forward."""
@@ -146,6 +153,7 @@ def kernel_kind(event: str, kernel: str) -> str:
 
 
 def node_name(event: str, kernel: Kernel) -> str:
+    """The event's name, and for a kernel fused across modules which (its row is their ancestor)."""
     if len(kernel.modules) < 2:
         return event
     named = kernel.modules[:MAX_FUSED_NAMED]
@@ -153,7 +161,7 @@ def node_name(event: str, kernel: Kernel) -> str:
     return f"{event} (fused: {', '.join(named)}{f' and {more} more' if more else ''})"
 
 
-def graph_call_nodes(call, kernels: list[Kernel]) -> list[NodeTime]:
+def graph_call_nodes(call: FunctionEvent, kernels: list[Kernel]) -> list[NodeTime]:
     """The kernels one compiled graph's call ran, in order, each matched to the first call site
     not yet matched that it can be (a kernel reused at several sites runs once at each)."""
     left = list(kernels)
@@ -169,19 +177,19 @@ def graph_call_nodes(call, kernels: list[Kernel]) -> list[NodeTime]:
     return nodes
 
 
-def _region_of(event) -> str | None:
+def _region_of(event: FunctionEvent | None) -> str | None:
     while event is not None and not event.name.startswith(REGION):
         event = event.cpu_parent
     return event.name if event is not None else None
 
 
-def _counted(event) -> bool:
+def _counted(event: FunctionEvent | None) -> bool:
     while event is not None and event.name != FORWARD_RANGE:
         event = event.cpu_parent
     return event is not None
 
 
-def compiled_nodes(events, regions: dict[str, list[Kernel]]) -> list[NodeTime]:
+def compiled_nodes(events: Iterable[FunctionEvent], regions: dict[str, list[Kernel]]) -> list[NodeTime]:
     """The kernels of every counted forward's compiled graphs (the time outside them: unattributed)."""
     nodes: list[NodeTime] = []
     for event in events:
@@ -190,7 +198,9 @@ def compiled_nodes(events, regions: dict[str, list[Kernel]]) -> list[NodeTime]:
     return nodes
 
 
-def profile_compiled(prepared, x: torch.Tensor, runs: int, tree: ModuleTree) -> ProfiledPass:
+def profile_compiled(
+    prepared: CompiledPrepared, x: torch.Tensor, runs: int, tree: ModuleTree
+) -> ProfiledPass:
     """Compile once more with inductor's provenance and kernel ranges on, then profile ``runs``
     forwards (the first under the profiler not counted) and map their kernels to modules."""
     modules = NodeModules(tree)
