@@ -98,6 +98,8 @@ RUNTIME_SPECS: dict[str, RuntimeSpec] = {
             needs_c_compiler_on=("cpu",),
             needs_triton_on=("cuda", "jetson"),
             implementation="workers.engine.runtimes.compiled:CompileRuntime",
+            # torch.profiler over inductor's kernels, mapped through its provenance (its C++ kernels).
+            layer_profiler_on=("cpu",),
         ),
         RuntimeSpec(
             name="onnxruntime",

@@ -128,7 +128,7 @@ def test_two_runtimes_layers_side_by_side_gains_first(app):
     [
         ({"batch_sizes": [1, 2], "layers": True, "layers_batch_sizes": [4]}, "layers_batch_sizes"),
         ({"layers_batch_sizes": [1]}, "layers_batch_sizes"),
-        ({"layers": True, "runtime": "compile"}, "layers"),
+        ({"device": "cuda", "layers": True, "runtime": "compile"}, "layers"),  # on the CPU only
         ({"layers": "yes"}, "layers"),
     ],
 )

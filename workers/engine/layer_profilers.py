@@ -8,6 +8,8 @@
   was); one ``Node`` event per node and run (``<node>_kernel_time``), mapped through the export.
 - openvino: a compiled model of its own with ``PERF_COUNT``; ``get_profiling_info()`` after each
   run, the executed nodes' ``real_time`` (its CPU plugin may run nodes in parallel: times overlap).
+- compile (the CPU): a compile of its own with inductor's provenance on, each kernel's CPU time to
+  the module(s) of its origin FX nodes (:mod:`.compiled_layers`).
 
 An ONNX node is given the module whose parameter it reads (the exporter names initializers by
 their parameter's name, and a batch norm folded into a convolution keeps the convolution's
@@ -62,6 +64,10 @@ def profile_layers(
         measured = profile_onnxruntime(prepared.onnx_path, x, runs, tree)
     elif runtime == "openvino":
         measured = profile_openvino(prepared.onnx_path, x, runs, tree)
+    elif runtime == "compile" and x.device.type == "cpu":
+        from workers.engine.compiled_layers import profile_compiled  # inductor: imported when used
+
+        measured = profile_compiled(prepared, x, runs, tree)
     else:
         raise ValueError(f"the {runtime} runtime has no layer profiler here")
     return build_profile(tree, measured, timed_ms)

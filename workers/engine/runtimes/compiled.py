@@ -22,18 +22,18 @@ class CompiledPrepared:
         self.mode = mode
         self.report = report
 
-    def _compiled(self) -> Callable:
+    def compile(self) -> Callable:
         torch._dynamo.reset()  # a fresh compile per batch size: no recompilation is timed
         kwargs = {"mode": self.mode} if self.mode and self.mode != "default" else {}
         return torch.compile(self.model, dynamic=False, **kwargs)
 
     def bind(self, x: torch.Tensor) -> Callable[[], object]:
-        compiled = self._compiled()
+        compiled = self.compile()
         return lambda: compiled(x)
 
     def logits(self, x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            return self._compiled()(x).float().cpu().numpy()
+            return self.compile()(x).float().cpu().numpy()
 
     def frames_compiled(self) -> int:
         """Frames dynamo has compiled in this process: more after a batch size's first call
