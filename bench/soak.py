@@ -14,15 +14,24 @@ moments, and ``--second-worker`` starts another CPU worker on the same Redis and
 for two workers). A watcher samples the measuring processes every 50 ms: the most ever seen at
 once must be 1 (one device, one measurement).
 
+Issue 44's round: the second worker runs under a hostname of its own (a UTS namespace, as a
+container has: ``unshare --uts``, where this runs as root), so only the physical device's lease
+keeps the two apart; ``--fill-redis N`` fills Redis to its ``maxmemory`` N times (evenly over the
+soak) for 20 s each, then gives it room again. While full, a POST is a 507 (counted apart, not an
+error). A job still unfinished after 2 minutes without progress counts as stuck: the target is
+none.
+
     python -m bench.soak [--minutes 30] [--seed 1] [--kill-every-s 120] [--max-in-flight 4]
-                         [--pause-redis] [--second-worker]
+                         [--pause-redis] [--second-worker] [--fill-redis 2] [--name soak-round4]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,12 +41,16 @@ import time
 from pathlib import Path
 
 import httpx
+import redis
 
 from bench.common import environment, stamp, write
 from tests import helpers
 from tests.helpers import start_service
 
 MODELS = ("squeezenet1_1", "squeezenet1_0", "mobilenet_v3_small", "shufflenet_v2_x0_5", "resnet18")
+STUCK_LIMIT_S = 120.0  # issue 44: no job stuck over 2 minutes
+FULL_S = 20.0  # how long Redis stays full each time (issue 44's own run)
+SECOND_HOSTNAME = "soak-second"
 
 
 def children(pid: int) -> list[tuple[int, str]]:
@@ -101,18 +114,29 @@ def nothing_runs(service, job_ids: list[str]) -> set[str]:
     return lost
 
 
+def can_rename_host() -> bool:
+    """Whether a worker can get a hostname of its own here (a UTS namespace: root and unshare)."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
 def start_second_worker(service, tmp: Path) -> subprocess.Popen:
-    """Another CPU worker on the service's Redis, on this host: the same device as the first."""
+    """Another CPU worker on the service's Redis, on this host: the same device as the first,
+    under a hostname of its own where this host allows it (what a second container is)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DNNPROF_")}
     env.update(
         DNNPROF_REDIS_URL=service.redis_url(),
         DNNPROF_HEARTBEAT_S="2",
+        DNNPROF_QUIET_WAIT_S="5",  # as the service's own worker (tests.helpers.start_service)
         DNNPROF_WORKER_METRICS_PORT="0",
         DNNPROF_DATA_DIR=str(tmp / "second-worker"),
     )
+    command = [sys.executable, "-m", "dnnprof.cli", "worker", "--device", "cpu"]
+    if can_rename_host():
+        script = 'hostname "$1" && exec "$0" -m dnnprof.cli worker --device cpu'
+        command = ["unshare", "--uts", "--fork", "sh", "-c", script, sys.executable, SECOND_HOSTNAME]
     log = open(tmp / "second-worker.log", "wb")  # noqa: SIM115 - the worker keeps it
     return subprocess.Popen(
-        [sys.executable, "-m", "dnnprof.cli", "worker", "--device", "cpu"],
+        command,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -129,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=4, help="the soak's unfinished jobs at most")
     parser.add_argument("--pause-redis", action="store_true", help="also freeze Redis for 20-60 s")
     parser.add_argument("--second-worker", action="store_true", help="a second CPU worker on the same Redis")
+    parser.add_argument("--fill-redis", type=int, default=0, help="fill Redis to maxmemory this many times")
+    parser.add_argument("--name", help="the results file's name (bench/results/NAME.json)")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     counts = {
@@ -139,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         "kills_worker": 0,
         "kills_redis": 0,
         "pauses_redis": 0,
+        "fills_redis": 0,
+        "full_507": 0,
         "client_timeouts": 0,
     }
     jobs: dict[str, dict] = {}  # id -> {"last_change": t, "state": (status, progress), "stuck_s": max}
@@ -165,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                 return None
             if response.status_code == 503:
                 counts["unavailable_503"] += 1
+            elif response.status_code == 507:
+                counts["full_507"] += 1
             elif response.status_code >= 500:
                 counts["other_errors"] += 1
             else:
@@ -196,6 +226,31 @@ def main(argv: list[str] | None = None) -> int:
                         counts["kills_redis"] += 1
                         stamp("killed Redis")
 
+        def filler() -> None:
+            """Redis full (maxmemory just under what it holds) for FULL_S, args.fill_redis times,
+            evenly over the soak; a fill that finds Redis away (killed, paused) is tried again."""
+            gap = args.minutes * 60 / (args.fill_redis + 1)
+            for _ in range(args.fill_redis):
+                if stop.wait(gap):
+                    return
+                while not stop.is_set():
+                    try:
+                        raw = redis.Redis.from_url(service.redis_url(), socket_timeout=5)
+                        raw.config_set("maxmemory-policy", "noeviction")
+                        raw.config_set("maxmemory", str(int(raw.info("memory")["used_memory"]) - 1024))
+                        stamp(f"Redis full for {FULL_S:.0f} s")
+                        time.sleep(FULL_S)
+                        raw.config_set("maxmemory", "0")
+                        counts["fills_redis"] += 1
+                        stamp("Redis has room again")
+                        break
+                    except redis.RedisError as exc:
+                        stamp(f"filling Redis waits: {exc}")
+                        with contextlib.suppress(redis.RedisError):  # never leave it full
+                            again = redis.Redis.from_url(service.redis_url(), socket_timeout=5)
+                            again.config_set("maxmemory", "0")
+                        stop.wait(5)
+
         def observe() -> None:
             now = time.monotonic()
             progressed = False
@@ -223,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             return sum(1 for seen in jobs.values() if not seen.get("final"))
 
         threading.Thread(target=killer, daemon=True).start()
+        threading.Thread(target=filler, daemon=True).start()
         started = time.monotonic()
         end = started + args.minutes * 60
         stamp(f"soak for {args.minutes} min (seed {args.seed}), kills every ~{args.kill_every_s:.0f} s")
@@ -290,12 +346,19 @@ def main(argv: list[str] | None = None) -> int:
         "jobs_unfinished": sum(1 for f in finals if f is None),
         "jobs_lost": len(lost),
         "longest_stuck_s": max((j["stuck_s"] for j in jobs.values()), default=0.0),
+        "jobs_stuck_over_2_min": sum(1 for j in jobs.values() if j["stuck_s"] > STUCK_LIMIT_S),
         "second_worker": args.second_worker,
+        "second_worker_hostname": SECOND_HOSTNAME if args.second_worker and can_rename_host() else None,
         "most_measuring_at_once": watch.most,
         "samples_with_two_measuring": watch.overlaps,
         "measuring_at_once_seen": watch.seen,
     }
-    ok = report["jobs_lost"] == 0 and report["other_errors"] == 0 and watch.most <= 1
+    ok = (
+        report["jobs_lost"] == 0
+        and report["other_errors"] == 0
+        and watch.most <= 1
+        and report["jobs_stuck_over_2_min"] == 0
+    )
     stamp(
         f"{report['requests']} requests ({report['unavailable_503']} 503 while Redis was down, "
         f"{report['other_errors']} other errors); {report['jobs']} jobs: "
@@ -303,10 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['jobs_failed']} failed, {report['jobs_cancelled']} cancelled, "
         f"{report['jobs_unfinished']} unfinished, {report['jobs_lost']} lost; "
         f"longest stuck {report['longest_stuck_s']:.0f} s; kills: {report['kills_worker']} worker, "
-        f"{report['kills_redis']} Redis, {report['pauses_redis']} Redis pauses; most measuring at "
+        f"{report['kills_redis']} Redis, {report['pauses_redis']} Redis pauses, "
+        f"{report['fills_redis']} Redis fills ({report['full_507']} 507); most measuring at "
         f"once {watch.most}: {'ok' if ok else 'NOT ok'}"
     )
-    name = "soak-pauses" if args.pause_redis or args.second_worker else "soak"
+    name = args.name or ("soak-pauses" if args.pause_redis or args.second_worker else "soak")
     write(name, {"environment": environment(), **report, "passed": ok})
     return 0 if ok else 1
 
