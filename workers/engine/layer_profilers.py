@@ -204,7 +204,8 @@ class OnnxOrigins:
     def _original(self, name: str, op_type: str | None) -> str | None:
         node = self.nodes.get(name) or self.nodes.get(name.split("/")[0])  # OV: "<node>/WithoutBiases"
         if node is None:
-            base = name
+            # ORT names the node some fusions make "fused <node>" (Gemm with its activation).
+            base = name.removeprefix("fused ")
             for suffix in ("_nchwc", "_token"):
                 base = base.split(suffix)[0]
             node = self.nodes.get(base) or self.producer.get(base)
