@@ -2,9 +2,12 @@
 #   docker build --target api    -t dnnprof-api .     # the API: no torch, small
 #   docker build --target worker -t dnnprof-worker .  # a worker: torch, torchvision, timm, and the
 #                                                     # runtimes beside eager (compile, ONNX Runtime, OpenVINO)
-# The API image builds for linux/amd64 and linux/arm64 alike, and so does the worker image as a CPU
-# worker (PyPI's aarch64 torch; its CUDA base's arm64 variant): see deploy/README.md, "Every image on
-# both architectures". One worker image for GPU and CPU hosts: its device is DNNPROF_WORKER_DEVICE
+# The API image builds for linux/amd64 and linux/arm64 alike, and so does the worker image: on
+# amd64 a CUDA worker (torch 2.14.1, CUDA 13.0; also a CPU worker), on arm64 a CPU worker only, on
+# PyPI's CPU-only aarch64 torch 2.10.0 (its newest: from 2.11 on PyPI's aarch64 torch is a CUDA 13
+# build requiring GBs of nvidia-* wheels), as deploy/worker-constraints.txt's markers pick, on the
+# CUDA base's arm64 variant: see deploy/README.md, "Every image on both architectures".
+# One worker image for GPU and CPU hosts: its device is DNNPROF_WORKER_DEVICE
 # (cuda, cpu) or, unset, detected at start (a GPU passed in -> cuda, none -> cpu). A cuda worker
 # that sees no GPU, or whose driver is older than torch's CUDA line, refuses to start and says why
 # (see deploy/README.md).
@@ -17,6 +20,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # runtime, cuBLAS and cuDNN (the nvidia-* wheels). Its CUDA line is torch's (deploy/
 # worker-constraints.txt pins torch 2.14.1, whose wheels are CUDA 13.0): the base's
 # NVIDIA_REQUIRE_CUDA makes the NVIDIA Container Toolkit refuse a driver too old for it at start.
+# On arm64 (CPU torch, no CUDA runtime) the base is only Ubuntu 24.04 with Python 3.12.
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-base-ubuntu24.04
 
 FROM ${PYTHON_IMAGE} AS api
@@ -80,10 +84,11 @@ COPY deploy/worker-constraints.txt ./deploy/
 COPY dnnprof ./dnnprof
 COPY service ./service
 COPY workers ./workers
-# DL3013: this installs the project itself; torch's line is pinned by the constraints file.
 # The runtimes extra (the ONNX exporter, ONNX Runtime, OpenVINO) is measured on the CPU: a cuda
 # worker does not advertise those (workers/runtime_support.py), a cpu one does. No [api] extra: a
 # worker serves no web page (no Litestar, Faker, matplotlib, Plotly).
+# DL3013: this installs the project itself; torch's line (one per architecture) is pinned by the
+# constraints file.
 # hadolint ignore=DL3013
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     pip install --no-cache-dir -c deploy/worker-constraints.txt ".[worker,runtimes]" \

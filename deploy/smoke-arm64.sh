@@ -5,6 +5,7 @@
 #   deploy/smoke-arm64.sh               # needs podman and qemu-user-static registered for arm64
 #                                       # (here: ../shared/containers/setup-podman.sh); not part of CI
 #   SMOKE_SKIP_ARM64_WORKER=1 deploy/smoke-arm64.sh   # without the arm64 CPU worker image (the slowest)
+#   SMOKE_ARM64_WORKER_ONLY=1 deploy/smoke-arm64.sh   # steps 1, 2 (python, redis), 5 (Redis, API) and 9 only
 #   SMOKE_KEEP_STORE=1 deploy/smoke-arm64.sh          # again on the last run's store (its images cached)
 #
 # Steps, each timed, each image's size printed (figures in var/smoke-arm64/results.md):
@@ -14,7 +15,7 @@
 #  3. the Jetson image (Dockerfile.l4t, --platform linux/arm64)
 #  4. run as shipped (no CUDA here): exit 2 with its one-line reason; `dnnprof doctor` in it, bare
 #     (not a Jetson, emulated) and on a recorded Jetson tree (module, power mode, rails)
-#  5. Redis and the API image (this machine's architecture), the Jetson image as a CPU worker
+#  5. Redis and the API image (this machine's architecture), up until the end; the Jetson image as a CPU worker
 #     (DNNPROF_WORKER_DEVICE=cpu) through the API up to a measured profile (squeezenet1_1, batch
 #     size 1, 2 runs, 1 repeat); its target names arm64 and qemu; its measuring process was forked
 #     from the template (the emulator's thread not counted)
@@ -23,11 +24,15 @@
 #  7. deploy/compose.jetson.yml brought up with the stand-ins (podman-compose; an override gives
 #     this machine's OCI runtime for `runtime: nvidia` and the recorded tree's files for the host's):
 #     as shipped, exit 2 with its reason; with DNNPROF_WORKER_DEVICE=cpu, a measured profile
-#  8. the API and CPU worker images built for linux/arm64 (arm64 stand-ins of their bases), and the
-#     arm64 API answering /healthz
+#  8. the API image built for linux/arm64 (an arm64 stand-in of its base), answering /healthz
+#  9. the CPU worker image built for linux/arm64 (Dockerfile --target worker; an arm64 stand-in of
+#     its CUDA base; deploy/worker-constraints.txt gives arm64 PyPI's CPU-only torch 2.10.0): its
+#     size, `dnnprof doctor` in it, and run as shipped (no GPU: a CPU worker) against step 5's Redis
+#     and API up to a measured profile; its target names aarch64 and qemu
 # Every wait is on a state, with a ceiling. Emulated steps take minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+full() { [ -z "${SMOKE_ARM64_WORKER_ONLY:-}" ]; }  # the Jetson steps and the arm64 API too
 ROOT=$PWD
 SHARED=${DNNPROF_SHARED_DIR:-$ROOT/../shared}
 OUT=$ROOT/var/smoke-arm64
@@ -70,7 +75,7 @@ record "podman $(podman --version | awk '{print $3}'), $(qemu-aarch64-static --v
 cleanup() {
   local code=$?
   [ -n "${native_pid:-}" ] && kill "$native_pid" 2>/dev/null && wait "$native_pid" 2>/dev/null
-  for c in smoke-redis smoke-api smoke-jetson-cpu smoke-api-arm64; do
+  for c in smoke-redis smoke-api smoke-jetson-cpu smoke-api-arm64 smoke-worker-arm64; do
     [ "$code" != 0 ] && podman logs "$c" > "$OUT/$c.log" 2>&1
     podman rm -f "$c" >/dev/null 2>&1
   done
@@ -86,11 +91,13 @@ l4t_image=$(sed -n 's/^ARG L4T_IMAGE=//p' Dockerfile.l4t)
 python_image=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile)
 for pair in "l4t $l4t_image" "python $python_image" "redis redis:7.4-alpine"; do
   set -- $pair; start=$(date +%s)
+  [ "$1" != l4t ] || full || continue
   if podman image exists "localhost/$2"; then record "stand-in $2: kept from the last run"; continue; fi
   "$SHARED/containers/stand-ins.sh" "$1" "$2" > "$OUT/stand-in-$1.log" 2>&1 || { tail "$OUT/stand-in-$1.log"; fail "stand-in $2"; }
   record "stand-in $2 ($1): $(since "$start"), $(size "localhost/$2"), $(podman image inspect "localhost/$2" --format '{{.Architecture}}')"
 done
 
+if full; then
 say "3. the Jetson image (arm64, emulated build)"
 start=$(date +%s)
 podman build --platform linux/arm64 "${BUILD_FLAGS[@]}" -f Dockerfile.l4t -t dnnprof-worker-jetson . > "$OUT/build-jetson.log" 2>&1 \
@@ -108,6 +115,7 @@ set +e; podman run --rm dnnprof-worker-jetson dnnprof doctor --json > "$OUT/doct
 record "dnnprof doctor, bare image: exit $code; $(json '"device class %s, jetson %s, cpu %s on %s emulated by %s, runtimes %s" % (d["device_class"], d["jetson"], d["cpu"]["model"], d["cpu"]["arch"], d["cpu"]["emulation"], ",".join(d["runtimes"]))' < "$OUT/doctor-bare.json")"
 set +e; podman run --rm -v "$ROOT/tests/data/jetson_orin_nano:/jetson:ro" dnnprof-worker-jetson dnnprof doctor --json --root /jetson > "$OUT/doctor-orin.json"; code=$?; set -e
 record "dnnprof doctor --root (tests/data/jetson_orin_nano mounted): exit $code; $(json '"module %s, power mode %s, rails %s, target %s, runtimes %s; %s" % (d["jetson"]["module"], d["jetson"]["power_mode"], ",".join(d["jetson"]["rails_w"]), d["target"], ",".join(d["runtimes"]), d["problems"][0][:60])' < "$OUT/doctor-orin.json")"
+fi
 
 say "5. Redis, the API, and the Jetson image as a CPU worker, up to a measured profile"
 REDIS_PORT=$(free_port); API_PORT=$(free_port); METRICS_PORT=$(free_port)
@@ -120,23 +128,24 @@ podman run -d --name smoke-redis --network host redis:7.4-alpine redis-server --
 podman run -d --name smoke-api --network host -e DNNPROF_REDIS_URL="$REDIS_URL" -e DNNPROF_HOST=127.0.0.1 \
   -e DNNPROF_PORT="$API_PORT" dnnprof-api >/dev/null
 until_ok 120 "the API answering" curl -fsS "$API/healthz"
+emulated_target() { curl -fsS "$API/v1/devices" | json '[t["target"] for t in d if "qemu" in t["target"] and t.get("status") == "live"][0]'; }
+submit() { curl -fsS -X POST "$API/v1/profiles" -H 'content-type: application/json' -d "$1" | json 'd["id"]'; }
+status_of() { curl -fsS "$API/v1/profiles/$1" | json 'd["status"]'; }
+ended() { case "$(status_of "$1")" in succeeded|failed|cancelled) return 0;; *) return 1;; esac; }
+profile_line() {
+  curl -fsS "$API/v1/profiles/$1" | json '"%s: %s, %.0f ms/image at bs 1; fingerprint cpu_arch %s, cpu_emulation %s, process_start %s, cpu %s, torch %s" % (d["status"], d["result"]["fingerprint"]["device_target"], d["result"]["batches"][0]["latency"]["median_ms"], d["result"]["fingerprint"].get("cpu_arch"), d["result"]["fingerprint"].get("cpu_emulation"), d["result"]["fingerprint"].get("process_start"), d["result"]["fingerprint"].get("cpu_model"), d["result"]["fingerprint"].get("torch_version"))'
+}
+REQUEST='"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1'
+if full; then
 start=$(date +%s)
 podman run -d --name smoke-jetson-cpu --network host -e DNNPROF_REDIS_URL="$REDIS_URL" -e DNNPROF_WORKER_DEVICE=cpu \
   -e DNNPROF_HOST=127.0.0.1 -e DNNPROF_WORKER_METRICS_PORT="$METRICS_PORT" dnnprof-worker-jetson >/dev/null
-emulated_target() { curl -fsS "$API/v1/devices" | json '[t["target"] for t in d if "qemu" in t["target"] and t.get("status") == "live"][0]'; }
 until_ok 600 "the emulated worker registered" emulated_target
 target=$(emulated_target)
 record "Jetson image as a CPU worker: registered in $(since "$start") as $target"
 curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | grep -q dnnprof_worker_info || fail "the worker's /metrics"
 podman healthcheck run smoke-jetson-cpu >/dev/null || fail "the Jetson image's HEALTHCHECK"
 record "its /metrics answers, its HEALTHCHECK passes"
-submit() { curl -fsS -X POST "$API/v1/profiles" -H 'content-type: application/json' -d "$1" | json 'd["id"]'; }
-status_of() { curl -fsS "$API/v1/profiles/$1" | json 'd["status"]'; }
-ended() { case "$(status_of "$1")" in succeeded|failed|cancelled) return 0;; *) return 1;; esac; }
-profile_line() {
-  curl -fsS "$API/v1/profiles/$1" | json '"%s: %s, %.0f ms/image at bs 1; fingerprint cpu_arch %s, cpu_emulation %s, process_start %s, cpu %s" % (d["status"], d["result"]["fingerprint"]["device_target"], d["result"]["batches"][0]["latency"]["median_ms"], d["result"]["fingerprint"].get("cpu_arch"), d["result"]["fingerprint"].get("cpu_emulation"), d["result"]["fingerprint"].get("process_start"), d["result"]["fingerprint"].get("cpu_model"))'
-}
-REQUEST='"model": "squeezenet1_1", "batch_sizes": [1], "runs": 2, "repeats": 1'
 start=$(date +%s)
 id=$(submit "{$REQUEST, \"device\": \"$target\"}")
 until_ok 1800 "profile $id ended" ended "$id"
@@ -203,9 +212,8 @@ until_ok 1800 "profile $id ended" ended "$id"
 [ "$(status_of "$id")" = succeeded ] || fail "compose profile $id"
 record "compose.jetson.yml with DNNPROF_WORKER_DEVICE=cpu: up to a measured profile in $(since "$start"); $(profile_line "$id")"
 "${COMPOSE[@]}" -f "$OUT/compose.cpu.yml" down > /dev/null 2>&1
-podman rm -f smoke-api smoke-redis >/dev/null
+fi
 
-say "8. the API and the CPU worker images for linux/arm64"
 arm64_base() {  # arm64_base TAG SUITE PACKAGES: an arm64 stand-in (stand-ins.sh builds this machine's architecture only)
   local work; work=$(mktemp -d)
   debootstrap --arch=arm64 --variant=minbase --include="ca-certificates${3:+,$3}" "$2" "$work/root" http://deb.debian.org/debian > "$work/log" 2>&1 \
@@ -215,6 +223,8 @@ arm64_base() {  # arm64_base TAG SUITE PACKAGES: an arm64 stand-in (stand-ins.sh
   tar -C "$work/root" -c . | podman import --arch arm64 --change 'ENV LANG=C.UTF-8' - "localhost/$1" >/dev/null
   rm -rf "$work"
 }
+if full; then
+say "8. the API image for linux/arm64"
 start=$(date +%s)
 podman image exists localhost/python-arm64:3.11-slim-bookworm \
   || arm64_base python-arm64:3.11-slim-bookworm bookworm python3,python3-venv,python3-pip
@@ -223,13 +233,17 @@ start=$(date +%s)
 podman build --platform linux/arm64 "${BUILD_FLAGS[@]}" --build-arg PYTHON_IMAGE=localhost/python-arm64:3.11-slim-bookworm \
   --target api -t dnnprof-api-arm64 . > "$OUT/build-api-arm64.log" 2>&1 || { tail -30 "$OUT/build-api-arm64.log"; fail "building the arm64 API"; }
 record "image dnnprof-api (linux/arm64): built in $(since "$start"), $(size dnnprof-api-arm64)"
+ARM64_API=http://127.0.0.1:$(free_port)  # step 5's API still serves step 9
 podman run -d --name smoke-api-arm64 --network host -e DNNPROF_REDIS_URL="redis://127.0.0.1:1/0" -e DNNPROF_HOST=127.0.0.1 \
-  -e DNNPROF_PORT="$API_PORT" dnnprof-api-arm64 >/dev/null
+  -e DNNPROF_PORT="${ARM64_API##*:}" dnnprof-api-arm64 >/dev/null
 start=$(date +%s)
-until_ok 600 "the arm64 API answering" curl -fsS "$API/healthz"
-record "the arm64 API (emulated) answered /healthz $(since "$start") after start; $(curl -fsS -o /dev/null -w 'GET /vendor/plotly.min.js: %{http_code}, %{size_download} bytes' "$API/vendor/plotly.min.js")"
+until_ok 600 "the arm64 API answering" curl -fsS "$ARM64_API/healthz"
+record "the arm64 API (emulated) answered /healthz $(since "$start") after start; $(curl -fsS -o /dev/null -w 'GET /vendor/plotly.min.js: %{http_code}, %{size_download} bytes' "$ARM64_API/vendor/plotly.min.js")"
 podman rm -f smoke-api-arm64 >/dev/null
+fi
+
 if [ -z "${SMOKE_SKIP_ARM64_WORKER:-}" ]; then
+  say "9. the CPU worker image for linux/arm64, as a CPU worker up to a measured profile"
   cuda_image=$(sed -n 's/^ARG CUDA_IMAGE=//p' Dockerfile)
   start=$(date +%s)
   podman image exists localhost/cuda-arm64:stand-in || arm64_base cuda-arm64:stand-in trixie ""
@@ -241,7 +255,25 @@ if [ -z "${SMOKE_SKIP_ARM64_WORKER:-}" ]; then
   podman image exists dnnprof-worker-arm64 || fail "building the arm64 CPU worker: no image (the build was stopped)"
   record "image dnnprof-worker (linux/arm64, CPU): built in $(since "$start"), $(size dnnprof-worker-arm64)"
   set +e; podman run --rm dnnprof-worker-arm64 dnnprof doctor --json > "$OUT/doctor-worker-arm64.json"; set -e
-  record "dnnprof doctor in it: $(json '"target %s, runtimes %s" % (d.get("target"), ",".join(d["runtimes"]))' < "$OUT/doctor-worker-arm64.json")"
+  record "dnnprof doctor in it: $(json '"device class %s (%s), target %s, torch %s (cuda %s), runtimes %s" % (d["device_class"], d.get("device_class_from"), d["target"], d["torch"]["torch"], d["torch"].get("cuda"), ",".join(d["runtimes"]))' < "$OUT/doctor-worker-arm64.json")"
+  # As shipped (DNNPROF_WORKER_DEVICE unset): no GPU here, so it detects a CPU worker. Its target is
+  # the Jetson image's CPU one (same CPU, arch, emulation, threads): "force" measures it anew.
+  WORKER_METRICS_PORT=$(free_port)
+  start=$(date +%s)
+  podman run -d --name smoke-worker-arm64 --network host -e DNNPROF_REDIS_URL="$REDIS_URL" -e DNNPROF_HOST=127.0.0.1 \
+    -e DNNPROF_WORKER_METRICS_PORT="$WORKER_METRICS_PORT" dnnprof-worker-arm64 >/dev/null
+  worker_up() { curl -fsS "http://127.0.0.1:$WORKER_METRICS_PORT/metrics" | grep -q dnnprof_worker_info && emulated_target; }
+  until_ok 900 "the arm64 CPU worker registered" worker_up
+  target=$(emulated_target)
+  podman healthcheck run smoke-worker-arm64 >/dev/null || fail "the arm64 worker image's HEALTHCHECK"
+  record "arm64 CPU worker image, run as shipped: registered in $(since "$start") as $target; its /metrics answers, its HEALTHCHECK passes"
+  start=$(date +%s)
+  id=$(submit "{$REQUEST, \"device\": \"$target\", \"force\": true}")
+  until_ok 1800 "profile $id ended" ended "$id"
+  [ "$(status_of "$id")" = succeeded ] || fail "arm64 worker profile $id: $(curl -fsS "$API/v1/profiles/$id" | json 'd.get("error")')"
+  record "squeezenet1_1 bs 1, 2 runs, 1 repeat on the arm64 CPU worker image: $(since "$start") request to result; $(profile_line "$id")"
+  podman rm -f smoke-worker-arm64 >/dev/null
 fi
+podman rm -f smoke-api smoke-redis >/dev/null
 record "whole arm64 smoke check: $(since "$t0")"
 say "passed"

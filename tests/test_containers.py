@@ -68,17 +68,43 @@ def test_images_run_under_an_init_with_a_data_volume_and_listen_beyond_loopback(
     assert "--mount=type=secret,id=pip.conf,target=/etc/pip.conf pip install" in text.replace("\\\n    ", "")
 
 
+def worker_pins(machine: str | None = None) -> dict[str, str]:
+    """The constraints file's pins for one machine (``platform_machine``; this one unless named)."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    env = default_environment() | ({"platform_machine": machine} if machine else {})
+    pins = {}
+    for line in (ROOT / "deploy" / "worker-constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate(env):
+                assert req.name not in pins, f"two pins of {req.name} for {machine}"
+                pins[req.name] = str(req.specifier).removeprefix("==")
+    return pins
+
+
 def test_the_worker_image_is_on_the_cuda_line_of_its_pinned_torch():
     """One CUDA decision: the base image's CUDA major is that of the torch the constraints pin,
     and `make test` installs the same torch (so torch.version.cuda here is the image's)."""
     import torch
 
-    pins = dict(
-        line.split("==")
-        for line in (ROOT / "deploy" / "worker-constraints.txt").read_text().splitlines()
-        if "==" in line and not line.startswith("#")
-    )
+    pins = worker_pins()
     assert torch.__version__.split("+")[0] == pins["torch"], "make test installs the image's torch"
-    base = re.search(r"ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.", (ROOT / "Dockerfile").read_text()).group(1)
-    assert int(base) == int(torch.version.cuda.split(".")[0])
+    if worker_pins("x86_64")["torch"] == pins["torch"]:  # this machine gets the CUDA line
+        base = re.search(r"ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.", (ROOT / "Dockerfile").read_text()).group(1)
+        assert int(base) == int(torch.version.cuda.split(".")[0])
     assert "-c deploy/worker-constraints.txt" in (ROOT / "Makefile").read_text()
+
+
+def test_the_arm64_worker_is_a_cpu_worker_on_a_cpu_only_torch():
+    """On arm64 the worker image pins PyPI's newest CPU-only aarch64 torch (2.11 on are CUDA 13
+    builds that require GBs of nvidia-* wheels), with its torchvision; amd64 keeps the CUDA line."""
+    amd64, arm64 = worker_pins("x86_64"), worker_pins("aarch64")
+    assert set(amd64) == set(arm64) == {"torch", "torchvision"}
+    major_minor = tuple(int(x) for x in arm64["torch"].split(".")[:2])
+    assert (2, 1) <= major_minor <= (2, 10), "PyPI's aarch64 torch from 2.11 on is a CUDA build"
+    # torchvision 0.N pairs with torch 2.(N - 15) from torch 2.x's 0.15 on
+    assert int(arm64["torchvision"].split(".")[1]) == major_minor[1] + 15
+    assert int(amd64["torchvision"].split(".")[1]) == int(amd64["torch"].split(".")[1]) + 15
+    assert arm64["torch"] in (ROOT / "Dockerfile").read_text().split("FROM ", 1)[0]
