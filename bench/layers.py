@@ -9,17 +9,21 @@ the median of those ratios (target <= 1.15).
 ``check``: the eager layer profile of a model (random weights, batch size 1), then each of its top
 layers (leaf modules, by time) timed alone on the input shape it was called with, by
 ``torch.utils.benchmark.Timer.blocked_autorange`` in a fresh process of its own with the same
-thread count: the ratio of the layer's profiled time to the Timer's median (target 0.8-1.25).
+thread count: the ratio of the layer's profiled time to the Timer's median (target 0.8-1.25),
+over ``--rounds`` rounds (the median per layer), beside a second Timer that cycles through copies
+of the layer whose weights together exceed the cache (``ratio_cold``): alone on repeat a layer's
+weights stay in cache, in the network the other layers' weights pass through it between calls.
 
     python -m bench.layers cost [--model resnet18] [--batch-sizes 1,2] [--rounds 3]
     python -m bench.layers cost --model resnet18 --batch-sizes 1,2,4,8,16,32,64   # a default profile
     python -m bench.layers check [--model resnet18] [--top 5]
-    python -m bench.layers check --model resnet50 --top 10                        # the issue's check
+    python -m bench.layers check --model resnet50 --top 10 --rounds 5             # the issue's check
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -82,17 +86,77 @@ def cost(model: str, batch_sizes: tuple[int, ...], rounds: int) -> dict:
     }
 
 
-def check(model: str, top: int) -> dict:
+def check(model: str, top: int, rounds: int = 1) -> dict:
+    """The model's top leaf layers by profiled time, against Timer, ``rounds`` times: each round
+    a profiled pass here and a fresh Timer process, the order alternating from the second round
+    (the layers are the first round's), so a drift of the host between the two hits both sides;
+    per layer the median of its rounds' ratios."""
     from workers.engine.host import choose_threads
-    from workers.engine.layer_profilers import profile_layers
-    from workers.engine.layers import module_tree
-    from workers.engine.models import build_model
 
     info = MODELS[model]
     threads = choose_threads(Settings.from_env().cpu_threads)[0]  # DNNPROF_CPU_THREADS, as the engine
     torch.set_num_threads(threads)
-    net = build_model(info).eval()
-    tree = module_tree(net, info.input_size)
+    net = build_model_for_check(info)
+    x = torch.randn(1, 3, info.input_size, info.input_size)
+    shapes = input_shapes(net, x)
+    leaves = {p for p, m in net.named_modules() if not list(m.children())}
+    first = profiled_pass(net, info, x)
+    ranked = sorted((x for x in first.layers if x.path in leaves), key=lambda x: -x.ms_per_image)[:top]
+    request = {
+        "model": model,
+        "threads": threads,
+        "layers": [{"path": x.path, "shape": shapes[x.path]} for x in ranked],
+    }
+    runs = []
+    for r in range(rounds):
+        if r == 0:
+            profile, timed = first, timer_process(request)
+        elif r % 2:
+            timed, profile = timer_process(request), profiled_pass(net, info, x)
+        else:
+            profile, timed = profiled_pass(net, info, x), timer_process(request)
+        mine = {layer.path: layer.ms_per_image for layer in profile.layers}
+        warm, cold = timed["warm"], timed["cold"]
+        runs.append(
+            {
+                "profiled_runs": profile.runs,
+                "forward_ms": profile.forward_ms_per_image,
+                "unattributed_ms": profile.unattributed_ms_per_image,
+                "loadavg_1m": os.getloadavg()[0],
+                "ratios": {x.path: mine[x.path] / warm[x.path] for x in ranked},
+                "ratios_cold": {x.path: mine[x.path] / cold[x.path] for x in ranked},
+                "profiled_ms": {x.path: mine[x.path] for x in ranked},
+                "timer_ms": {x.path: warm[x.path] for x in ranked},
+                "timer_cold_ms": {x.path: cold[x.path] for x in ranked},
+            }
+        )
+        said = (f"{k} {v:.2f} ({runs[-1]['ratios_cold'][k]:.2f} cold)" for k, v in runs[-1]["ratios"].items())
+        stamp(f"round {r + 1}: " + ", ".join(said))
+    rows = [
+        {
+            "path": x.path,
+            "type": x.type,
+            "shape": shapes[x.path],
+            "profiled_ms": statistics.median(run["profiled_ms"][x.path] for run in runs),
+            "timer_ms": statistics.median(run["timer_ms"][x.path] for run in runs),
+            "timer_cold_ms": statistics.median(run["timer_cold_ms"][x.path] for run in runs),
+            "ratios": [run["ratios"][x.path] for run in runs],
+            "ratio": statistics.median(run["ratios"][x.path] for run in runs),
+            "ratio_cold": statistics.median(run["ratios_cold"][x.path] for run in runs),
+        }
+        for x in ranked
+    ]
+    return {"model": model, "threads": threads, "rounds": runs, "layers": rows}
+
+
+def build_model_for_check(info: ModelInfo) -> torch.nn.Module:
+    from workers.engine.models import build_model
+
+    return build_model(info).eval()
+
+
+def input_shapes(net: torch.nn.Module, x: torch.Tensor) -> dict[str, list[int]]:
+    """Each module's input shape in one forward (forward pre-hooks, removed after)."""
     shapes: dict[str, list[int]] = {}
 
     def record(path: str):
@@ -102,70 +166,76 @@ def check(model: str, top: int) -> dict:
         return hook
 
     hooks = [m.register_forward_pre_hook(record(p)) for p, m in net.named_modules()]
-    x = torch.randn(1, 3, info.input_size, info.input_size)
     with torch.inference_mode():
         net(x)
-        for h in hooks:
-            h.remove()
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def profiled_pass(net: torch.nn.Module, info: ModelInfo, x: torch.Tensor):
+    """The eager layer profile as the worker makes it: 5 warm forwards, then the profiled pass
+    (as many runs as it would take after their median)."""
+    from workers.engine.layer_profilers import profile_layers
+    from workers.engine.layers import module_tree
+
+    tree = module_tree(net, info.input_size)
+    with torch.inference_mode():
         warm = []
         for _ in range(5):
             start = time.perf_counter()
             net(x)
             warm.append((time.perf_counter() - start) * 1e3)
-        # Its median as the timed figure: the profiled pass runs as many runs as it would after it.
-        profile = profile_layers("eager", None, net, x, tree, timed_ms=statistics.median(warm))
-    leaves = {p for p, m in net.named_modules() if not list(m.children())}
-    ranked = sorted((x for x in profile.layers if x.path in leaves), key=lambda x: -x.ms_per_image)[:top]
-    request = {
-        "model": model,
-        "threads": threads,
-        "layers": [{"path": x.path, "shape": shapes[x.path]} for x in ranked],
-    }
-    timed = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "bench.layers", "timer", json.dumps(request)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+        return profile_layers("eager", None, net, x, tree, timed_ms=statistics.median(warm))
+
+
+def timer_process(request: dict) -> dict[str, dict[str, float]]:
+    """Each layer of ``request`` alone under Timer, in a fresh process (``bench.layers timer``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.layers", "timer", json.dumps(request)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    rows = [
-        {
-            "path": x.path,
-            "type": x.type,
-            "shape": shapes[x.path],
-            "profiled_ms": x.ms_per_image,
-            "timer_ms": timed[x.path],
-            "ratio": x.ms_per_image / timed[x.path],
-        }
-        for x in ranked
-    ]
-    return {
-        "model": model,
-        "threads": threads,
-        "profiled_runs": profile.runs,
-        "forward_ms": profile.forward_ms_per_image,
-        "loadavg_1m": os.getloadavg()[0],
-        "unattributed_ms": profile.unattributed_ms_per_image,
-        "layers": rows,
-    }
+    return json.loads(done.stdout)
 
 
-def timer(request: dict) -> dict[str, float]:
-    """Each layer alone on its recorded shape (a fresh process: ``check`` starts it)."""
+#: Weights cycled through by the cold-weights Timer: more than this host's last-level cache, as
+#: the rest of the network's weights are between two calls of a layer in a forward (resnet50: ~100 MB).
+COLD_BYTES = 256 * 2**20
+
+
+def cycling(copies: list[torch.nn.Module], x: torch.Tensor):
+    """A call of the next copy on ``x``, round and round."""
+    turn = itertools.cycle(copies)
+    return lambda: next(turn)(x)
+
+
+def timer(request: dict) -> dict[str, dict[str, float]]:
+    """Each layer alone on its recorded shape (a fresh process: ``check`` starts it), twice: on
+    one module, its weights in cache from the call before (``warm``: the issue's check), and
+    cycling through copies of it that together exceed the cache (``cold``: as in the network,
+    where the other layers' weights pass through the cache between two of its calls)."""
+    import copy
+
     from torch.utils import benchmark
 
     from workers.engine.models import build_model
 
     torch.set_num_threads(request["threads"])
     net = build_model(MODELS[request["model"]]).eval()
-    out = {}
+    out: dict[str, dict[str, float]] = {"warm": {}, "cold": {}}
     with torch.inference_mode():
         for layer in request["layers"]:
             module, x = net.get_submodule(layer["path"]), torch.randn(layer["shape"])
             t = benchmark.Timer(stmt="m(x)", globals={"m": module, "x": x}, num_threads=request["threads"])
             t.timeit(5)
-            out[layer["path"]] = t.blocked_autorange(min_run_time=1.0).median * 1e3
+            out["warm"][layer["path"]] = t.blocked_autorange(min_run_time=1.0).median * 1e3
+            size = sum(p.numel() * p.element_size() for p in module.parameters()) or 1
+            copies = [copy.deepcopy(module) for _ in range(max(2, min(256, COLD_BYTES // size)))]
+            t = benchmark.Timer(stmt="f()", globals={"f": cycling(copies, x)}, num_threads=request["threads"])
+            t.timeit(len(copies))
+            out["cold"][layer["path"]] = t.blocked_autorange(min_run_time=1.0).median * 1e3
     return out
 
 
@@ -185,7 +255,7 @@ def main() -> int:
         sizes = tuple(int(b) for b in args.batch_sizes.split(","))
         result = cost(args.model, sizes, args.rounds)
     else:
-        result = check(args.model, args.top)
+        result = check(args.model, args.top, args.rounds)
     result["environment"] = environment()
     path = write(f"layers-{args.what}-{args.model}-cpu", result)
     print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=1))
