@@ -12,7 +12,9 @@ layers (leaf modules, by time) timed alone on the input shape it was called with
 thread count: the ratio of the layer's profiled time to the Timer's median (target 0.8-1.25),
 over ``--rounds`` rounds (the median per layer), beside a second Timer that cycles through copies
 of the layer whose weights together exceed the cache (``ratio_cold``): alone on repeat a layer's
-weights stay in cache, in the network the other layers' weights pass through it between calls.
+weights stay in cache, in the network the other layers' weights pass through it between calls;
+and beside a third reference with no profiler, the layer's time in the network from
+``perf_counter`` hooks (``ratio_in_network``: what the profiler itself adds).
 
     python -m bench.layers cost [--model resnet18] [--batch-sizes 1,2] [--rounds 3]
     python -m bench.layers cost --model resnet18 --batch-sizes 1,2,4,8,16,32,64   # a default profile
@@ -116,6 +118,7 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
         else:
             profile, timed = profiled_pass(net, info, x), timer_process(request)
         mine = {layer.path: layer.ms_per_image for layer in profile.layers}
+        hooked = hook_timed(net, x, [x.path for x in ranked])
         warm, cold = timed["warm"], timed["cold"]
         runs.append(
             {
@@ -125,12 +128,18 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
                 "loadavg_1m": os.getloadavg()[0],
                 "ratios": {x.path: mine[x.path] / warm[x.path] for x in ranked},
                 "ratios_cold": {x.path: mine[x.path] / cold[x.path] for x in ranked},
+                "ratios_in_network": {x.path: mine[x.path] / hooked[x.path] for x in ranked},
+                "in_network_ms": hooked,
                 "profiled_ms": {x.path: mine[x.path] for x in ranked},
                 "timer_ms": {x.path: warm[x.path] for x in ranked},
                 "timer_cold_ms": {x.path: cold[x.path] for x in ranked},
             }
         )
-        said = (f"{k} {v:.2f} ({runs[-1]['ratios_cold'][k]:.2f} cold)" for k, v in runs[-1]["ratios"].items())
+        last = runs[-1]
+        said = (
+            f"{k} {v:.2f} ({last['ratios_cold'][k]:.2f} cold, {last['ratios_in_network'][k]:.2f} in-network)"
+            for k, v in last["ratios"].items()
+        )
         stamp(f"round {r + 1}: " + ", ".join(said))
     rows = [
         {
@@ -143,10 +152,46 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
             "ratios": [run["ratios"][x.path] for run in runs],
             "ratio": statistics.median(run["ratios"][x.path] for run in runs),
             "ratio_cold": statistics.median(run["ratios_cold"][x.path] for run in runs),
+            "in_network_ms": statistics.median(run["in_network_ms"][x.path] for run in runs),
+            "ratio_in_network": statistics.median(run["ratios_in_network"][x.path] for run in runs),
         }
         for x in ranked
     ]
     return {"model": model, "threads": threads, "rounds": runs, "layers": rows}
+
+
+def hook_timed(net: torch.nn.Module, x: torch.Tensor, paths: list[str], runs: int = 10) -> dict[str, float]:
+    """Each layer's time in the network with no profiler: ``perf_counter`` in a forward pre-hook
+    and a forward hook on it (the median over ``runs`` forwards, after 3 warm ones). Alone on
+    repeat a layer runs faster than in the network (the state the other layers leave), so this
+    is the reference that isolates the profiler's own effect."""
+    started: dict[str, float] = {}
+    took: dict[str, list[float]] = {p: [] for p in paths}
+
+    def before(path: str):
+        def hook(module, args) -> None:
+            started[path] = time.perf_counter()
+
+        return hook
+
+    def after(path: str):
+        def hook(module, args, out) -> None:
+            took[path].append((time.perf_counter() - started[path]) * 1e3)
+
+        return hook
+
+    hooks = []
+    for path in paths:
+        module = net.get_submodule(path)
+        hooks += [module.register_forward_pre_hook(before(path)), module.register_forward_hook(after(path))]
+    try:
+        with torch.inference_mode():
+            for _ in range(3 + runs):
+                net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {p: statistics.median(took[p][3:]) for p in paths}
 
 
 def build_model_for_check(info: ModelInfo) -> torch.nn.Module:
