@@ -38,7 +38,12 @@ from dnnprof.contract import (
 )
 from dnnprof.cost import GB, too_costly, too_slow
 from dnnprof.queue import queue_for, route_of
-from dnnprof.runtimes import canonical_options, layer_profiler_refusal, runtime_refusal
+from dnnprof.runtimes import (
+    canonical_options,
+    layer_profiler_refusal,
+    layer_profiler_version_refusal,
+    runtime_refusal,
+)
 from dnnprof.store import ConflictError, ProfileStore, now
 from dnnprof.targets import class_of, is_target, target_of
 from dnnprof.uploads import upload_refusal
@@ -98,7 +103,7 @@ class ProfileService:
             )
         here = serving_workers(workers, device, target)
         check_runtime(data, device, target, here)
-        check_layers(data, device, resolved.info)
+        check_layers(data, device, resolved.info, here)
         settings = settings_for(data, resolved, device, target)
         self.check_cost(resolved.info, settings, here)
         stored = None if data.force else self.stored_elsewhere(settings, any_target=data.any_target)
@@ -303,9 +308,12 @@ def check_runtime(data: ProfileRequest, device: str, target: str | None, serving
         )
 
 
-def check_layers(data: ProfileRequest, device: str, info: ModelInfo | None = None) -> None:
-    """``layers`` where the runtime has a layer profiler on the device, for a model with a module
-    tree (not an uploaded ONNX file), at requested batch sizes."""
+def check_layers(
+    data: ProfileRequest, device: str, info: ModelInfo | None = None, serving: list[WorkerInfo] | None = None
+) -> None:
+    """``layers`` where the runtime has a layer profiler on the device (and in the version the
+    device's live workers, ``serving``, run), for a model with a module tree (not an uploaded ONNX
+    file), at requested batch sizes."""
     if data.layers_batch_sizes is not None and not data.layers:
         raise FieldRefused(
             "layers_batch_sizes needs layers: true",
@@ -321,7 +329,10 @@ def check_layers(data: ProfileRequest, device: str, info: ModelInfo | None = Non
             message="an uploaded ONNX file has no torch module here, and a layer profile maps the "
             "runtime's nodes onto the module tree of one (profile it without layers)",
         )
-    if refusal := layer_profiler_refusal(data.runtime, device):
+    versions = [w.runtimes[data.runtime] for w in serving or () if data.runtime in w.runtimes]
+    if refusal := layer_profiler_refusal(data.runtime, device) or layer_profiler_version_refusal(
+        data.runtime, versions
+    ):
         detail = f"no layer profile for the {data.runtime} runtime here"
         raise FieldRefused(detail, key="layers", message=refusal)
     requested = set(data.batch_sizes or DEFAULT_BATCH_SIZES)

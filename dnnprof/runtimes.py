@@ -13,6 +13,7 @@ A new runtime is one row here, its module under ``workers/engine/runtimes/`` (a 
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from msgspec import Struct
@@ -75,6 +76,8 @@ class RuntimeSpec(Struct, frozen=True, kw_only=True):
     unavailable: str | None = None
     #: Device classes where it has a layer profiler (``layers: true``; ``workers.engine.layer_profilers``).
     layer_profiler_on: tuple[str, ...] = ()
+    #: The least version of it (as workers advertise it) whose layer profiler runs (None: any).
+    layer_profiler_since: str | None = None
 
 
 RUNTIME_SPECS: dict[str, RuntimeSpec] = {
@@ -98,8 +101,10 @@ RUNTIME_SPECS: dict[str, RuntimeSpec] = {
             needs_c_compiler_on=("cpu",),
             needs_triton_on=("cuda", "jetson"),
             implementation="workers.engine.runtimes.compiled:CompileRuntime",
-            # torch.profiler over inductor's kernels, mapped through its provenance (its C++ kernels).
+            # torch.profiler over inductor's kernels, mapped through its provenance (its C++ kernels):
+            # inductor's provenance settings as of torch 2.14 (workers.engine.compiled_layers).
             layer_profiler_on=("cpu",),
+            layer_profiler_since="2.14",
         ),
         RuntimeSpec(
             name="onnxruntime",
@@ -191,6 +196,30 @@ def layer_profiler_refusal(runtime: str, device_class: str) -> str | None:
         return None
     on = f"on {' and '.join(where)} devices only" if where else "on no device yet"
     return f"the {runtime} runtime has a layer profiler {on}, not on {device_class}: {layer_profilers()}"
+
+
+def layer_profiler_version_refusal(runtime: str, versions: list[str]) -> str | None:
+    """Why ``layers: true`` cannot be served by workers that run these versions of the runtime
+    (None: one of them can, or none is live and the job waits for one that can)."""
+    since = RUNTIME_SPECS[runtime].layer_profiler_since
+    if since is None or not versions or any(release(v) >= release(since) for v in versions):
+        return None
+    return (
+        f"the {runtime} runtime's layer profiler needs version {since} or later on the worker, and "
+        f"the workers here run {', '.join(sorted(set(versions)))}: profile it without layers, or in "
+        "another runtime with a layer profiler"
+    )
+
+
+def release(version: str) -> tuple[int, ...]:
+    """A version's leading release numbers ("2.10.0+cpu" -> (2, 10, 0))."""
+    numbers = []
+    for part in version.split("+")[0].split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
 
 
 def layer_profilers() -> str:

@@ -265,6 +265,28 @@ def test_onnxruntime_fused_gemm_goes_to_its_linear(tmp_path):
     assert all(n.path is not None for n in measured.nodes), [(n.name, n.path) for n in measured.nodes]
 
 
+def test_compile_layers_refused_where_the_workers_torch_predates_its_profiler():
+    """compile's layer profile reads inductor's provenance settings of torch 2.14: a target whose
+    live workers run an older torch (the arm64 CPU worker's 2.10) had the request accepted and the
+    layer profile stored as an error. Now a 422 naming ``layers``, the version and what is needed;
+    where no worker is live the job waits, as any other."""
+    from dnnprof.contract import WorkerInfo
+
+    def worker(torch_version: str) -> WorkerInfo:
+        runtimes = {"eager": torch_version, "compile": torch_version}
+        return WorkerInfo(hostname="w", device_class="cpu", pid=1, started_at=0, seen_at=0, runtimes=runtimes)
+
+    asked = ProfileRequest(model="resnet18", batch_sizes=[1], layers=True, runtime="compile")
+    with pytest.raises(FieldRefused) as refused:
+        check_layers(asked, "cpu", serving=[worker("2.10.0")])
+    assert refused.value.key == "layers"
+    assert "2.10.0" in (refused.value.message or "") and "2.14" in (refused.value.message or "")
+    check_layers(asked, "cpu", serving=[worker("2.10.0"), worker("2.14.1")])  # one can serve it
+    check_layers(asked, "cpu", serving=[])  # none live: it waits for one
+    eager = ProfileRequest(model="resnet18", batch_sizes=[1], layers=True)
+    check_layers(eager, "cpu", serving=[worker("2.10.0")])  # eager's profiler has no such floor
+
+
 def test_a_profile_without_layers_runs_no_profiled_pass(model, cache):
     config = ScenarioConfig(device_class="cpu", warmup=WarmupPolicy(min_seconds=0.05), min_timed_s=0.05)
     sink = OrderSink(model)
