@@ -32,12 +32,16 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
 from bench.common import engine_process, environment, stamp, write
 from dnnprof.config import Settings
 from dnnprof.contract import ModelInfo, ProfileSettings
+
+if TYPE_CHECKING:
+    from workers.engine.layers import ModuleTree
 
 MODELS = {
     "resnet18": ModelInfo(name="tv:resnet18", source="tv", architecture="resnet18", input_size=224),
@@ -94,15 +98,18 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
     (the layers are the first round's), so a drift of the host between the two hits both sides;
     per layer the median of its rounds' ratios."""
     from workers.engine.host import choose_threads
+    from workers.engine.layers import module_tree
+    from workers.engine.models import build_model
 
     info = MODELS[model]
     threads = choose_threads(Settings.from_env().cpu_threads)[0]  # DNNPROF_CPU_THREADS, as the engine
     torch.set_num_threads(threads)
-    net = build_model_for_check(info)
+    net = build_model(info).eval()
     x = torch.randn(1, 3, info.input_size, info.input_size)
     shapes = input_shapes(net, x)
     leaves = {p for p, m in net.named_modules() if not list(m.children())}
-    first = profiled_pass(net, info, x)
+    tree = module_tree(net, info.input_size)  # the per-module FLOP count: once, not per round
+    first = profiled_pass(net, tree, x)
     ranked = sorted((x for x in first.layers if x.path in leaves), key=lambda x: -x.ms_per_image)[:top]
     request = {
         "model": model,
@@ -114,9 +121,9 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
         if r == 0:
             profile, timed = first, timer_process(request)
         elif r % 2:
-            timed, profile = timer_process(request), profiled_pass(net, info, x)
+            timed, profile = timer_process(request), profiled_pass(net, tree, x)
         else:
-            profile, timed = profiled_pass(net, info, x), timer_process(request)
+            profile, timed = profiled_pass(net, tree, x), timer_process(request)
         mine = {layer.path: layer.ms_per_image for layer in profile.layers}
         hooked = hook_timed(net, x, [x.path for x in ranked])
         warm, cold = timed["warm"], timed["cold"]
@@ -141,19 +148,23 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
             for k, v in last["ratios"].items()
         )
         stamp(f"round {r + 1}: " + ", ".join(said))
+    # Each figure of a layer's row: the median over the rounds of that round's figure.
+    medians = {
+        "profiled_ms": "profiled_ms",
+        "timer_ms": "timer_ms",
+        "timer_cold_ms": "timer_cold_ms",
+        "ratio": "ratios",
+        "ratio_cold": "ratios_cold",
+        "in_network_ms": "in_network_ms",
+        "ratio_in_network": "ratios_in_network",
+    }
     rows = [
         {
             "path": x.path,
             "type": x.type,
             "shape": shapes[x.path],
-            "profiled_ms": statistics.median(run["profiled_ms"][x.path] for run in runs),
-            "timer_ms": statistics.median(run["timer_ms"][x.path] for run in runs),
-            "timer_cold_ms": statistics.median(run["timer_cold_ms"][x.path] for run in runs),
             "ratios": [run["ratios"][x.path] for run in runs],
-            "ratio": statistics.median(run["ratios"][x.path] for run in runs),
-            "ratio_cold": statistics.median(run["ratios_cold"][x.path] for run in runs),
-            "in_network_ms": statistics.median(run["in_network_ms"][x.path] for run in runs),
-            "ratio_in_network": statistics.median(run["ratios_in_network"][x.path] for run in runs),
+            **{out: statistics.median(run[key][x.path] for run in runs) for out, key in medians.items()},
         }
         for x in ranked
     ]
@@ -194,12 +205,6 @@ def hook_timed(net: torch.nn.Module, x: torch.Tensor, paths: list[str], runs: in
     return {p: statistics.median(took[p][3:]) for p in paths}
 
 
-def build_model_for_check(info: ModelInfo) -> torch.nn.Module:
-    from workers.engine.models import build_model
-
-    return build_model(info).eval()
-
-
 def input_shapes(net: torch.nn.Module, x: torch.Tensor) -> dict[str, list[int]]:
     """Each module's input shape in one forward (forward pre-hooks, removed after)."""
     shapes: dict[str, list[int]] = {}
@@ -218,13 +223,11 @@ def input_shapes(net: torch.nn.Module, x: torch.Tensor) -> dict[str, list[int]]:
     return shapes
 
 
-def profiled_pass(net: torch.nn.Module, info: ModelInfo, x: torch.Tensor):
+def profiled_pass(net: torch.nn.Module, tree: ModuleTree, x: torch.Tensor):
     """The eager layer profile as the worker makes it: 5 warm forwards, then the profiled pass
     (as many runs as it would take after their median)."""
     from workers.engine.layer_profilers import profile_layers
-    from workers.engine.layers import module_tree
 
-    tree = module_tree(net, info.input_size)
     with torch.inference_mode():
         warm = []
         for _ in range(5):

@@ -30,7 +30,7 @@ import ast
 import re
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -177,24 +177,20 @@ def graph_call_nodes(call: FunctionEvent, kernels: list[Kernel]) -> list[NodeTim
     return nodes
 
 
-def _region_of(event: FunctionEvent | None) -> str | None:
-    while event is not None and not event.name.startswith(REGION):
+def _enclosing(event: FunctionEvent | None, named: Callable[[str], bool]) -> FunctionEvent | None:
+    """The event itself or its nearest CPU ancestor whose name is ``named``."""
+    while event is not None and not named(event.name):
         event = event.cpu_parent
-    return event.name if event is not None else None
-
-
-def _counted(event: FunctionEvent | None) -> bool:
-    while event is not None and event.name != FORWARD_RANGE:
-        event = event.cpu_parent
-    return event is not None
+    return event
 
 
 def compiled_nodes(events: Iterable[FunctionEvent], regions: dict[str, list[Kernel]]) -> list[NodeTime]:
     """The kernels of every counted forward's compiled graphs (the time outside them: unattributed)."""
     nodes: list[NodeTime] = []
     for event in events:
-        if event.name.startswith(GRAPH_CALL) and _counted(event):
-            nodes.extend(graph_call_nodes(event, regions.get(_region_of(event) or "", [])))
+        if event.name.startswith(GRAPH_CALL) and _enclosing(event, FORWARD_RANGE.__eq__) is not None:
+            region = _enclosing(event, lambda name: name.startswith(REGION))
+            nodes.extend(graph_call_nodes(event, regions.get(region.name if region else "", [])))
     return nodes
 
 
