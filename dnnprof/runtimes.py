@@ -13,10 +13,10 @@ A new runtime is one row here, its module under ``workers/engine/runtimes/`` (a 
 
 from __future__ import annotations
 
-import itertools
 from typing import Literal
 
 from msgspec import Struct
+from packaging.version import InvalidVersion, Version
 
 PrecisionName = Literal["fp32", "fp16", "bf16", "amp"]
 ALL_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "amp")
@@ -212,14 +212,13 @@ def layer_profiler_version_refusal(runtime: str, versions: list[str]) -> str | N
 
 
 def release(version: str) -> tuple[int, ...]:
-    """A version's leading release numbers ("2.10.0+cpu" -> (2, 10, 0))."""
-    numbers = []
-    for part in version.split("+")[0].split("."):
-        digits = "".join(itertools.takewhile(str.isdigit, part))
-        if not digits:
-            break
-        numbers.append(int(digits))
-    return tuple(numbers)
+    """A version's release numbers ("2.10.0+cpu" -> (2, 10, 0); a nightly "2.14.0a0+git…" ->
+    (2, 14, 0), as its features are those of the release it leads to); () where it is no PEP 440
+    version."""
+    try:
+        return Version(version).release
+    except InvalidVersion:
+        return ()
 
 
 def layer_profilers() -> str:

@@ -282,6 +282,11 @@ def test_compile_layers_refused_where_the_workers_torch_predates_its_profiler():
     assert refused.value.key == "layers"
     assert "2.10.0" in (refused.value.message or "") and "2.14" in (refused.value.message or "")
     check_layers(asked, "cpu", serving=[worker("2.10.0"), worker("2.14.1")])  # one can serve it
+    # PEP 440's release segment, not the strings: 2.9.1 is older than 2.14 (as text it sorts after),
+    # and a nightly 2.14.0a0 carries 2.14's settings.
+    with pytest.raises(FieldRefused):
+        check_layers(asked, "cpu", serving=[worker("2.9.1+cpu")])
+    check_layers(asked, "cpu", serving=[worker("2.14.0a0+git1234567")])
     check_layers(asked, "cpu", serving=[])  # none live: it waits for one
     eager = ProfileRequest(model="resnet18", batch_sizes=[1], layers=True)
     check_layers(eager, "cpu", serving=[worker("2.10.0")])  # eager's profiler has no such floor
