@@ -13,8 +13,10 @@ thread count: the ratio of the layer's profiled time to the Timer's median (targ
 over ``--rounds`` rounds (the median per layer), beside a second Timer that cycles through copies
 of the layer whose weights together exceed the cache (``ratio_cold``): alone on repeat a layer's
 weights stay in cache, in the network the other layers' weights pass through it between calls;
-and beside a third reference with no profiler, the layer's time in the network from
-``perf_counter`` hooks (``ratio_in_network``: what the profiler itself adds).
+beside a third that times single calls (``perf_counter``), each after a read pass over a buffer
+larger than the cache (``ratio_flushed``: nothing of the layer's in cache);
+and beside a reference with no profiler, the layer's time in the network from ``perf_counter``
+hooks (``ratio_in_network``: what the profiler itself adds).
 
     python -m bench.layers cost [--model resnet18] [--batch-sizes 1,2] [--rounds 3]
     python -m bench.layers cost --model resnet18 --batch-sizes 1,2,4,8,16,32,64   # a default profile
@@ -126,7 +128,7 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
             profile, timed = profiled_pass(net, tree, x), timer_process(request)
         mine = {layer.path: layer.ms_per_image for layer in profile.layers}
         hooked = hook_timed(net, x, [x.path for x in ranked])
-        warm, cold = timed["warm"], timed["cold"]
+        warm, cold, flushed = timed["warm"], timed["cold"], timed["flushed"]
         runs.append(
             {
                 "profiled_runs": profile.runs,
@@ -135,16 +137,19 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
                 "loadavg_1m": os.getloadavg()[0],
                 "ratios": {x.path: mine[x.path] / warm[x.path] for x in ranked},
                 "ratios_cold": {x.path: mine[x.path] / cold[x.path] for x in ranked},
+                "ratios_flushed": {x.path: mine[x.path] / flushed[x.path] for x in ranked},
                 "ratios_in_network": {x.path: mine[x.path] / hooked[x.path] for x in ranked},
                 "in_network_ms": hooked,
                 "profiled_ms": {x.path: mine[x.path] for x in ranked},
                 "timer_ms": {x.path: warm[x.path] for x in ranked},
                 "timer_cold_ms": {x.path: cold[x.path] for x in ranked},
+                "timer_flushed_ms": {x.path: flushed[x.path] for x in ranked},
             }
         )
         last = runs[-1]
         said = (
-            f"{k} {v:.2f} ({last['ratios_cold'][k]:.2f} cold, {last['ratios_in_network'][k]:.2f} in-network)"
+            f"{k} {v:.2f} ({last['ratios_cold'][k]:.2f} cold, {last['ratios_flushed'][k]:.2f} flushed,"
+            f" {last['ratios_in_network'][k]:.2f} in-network)"
             for k, v in last["ratios"].items()
         )
         stamp(f"round {r + 1}: " + ", ".join(said))
@@ -155,6 +160,8 @@ def check(model: str, top: int, rounds: int = 1) -> dict:
         "timer_cold_ms": "timer_cold_ms",
         "ratio": "ratios",
         "ratio_cold": "ratios_cold",
+        "timer_flushed_ms": "timer_flushed_ms",
+        "ratio_flushed": "ratios_flushed",
         "in_network_ms": "in_network_ms",
         "ratio_in_network": "ratios_in_network",
     }
@@ -259,11 +266,32 @@ def cycling(copies: list[torch.nn.Module], x: torch.Tensor):
     return lambda: next(turn)(x)
 
 
+#: Single calls timed after a read pass over this many bytes (the ``flushed`` Timer).
+FLUSH_BYTES = 256 * 2**20
+FLUSHED_CALLS = 30
+
+
+def flushed_median(module: torch.nn.Module, x: torch.Tensor) -> float:
+    """The median of single calls of ``module`` on ``x``, each after a read pass over a buffer
+    larger than the last-level cache: weights, input, scratch all evicted. Timed by
+    ``perf_counter`` around the one call: ``Timer.timeit(1)`` runs two warm-up calls first, which
+    would bring the layer back into cache."""
+    flush = torch.ones(FLUSH_BYTES // 4)
+    took = []
+    for _ in range(FLUSHED_CALLS):
+        flush.sum()
+        start = time.perf_counter()
+        module(x)
+        took.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(took)
+
+
 def timer(request: dict) -> dict[str, dict[str, float]]:
-    """Each layer alone on its recorded shape (a fresh process: ``check`` starts it), twice: on
-    one module, its weights in cache from the call before (``warm``: the issue's check), and
+    """Each layer alone on its recorded shape (a fresh process: ``check`` starts it), three ways:
+    on one module, its weights in cache from the call before (``warm``: the issue's check);
     cycling through copies of it that together exceed the cache (``cold``: as in the network,
-    where the other layers' weights pass through the cache between two of its calls)."""
+    where the other layers' weights pass through the cache between two of its calls); and single
+    calls after the whole cache is evicted (``flushed``)."""
     import copy
 
     from torch.utils import benchmark
@@ -272,7 +300,7 @@ def timer(request: dict) -> dict[str, dict[str, float]]:
 
     torch.set_num_threads(request["threads"])
     net = build_model(MODELS[request["model"]]).eval()
-    out: dict[str, dict[str, float]] = {"warm": {}, "cold": {}}
+    out: dict[str, dict[str, float]] = {"warm": {}, "cold": {}, "flushed": {}}
     with torch.inference_mode():
         for layer in request["layers"]:
             module, x = net.get_submodule(layer["path"]), torch.randn(layer["shape"])
@@ -284,6 +312,7 @@ def timer(request: dict) -> dict[str, dict[str, float]]:
             t = benchmark.Timer(stmt="f()", globals={"f": cycling(copies, x)}, num_threads=request["threads"])
             t.timeit(len(copies))
             out["cold"][layer["path"]] = t.blocked_autorange(min_run_time=1.0).median * 1e3
+            out["flushed"][layer["path"]] = flushed_median(module, x)
     return out
 
 
