@@ -266,7 +266,7 @@ def cycling(copies: list[torch.nn.Module], x: torch.Tensor):
     return lambda: next(turn)(x)
 
 
-#: Single calls timed after a read pass over this many bytes (the ``flushed`` Timer).
+#: Single calls timed after a read pass over this many bytes (the ``flushed`` reading).
 FLUSH_BYTES = 256 * 2**20
 FLUSHED_CALLS = 30
 
