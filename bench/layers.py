@@ -255,9 +255,10 @@ def timer_process(request: dict) -> dict[str, dict[str, float]]:
     return json.loads(done.stdout)
 
 
-#: Weights cycled through by the cold-weights Timer: more than this host's last-level cache, as
-#: the rest of the network's weights are between two calls of a layer in a forward (resnet50: ~100 MB).
-COLD_BYTES = 256 * 2**20
+#: More than this host's last-level cache, as the rest of the network's weights are between two
+#: calls of a layer in a forward (resnet50: ~100 MB): the weights the cold-weights Timer cycles
+#: through, and the buffer read before each of the flushed reading's calls.
+BEYOND_CACHE_BYTES = 256 * 2**20
 
 
 def cycling(copies: list[torch.nn.Module], x: torch.Tensor):
@@ -266,17 +267,15 @@ def cycling(copies: list[torch.nn.Module], x: torch.Tensor):
     return lambda: next(turn)(x)
 
 
-#: Single calls timed after a read pass over this many bytes (the ``flushed`` reading).
-FLUSH_BYTES = 256 * 2**20
+#: Single calls timed by the ``flushed`` reading, per layer.
 FLUSHED_CALLS = 30
 
 
-def flushed_median(module: torch.nn.Module, x: torch.Tensor) -> float:
-    """The median of single calls of ``module`` on ``x``, each after a read pass over a buffer
-    larger than the last-level cache: weights, input, scratch all evicted. Timed by
+def flushed_median(module: torch.nn.Module, x: torch.Tensor, flush: torch.Tensor) -> float:
+    """The median of single calls of ``module`` on ``x``, each after a read pass over ``flush``
+    (larger than the last-level cache): weights, input, scratch all evicted. Timed by
     ``perf_counter`` around the one call: ``Timer.timeit(1)`` runs two warm-up calls first, which
     would bring the layer back into cache."""
-    flush = torch.ones(FLUSH_BYTES // 4)
     took = []
     for _ in range(FLUSHED_CALLS):
         flush.sum()
@@ -301,6 +300,7 @@ def timer(request: dict) -> dict[str, dict[str, float]]:
     torch.set_num_threads(request["threads"])
     net = build_model(MODELS[request["model"]]).eval()
     out: dict[str, dict[str, float]] = {"warm": {}, "cold": {}, "flushed": {}}
+    flush = torch.ones(BEYOND_CACHE_BYTES // 4)  # one buffer for every layer's flushed reading
     with torch.inference_mode():
         for layer in request["layers"]:
             module, x = net.get_submodule(layer["path"]), torch.randn(layer["shape"])
@@ -308,11 +308,11 @@ def timer(request: dict) -> dict[str, dict[str, float]]:
             t.timeit(5)
             out["warm"][layer["path"]] = t.blocked_autorange(min_run_time=1.0).median * 1e3
             size = sum(p.numel() * p.element_size() for p in module.parameters()) or 1
-            copies = [copy.deepcopy(module) for _ in range(max(2, min(256, COLD_BYTES // size)))]
+            copies = [copy.deepcopy(module) for _ in range(max(2, min(256, BEYOND_CACHE_BYTES // size)))]
             t = benchmark.Timer(stmt="f()", globals={"f": cycling(copies, x)}, num_threads=request["threads"])
             t.timeit(len(copies))
             out["cold"][layer["path"]] = t.blocked_autorange(min_run_time=1.0).median * 1e3
-            out["flushed"][layer["path"]] = flushed_median(module, x)
+            out["flushed"][layer["path"]] = flushed_median(module, x, flush)
     return out
 
 
